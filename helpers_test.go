@@ -1,0 +1,96 @@
+package tcpchan
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// TestMain fails the run if any test leaves a goroutine behind.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// closeAndWait closes s and fails t if its goroutines do not exit.
+func closeAndWait(t testing.TB, s *Session) {
+	t.Helper()
+	s.Close()
+	select {
+	case <-s.Done():
+	case <-time.After(10 * time.Second):
+		t.Errorf("session goroutines did not exit after Close")
+	}
+}
+
+// tcpConnPair returns the two ends of a real TCP loopback connection.
+func tcpConnPair(t testing.TB) (net.Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		c, err := ln.Accept()
+		ch <- result{c, err}
+	}()
+	c1, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := <-ch
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	return c1, r.c
+}
+
+// sessionPair returns a client and a server session over the given
+// connection ends, closed (and checked for leaks) when the test ends.
+func sessionPair(t testing.TB, c1, c2 net.Conn, ccfg, scfg *Config) (*Session, *Session) {
+	t.Helper()
+	client, err := Client(c1, ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := Server(c2, scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		closeAndWait(t, client)
+		closeAndWait(t, server)
+	})
+	return client, server
+}
+
+func tcpSessions(t testing.TB, ccfg, scfg *Config) (*Session, *Session) {
+	c1, c2 := tcpConnPair(t)
+	return sessionPair(t, c1, c2, ccfg, scfg)
+}
+
+func pipeSessions(t testing.TB, ccfg, scfg *Config) (*Session, *Session) {
+	c1, c2 := net.Pipe()
+	return sessionPair(t, c1, c2, ccfg, scfg)
+}
+
+// streamPair opens a stream from a and accepts it on b.
+func streamPair(t testing.TB, a, b *Session) (*Stream, *Stream) {
+	t.Helper()
+	s1, err := a.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, err := b.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s1, s2
+}

@@ -1,0 +1,1068 @@
+// Package tcpchan carries many independent streams over one connection.
+//
+// A Session wraps an established connection (TCP, TLS, a pipe: any
+// io.ReadWriteCloser). Both ends can open streams with Dial or OpenStream and
+// take the peer's with Accept or AcceptStream. Every Stream is a full
+// net.Conn, with deadlines and half-close, and a Session is a net.Listener,
+// so http.Serve(session, handler) works.
+//
+// Opening a stream costs no round trip: the SYN travels with the first data.
+// Writes are cut into frames of MaxFrameSize bytes (1 KiB by default) that
+// one writer goroutine per session interleaves round robin, so a bulk
+// transfer never starves a small request. Every stream has its own
+// credit-based flow control, so a stream whose reader stalls never blocks
+// the others, and a session window bounds the memory a peer can make a
+// session buffer.
+//
+// The wire protocol is specified in PROTOCOL.md.
+package tcpchan
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Config tunes a Session. A nil *Config means DefaultConfig(); in a Config,
+// a zero field means that field's default. Client and Server reject values
+// outside the documented ranges with an error naming the field.
+type Config struct {
+	// MaxFrameSize is the largest DATA payload this side sends and accepts.
+	// Smaller frames interleave streams more finely; larger ones cost less
+	// CPU. Default 1024, range 1024 to 65536. Frames sent are cut to the
+	// smaller of both sides' values.
+	MaxFrameSize int
+
+	// InitialStreamWindow is how many bytes the peer may send on a stream
+	// before its reader reads any. Default 256 KiB, range 64 KiB to
+	// MaxStreamWindow.
+	InitialStreamWindow int
+
+	// MaxStreamWindow caps a stream's receive window, which grows while the
+	// application reads faster than the window allows per round trip, so one
+	// stream can fill a long fat link. Default 8 MiB, at most 2^31-1.
+	MaxStreamWindow int
+
+	// SessionWindow is the session's receive budget: the most bytes all
+	// streams together may hold received but unread. It bounds a session's
+	// receive memory. Growth of stream windows beyond InitialStreamWindow
+	// is limited to half of it, so that streams whose readers stall cannot
+	// take it all. Default 16 MiB, range 1 MiB (and at least
+	// InitialStreamWindow) to 2^31-1.
+	SessionWindow int
+
+	// MaxIncomingStreams is the most streams the peer may have open at once
+	// on this session. Past it, a new stream is refused: the peer's dialer
+	// sees ErrStreamRefused. Default 8192.
+	MaxIncomingStreams int
+
+	// AcceptBacklog is how many incoming streams may wait for Accept. Past
+	// it, a new stream is refused as above, so the session's reader never
+	// waits for the application. Default 1024.
+	AcceptBacklog int
+
+	// MaxQueuedControlFrames bounds the control frames (ping answers,
+	// refusals) queued because of what the peer sent while the peer is not
+	// reading. Past it, the session is closed with ErrProtocol. Default
+	// 10000.
+	MaxQueuedControlFrames int
+
+	// KeepAliveInterval is how long the session waits without hearing from
+	// the peer before it sends a ping. Any frame received counts as a sign
+	// of life. Default 30s; negative disables keepalive.
+	KeepAliveInterval time.Duration
+
+	// KeepAliveTimeout is how long after such a ping the session waits for
+	// any frame before it closes with ErrKeepAliveTimeout. Default 30s.
+	KeepAliveTimeout time.Duration
+
+	// WriteTimeout closes the session with ErrWriteTimeout when one write to
+	// the connection makes no progress for this long (a peer that stopped
+	// reading). Default 30s; negative disables.
+	WriteTimeout time.Duration
+
+	// HandshakeTimeout is how long the session waits for the peer's preface
+	// before it closes with ErrHandshake. Default 10s; negative disables.
+	HandshakeTimeout time.Duration
+}
+
+// DefaultConfig returns the configuration a nil *Config stands for.
+func DefaultConfig() *Config {
+	return &Config{
+		MaxFrameSize:           1024,
+		InitialStreamWindow:    256 << 10,
+		MaxStreamWindow:        8 << 20,
+		SessionWindow:          16 << 20,
+		MaxIncomingStreams:     8192,
+		AcceptBacklog:          1024,
+		MaxQueuedControlFrames: 10000,
+		KeepAliveInterval:      30 * time.Second,
+		KeepAliveTimeout:       30 * time.Second,
+		WriteTimeout:           30 * time.Second,
+		HandshakeTimeout:       10 * time.Second,
+	}
+}
+
+// resolve fills zero fields with defaults and validates the result.
+func (c *Config) resolve() (Config, error) {
+	d := *DefaultConfig()
+	if c == nil {
+		return d, nil
+	}
+	r := *c
+	setInt := func(v *int, def int) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	setDur := func(v *time.Duration, def time.Duration) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	setInt(&r.MaxFrameSize, d.MaxFrameSize)
+	setInt(&r.InitialStreamWindow, d.InitialStreamWindow)
+	setInt(&r.MaxStreamWindow, max(d.MaxStreamWindow, r.InitialStreamWindow))
+	setInt(&r.SessionWindow, max(d.SessionWindow, r.InitialStreamWindow))
+	setInt(&r.MaxIncomingStreams, d.MaxIncomingStreams)
+	setInt(&r.AcceptBacklog, d.AcceptBacklog)
+	setInt(&r.MaxQueuedControlFrames, d.MaxQueuedControlFrames)
+	setDur(&r.KeepAliveInterval, d.KeepAliveInterval)
+	setDur(&r.KeepAliveTimeout, d.KeepAliveTimeout)
+	setDur(&r.WriteTimeout, d.WriteTimeout)
+	setDur(&r.HandshakeTimeout, d.HandshakeTimeout)
+
+	bad := func(field string, v any, want string) error {
+		return fmt.Errorf("tcpchan: invalid Config.%s %v: want %s", field, v, want)
+	}
+	switch {
+	case r.MaxFrameSize < minFrameSize || r.MaxFrameSize > maxFrameSizeLimit:
+		return r, bad("MaxFrameSize", r.MaxFrameSize, "1024 to 65536")
+	case r.InitialStreamWindow < minStreamWindow || r.InitialStreamWindow > maxWindow:
+		return r, bad("InitialStreamWindow", r.InitialStreamWindow, "64 KiB to 2^31-1")
+	case r.MaxStreamWindow < r.InitialStreamWindow || r.MaxStreamWindow > maxWindow:
+		return r, bad("MaxStreamWindow", r.MaxStreamWindow, "InitialStreamWindow to 2^31-1")
+	case r.SessionWindow < max(minSessionWindow, r.InitialStreamWindow) || r.SessionWindow > maxWindow:
+		return r, bad("SessionWindow", r.SessionWindow, "1 MiB and InitialStreamWindow to 2^31-1")
+	case r.MaxIncomingStreams < 0 || r.MaxIncomingStreams > 1<<30:
+		return r, bad("MaxIncomingStreams", r.MaxIncomingStreams, "0 to 2^30")
+	case r.AcceptBacklog < 0:
+		return r, bad("AcceptBacklog", r.AcceptBacklog, ">= 0")
+	case r.MaxQueuedControlFrames < 0:
+		return r, bad("MaxQueuedControlFrames", r.MaxQueuedControlFrames, ">= 0")
+	case r.KeepAliveTimeout < 0:
+		return r, bad("KeepAliveTimeout", r.KeepAliveTimeout, "> 0")
+	}
+	return r, nil
+}
+
+var errSessionClosed = fmt.Errorf("tcpchan: session closed: %w", net.ErrClosed)
+
+// Session is one multiplexed connection. Create one with Client or Server on
+// an established connection; both ends can open and accept streams. A
+// Session is safe for concurrent use and implements net.Listener (Accept
+// returns the streams the peer opens).
+//
+// Each Session runs two goroutines, one reading and one writing the
+// connection; they exit when the session ends, which Close waits for.
+type Session struct {
+	conn   io.ReadWriteCloser
+	cfg    Config
+	client bool
+	start  time.Time
+
+	br *bufio.Reader // reader goroutine only
+
+	// Write side. wmu guards the scheduler; the writer goroutine alone
+	// writes to conn.
+	wmu           sync.Mutex
+	sched         writeScheduler
+	wake          chan struct{} // capacity 1: work was queued
+	flushReq      chan chan struct{}
+	sendWindow    atomic.Int64  // session credit from the peer
+	sendFrameSize atomic.Uint32 // min of both sides' MaxFrameSize, once known
+
+	// Stream table and opening state.
+	smu        sync.Mutex
+	streams    map[uint32]*Stream
+	nextID     uint32
+	lastPeerID uint32 // highest stream ID the peer opened
+	incoming   int    // open streams the peer opened
+	peer       settings
+	goAwaySent bool // Shutdown: refuse new streams
+	goAwayRecv bool // peer's GOAWAY: open no new streams
+	acceptCh   chan *Stream
+
+	// Receive budget.
+	recvWindow   atomic.Int64 // session credit the peer still has
+	recvUnacked  atomic.Int64 // bytes consumed but not yet credited back
+	windowGrowth atomic.Int64 // sum of stream window growth, ≤ SessionWindow/2
+
+	// Liveness.
+	lastRecv atomic.Int64 // session clock of the last read that returned data
+	rtt      atomic.Int64 // smoothed round-trip time in nanoseconds
+	pingMu   sync.Mutex
+	pings    map[uint32]pingWait
+	nextPing uint32
+
+	hsTimer *time.Timer
+	wTimer  *time.Timer
+
+	// Lifecycle.
+	failOnce   sync.Once
+	err        atomic.Pointer[error]
+	dying      chan struct{} // closed when the session fails
+	writerDone chan struct{}
+	done       chan struct{} // closed when both goroutines have exited
+}
+
+type pingWait struct {
+	sent int64         // session clock
+	ch   chan struct{} // nil for the session's own pings
+}
+
+// Client starts the client side of a session on conn and returns at once:
+// the handshake needs no round trip, so streams opened right away carry data
+// in the first packet. If the peer's preface is missing or wrong, the
+// session fails within HandshakeTimeout with an error wrapping ErrHandshake,
+// which Err and every stream operation then report. The only errors
+// returned are for an invalid cfg. Client owns conn from then on and closes
+// it when the session ends. If conn is a net.Conn, its addresses are the
+// session's and its streams'.
+func Client(conn io.ReadWriteCloser, cfg *Config) (*Session, error) {
+	return newSession(conn, cfg, true)
+}
+
+// Server starts the server side of a session on conn, as Client does for the
+// client side. The two sides differ only in the stream IDs they use (client
+// odd, server even), so both can open streams without colliding.
+func Server(conn io.ReadWriteCloser, cfg *Config) (*Session, error) {
+	return newSession(conn, cfg, false)
+}
+
+func newSession(conn io.ReadWriteCloser, cfg *Config, client bool) (*Session, error) {
+	c, err := cfg.resolve()
+	if err != nil {
+		return nil, err
+	}
+	s := &Session{
+		conn:       conn,
+		cfg:        c,
+		client:     client,
+		start:      time.Now(),
+		wake:       make(chan struct{}, 1),
+		flushReq:   make(chan chan struct{}),
+		streams:    make(map[uint32]*Stream),
+		peer:       assumedSettings,
+		acceptCh:   make(chan *Stream, c.AcceptBacklog),
+		pings:      make(map[uint32]pingWait),
+		dying:      make(chan struct{}),
+		writerDone: make(chan struct{}),
+		done:       make(chan struct{}),
+	}
+	s.br = bufio.NewReaderSize(connReader{s}, max(64<<10, c.MaxFrameSize+headerSize))
+	s.nextID = 2
+	if client {
+		s.nextID = 1
+	}
+	s.sendWindow.Store(int64(assumedSettings.sessionWindow))
+	s.sendFrameSize.Store(uint32(assumedSettings.maxFrameSize))
+	s.recvWindow.Store(int64(c.SessionWindow))
+
+	// The first batch: our preface, then a ping that gives a first RTT
+	// sample for window autotuning.
+	batch := make([]byte, 0, maxBatch+maxFrameSizeLimit+2*headerSize)
+	batch = appendPreface(batch, settings{
+		streamWindow:  uint32(c.InitialStreamWindow),
+		sessionWindow: uint32(c.SessionWindow),
+		maxFrameSize:  uint32(c.MaxFrameSize),
+		maxStreams:    uint32(c.MaxIncomingStreams),
+	})
+	batch = appendHeader(batch, frameHeader{typ: framePing, length: s.registerPing(nil)})
+
+	if c.HandshakeTimeout > 0 {
+		s.hsTimer = time.AfterFunc(c.HandshakeTimeout, func() {
+			s.fail(fmt.Errorf("%w: no preface from the peer within %v", ErrHandshake, c.HandshakeTimeout))
+		})
+	}
+	if c.WriteTimeout > 0 {
+		s.wTimer = time.AfterFunc(time.Hour, func() { s.fail(ErrWriteTimeout) })
+		s.wTimer.Stop()
+	}
+	go s.readLoop()
+	go s.writeLoop(batch)
+	return s, nil
+}
+
+// clock is the session's monotonic time in nanoseconds.
+func (s *Session) clock() int64 { return int64(time.Since(s.start)) }
+
+// Err returns nil while the session is alive, then the reason it ended: an
+// error matching net.ErrClosed after Close, or one wrapping the cause
+// (ErrProtocol, ErrHandshake, ErrKeepAliveTimeout, ErrWriteTimeout, ErrGoAway
+// after the peer's graceful shutdown, io.ErrUnexpectedEOF when the peer
+// dropped the connection, or the connection's own error).
+func (s *Session) Err() error {
+	if p := s.err.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Done returns a channel closed when the session has ended and its
+// goroutines have exited.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// IsClient reports whether this is the client side of the session.
+func (s *Session) IsClient() bool { return s.client }
+
+// NumStreams returns the number of streams not yet finished, in either
+// direction, including ones waiting to be accepted.
+func (s *Session) NumStreams() int {
+	s.smu.Lock()
+	defer s.smu.Unlock()
+	return len(s.streams)
+}
+
+// LocalAddr returns the connection's local address if it is a net.Conn.
+func (s *Session) LocalAddr() net.Addr {
+	if c, ok := s.conn.(interface{ LocalAddr() net.Addr }); ok {
+		return c.LocalAddr()
+	}
+	return sessionAddr{}
+}
+
+// RemoteAddr returns the connection's remote address if it is a net.Conn.
+func (s *Session) RemoteAddr() net.Addr {
+	if c, ok := s.conn.(interface{ RemoteAddr() net.Addr }); ok {
+		return c.RemoteAddr()
+	}
+	return sessionAddr{}
+}
+
+// Addr returns LocalAddr, for net.Listener.
+func (s *Session) Addr() net.Addr { return s.LocalAddr() }
+
+// sessionAddr stands for the address of a connection that has none.
+type sessionAddr struct{}
+
+func (sessionAddr) Network() string { return "tcpchan" }
+func (sessionAddr) String() string  { return "tcpchan" }
+
+// OpenStream opens a new stream to the peer. It never waits for the network:
+// the SYN goes out with the first data written. If the peer refuses the
+// stream (its limit or backlog is full), the stream's Read and Write fail
+// with ErrStreamRefused. OpenStream fails with ErrGoAway after Shutdown or
+// the peer's GOAWAY, and with the session's error once it has ended.
+func (s *Session) OpenStream() (*Stream, error) {
+	if err := s.Err(); err != nil {
+		return nil, err
+	}
+	s.smu.Lock()
+	switch {
+	case s.goAwaySent:
+		s.smu.Unlock()
+		return nil, fmt.Errorf("%w: Shutdown was called", ErrGoAway)
+	case s.goAwayRecv:
+		s.smu.Unlock()
+		return nil, fmt.Errorf("%w: the peer sent GOAWAY", ErrGoAway)
+	case s.nextID > maxWindow:
+		s.smu.Unlock()
+		return nil, fmt.Errorf("%w: stream IDs exhausted", ErrGoAway)
+	}
+	id := s.nextID
+	s.nextID += 2
+	st := newStream(s, id, int64(s.peer.streamWindow))
+	st.state = stSynPending
+	s.streams[id] = st
+	s.smu.Unlock()
+
+	st.mu.Lock()
+	s.scheduleLocked(st)
+	st.mu.Unlock()
+	return st, nil
+}
+
+// Dial opens a stream as OpenStream does, returned as a net.Conn.
+func (s *Session) Dial() (net.Conn, error) {
+	st, err := s.OpenStream()
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// DialContext opens a stream as OpenStream does. Its signature matches
+// net.Dialer.DialContext, so a session can serve as the dial function of
+// http.Transport and similar; network and address are ignored, as every
+// stream goes to the session's peer.
+func (s *Session) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return s.Dial()
+}
+
+// AcceptStream waits for the next stream the peer opens. Once the session
+// has ended it returns the session's error (matching net.ErrClosed after
+// Close).
+func (s *Session) AcceptStream() (*Stream, error) {
+	select {
+	case st := <-s.acceptCh:
+		return st, nil
+	case <-s.dying:
+		return nil, s.Err()
+	}
+}
+
+// Accept waits for the next stream the peer opens, as AcceptStream does,
+// returned as a net.Conn: a Session is a net.Listener.
+func (s *Session) Accept() (net.Conn, error) {
+	st, err := s.AcceptStream()
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// Close closes the session and its connection at once and waits for its
+// goroutines to exit. Blocked and later calls on its streams fail with an
+// error matching net.ErrClosed; data not yet written to the connection is
+// lost (Shutdown lets streams finish first). Close returns nil, also when
+// the session had already ended.
+func (s *Session) Close() error {
+	s.fail(errSessionClosed)
+	<-s.done
+	return nil
+}
+
+// Shutdown closes the session gracefully, as http.Server.Shutdown does: it
+// sends GOAWAY with the last stream ID accepted, refuses streams the peer
+// opens after that, fails OpenStream with ErrGoAway, waits for the open
+// streams to finish (both directions closed), flushes what is queued, and
+// then closes. If ctx ends first, Shutdown returns ctx.Err() and leaves the
+// session open; call Close to end it.
+func (s *Session) Shutdown(ctx context.Context) error {
+	s.smu.Lock()
+	if !s.goAwaySent && s.Err() == nil {
+		s.goAwaySent = true
+		s.queueControl(frameHeader{typ: frameGoAway, streamID: s.lastPeerID, length: uint32(codeNoError)})
+	}
+	s.smu.Unlock()
+
+	// Poll like http.Server.Shutdown: streams finish at the peer's pace and
+	// nothing else needs to be woken for it.
+	wait := time.Millisecond
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for s.NumStreams() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.dying:
+			return s.Close()
+		case <-timer.C:
+			wait = min(2*wait, 100*time.Millisecond)
+			timer.Reset(wait)
+		}
+	}
+	flushed := make(chan struct{})
+	select {
+	case s.flushReq <- flushed:
+		select {
+		case <-flushed:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.dying:
+		}
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.dying:
+	}
+	return s.Close()
+}
+
+// Ping sends a ping and returns the time until the peer's answer. It fails
+// with the session's error if the session ends first.
+func (s *Session) Ping() (time.Duration, error) {
+	ch := make(chan struct{})
+	id := s.registerPing(ch)
+	start := time.Now()
+	s.queueControl(frameHeader{typ: framePing, length: id})
+	select {
+	case <-ch:
+		return time.Since(start), nil
+	case <-s.dying:
+		s.pingMu.Lock()
+		delete(s.pings, id)
+		s.pingMu.Unlock()
+		return 0, s.Err()
+	}
+}
+
+func (s *Session) registerPing(ch chan struct{}) uint32 {
+	s.pingMu.Lock()
+	defer s.pingMu.Unlock()
+	s.nextPing++
+	s.pings[s.nextPing] = pingWait{sent: s.clock(), ch: ch}
+	return s.nextPing
+}
+
+func (s *Session) pingAcked(id uint32) {
+	s.pingMu.Lock()
+	w, ok := s.pings[id]
+	delete(s.pings, id)
+	s.pingMu.Unlock()
+	if !ok {
+		return // an answer to nothing we asked: harmless
+	}
+	sample := max(s.clock()-w.sent, 1)
+	if old := s.rtt.Load(); old != 0 {
+		sample = (7*old + sample) / 8
+	}
+	s.rtt.Store(sample)
+	if w.ch != nil {
+		close(w.ch)
+	}
+}
+
+// queueControl queues a frame to go out ahead of stream data.
+func (s *Session) queueControl(h frameHeader) {
+	s.wmu.Lock()
+	s.sched.ctrl = append(s.sched.ctrl, h)
+	s.wmu.Unlock()
+	s.wakeWriter()
+}
+
+// queueReply queues a control frame the peer's own frames made necessary.
+// If the peer is not reading them, the queue would grow without bound, so
+// past MaxQueuedControlFrames it returns an error that closes the session.
+func (s *Session) queueReply(h frameHeader) error {
+	s.wmu.Lock()
+	if len(s.sched.ctrl) >= s.cfg.MaxQueuedControlFrames {
+		s.wmu.Unlock()
+		return protocolErrorf("more than %d control frames queued: the peer sends pings or opens streams faster than it reads the answers", s.cfg.MaxQueuedControlFrames)
+	}
+	s.sched.ctrl = append(s.sched.ctrl, h)
+	s.wmu.Unlock()
+	s.wakeWriter()
+	return nil
+}
+
+func (s *Session) wakeWriter() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// consumed credits n bytes the application read (or the session discarded)
+// back to the peer's session window, in batches of a quarter window.
+func (s *Session) consumed(n int) {
+	if n <= 0 {
+		return
+	}
+	if s.recvUnacked.Add(int64(n)) < int64(s.cfg.SessionWindow/4) {
+		return
+	}
+	inc := s.recvUnacked.Swap(0)
+	if inc <= 0 {
+		return
+	}
+	s.recvWindow.Add(inc)
+	s.queueControl(frameHeader{typ: frameWindowUpdate, streamID: 0, length: uint32(inc)})
+}
+
+// reserveGrowth takes n bytes of the budget for growing stream windows.
+func (s *Session) reserveGrowth(n int64) bool {
+	if s.windowGrowth.Add(n) > int64(s.cfg.SessionWindow/2) {
+		s.windowGrowth.Add(-n)
+		return false
+	}
+	return true
+}
+
+// removeStream forgets a finished stream.
+func (s *Session) removeStream(st *Stream) {
+	s.smu.Lock()
+	if s.streams[st.id] != st {
+		s.smu.Unlock()
+		return
+	}
+	delete(s.streams, st.id)
+	if s.isPeerID(st.id) {
+		s.incoming--
+	}
+	s.smu.Unlock()
+
+	st.mu.Lock()
+	st.state |= stRemoved
+	st.stopDeadlinesLocked()
+	growth := st.recvWindow - int64(s.cfg.InitialStreamWindow)
+	st.mu.Unlock()
+	if growth > 0 {
+		s.windowGrowth.Add(-growth)
+	}
+}
+
+func (s *Session) isPeerID(id uint32) bool {
+	return id&1 == 1 != s.client
+}
+
+// fail ends the session with err (the first cause wins): it closes the
+// connection, which stops both goroutines, and wakes every blocked call.
+// It must be called with no lock held.
+func (s *Session) fail(err error) {
+	s.failOnce.Do(func() {
+		s.err.Store(&err)
+		close(s.dying)
+		if s.hsTimer != nil {
+			s.hsTimer.Stop()
+		}
+		if s.wTimer != nil {
+			s.wTimer.Stop()
+		}
+		s.conn.Close()
+		s.smu.Lock()
+		for _, st := range s.streams {
+			st.mu.Lock()
+			st.stopDeadlinesLocked()
+			st.rcond.Broadcast()
+			st.wcond.Broadcast()
+			st.mu.Unlock()
+		}
+		s.smu.Unlock()
+	})
+}
+
+// connReader records when data last arrived, once per read from the
+// connection rather than once per frame, for keepalive.
+type connReader struct{ s *Session }
+
+func (r connReader) Read(p []byte) (int, error) {
+	n, err := r.s.conn.Read(p)
+	if n > 0 {
+		r.s.lastRecv.Store(r.s.clock())
+	}
+	return n, err
+}
+
+// writeLoop is the writer goroutine: it sends batch (the preface), then
+// whatever the scheduler has ready, one conn.Write per batch.
+func (s *Session) writeLoop(batch []byte) {
+	defer close(s.writerDone)
+	var ka keepalive
+	if s.cfg.KeepAliveInterval > 0 {
+		ka.timer = time.NewTimer(s.cfg.KeepAliveInterval)
+		defer ka.timer.Stop()
+		ka.c = ka.timer.C
+	}
+	var flushed []chan struct{}
+	for {
+		if len(batch) == 0 {
+			batch = s.fillBatch(batch)
+		}
+		if len(batch) == 0 {
+			// Everything queued before a flush request has been written.
+			for _, ch := range flushed {
+				close(ch)
+			}
+			flushed = flushed[:0]
+			select {
+			case <-s.wake:
+			case ch := <-s.flushReq:
+				flushed = append(flushed, ch)
+				s.wakeWriter()
+			case <-ka.c:
+				if err := s.keepaliveTick(&ka); err != nil {
+					s.fail(err)
+					return
+				}
+			case <-s.dying:
+				return
+			}
+			continue
+		}
+		if err := s.writeBatch(batch); err != nil {
+			s.fail(err)
+			return
+		}
+		batch = batch[:0]
+		// A busy writer still looks at the keepalive timer.
+		select {
+		case <-ka.c:
+			if err := s.keepaliveTick(&ka); err != nil {
+				s.fail(err)
+				return
+			}
+		default:
+		}
+	}
+}
+
+func (s *Session) writeBatch(b []byte) error {
+	if s.wTimer != nil {
+		s.wTimer.Reset(s.cfg.WriteTimeout)
+	}
+	_, err := s.conn.Write(b)
+	if s.wTimer != nil {
+		s.wTimer.Stop()
+	}
+	if err != nil {
+		return fmt.Errorf("tcpchan: writing to the connection: %w", err)
+	}
+	return nil
+}
+
+// keepalive is the writer's keepalive state.
+type keepalive struct {
+	timer    *time.Timer
+	c        <-chan time.Time
+	pingSent int64 // session clock of the outstanding ping, or 0
+}
+
+// keepaliveTick runs when the keepalive timer fires: it pings a peer silent
+// for KeepAliveInterval and gives up on one still silent KeepAliveTimeout
+// after that ping, so a dead peer is detected within their sum.
+func (s *Session) keepaliveTick(ka *keepalive) error {
+	now := s.clock()
+	last := s.lastRecv.Load()
+	interval := int64(s.cfg.KeepAliveInterval)
+	if ka.pingSent != 0 && last < ka.pingSent {
+		if now-ka.pingSent >= int64(s.cfg.KeepAliveTimeout) {
+			return ErrKeepAliveTimeout
+		}
+		ka.timer.Reset(time.Duration(ka.pingSent + int64(s.cfg.KeepAliveTimeout) - now))
+		return nil
+	}
+	ka.pingSent = 0
+	if idle := now - last; idle < interval {
+		ka.timer.Reset(time.Duration(interval - idle))
+		return nil
+	}
+	ka.pingSent = now
+	s.queueControl(frameHeader{typ: framePing, length: s.registerPing(nil)})
+	ka.timer.Reset(s.cfg.KeepAliveTimeout)
+	return nil
+}
+
+// readLoop is the reader goroutine. It never blocks on a stream or on the
+// application: flow control guarantees buffer space, and a full accept
+// backlog refuses streams instead of waiting.
+func (s *Session) readLoop() {
+	err := s.readFrames()
+	s.fail(err)
+	<-s.writerDone
+	close(s.done)
+}
+
+func (s *Session) readFrames() error {
+	if err := s.readPreface(); err != nil {
+		return err
+	}
+	maxPayload := uint32(s.cfg.MaxFrameSize)
+	for {
+		b, err := s.br.Peek(headerSize)
+		if err != nil {
+			return s.readError(err, len(b) > 0)
+		}
+		h, err := decodeHeader(b, maxPayload)
+		if err != nil {
+			return err
+		}
+		s.br.Discard(headerSize)
+		switch h.typ {
+		case frameData:
+			err = s.handleData(h)
+		case frameWindowUpdate:
+			err = s.handleWindowUpdate(h)
+		case framePing:
+			err = s.handlePing(h)
+		case frameReset:
+			err = s.handleReset(h)
+		case frameGoAway:
+			err = s.handleGoAway(h)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// readError turns a connection read error into the session's cause.
+func (s *Session) readError(err error, midFrame bool) error {
+	if e := s.Err(); e != nil {
+		return e
+	}
+	switch {
+	case errors.Is(err, io.EOF) && !midFrame:
+		s.smu.Lock()
+		goAway := s.goAwayRecv
+		s.smu.Unlock()
+		if goAway {
+			return fmt.Errorf("%w: the peer closed the connection after GOAWAY", ErrGoAway)
+		}
+		return fmt.Errorf("tcpchan: connection closed by peer: %w", io.ErrUnexpectedEOF)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("%w: connection closed in the middle of a frame: %w", ErrProtocol, io.ErrUnexpectedEOF)
+	}
+	return fmt.Errorf("tcpchan: reading from the connection: %w", err)
+}
+
+// readPreface reads and checks the peer's preface, failing at the first
+// byte that cannot start one rather than waiting for all of it.
+func (s *Session) readPreface() error {
+	for _, n := range []int{1, len(magic), prefaceSize} {
+		b, err := s.br.Peek(n)
+		if err != nil {
+			if e := s.Err(); e != nil {
+				return e
+			}
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return fmt.Errorf("%w: reading the preface: %w", ErrHandshake, err)
+		}
+		if n < prefaceSize && string(b) != string(magic[:n]) {
+			return fmt.Errorf("%w: peer did not send the tcpchan preface (got %q)", ErrHandshake, b)
+		}
+	}
+	b, _ := s.br.Peek(prefaceSize)
+	ps, err := decodePreface(b)
+	if err != nil {
+		return err
+	}
+	if s.hsTimer != nil {
+		s.hsTimer.Stop()
+	}
+	s.br.Discard(prefaceSize)
+	s.applyPeerSettings(ps)
+	return nil
+}
+
+// applyPeerSettings replaces the values assumed until the preface arrived:
+// streams opened meanwhile get the difference as extra credit.
+func (s *Session) applyPeerSettings(ps settings) {
+	s.smu.Lock()
+	delta := int64(ps.streamWindow) - int64(s.peer.streamWindow)
+	s.peer = ps
+	for _, st := range s.streams {
+		st.mu.Lock()
+		st.sendCredit += delta
+		s.scheduleLocked(st)
+		st.mu.Unlock()
+	}
+	s.smu.Unlock()
+	s.sendFrameSize.Store(uint32(min(s.cfg.MaxFrameSize, int(ps.maxFrameSize))))
+	s.addSendWindow(int64(ps.sessionWindow) - int64(assumedSettings.sessionWindow))
+}
+
+// addSendWindow adds session credit and lets parked streams send again.
+func (s *Session) addSendWindow(n int64) int64 {
+	v := s.sendWindow.Add(n)
+	s.wmu.Lock()
+	woke := s.sched.unpark()
+	s.wmu.Unlock()
+	if woke {
+		s.wakeWriter()
+	}
+	return v
+}
+
+// wasOpened reports whether stream id existed once, so that a late frame
+// for a finished stream is told apart from one for a stream never opened.
+// s.smu is held.
+func (s *Session) wasOpenedLocked(id uint32) bool {
+	if s.isPeerID(id) {
+		return id <= s.lastPeerID
+	}
+	return id < s.nextID
+}
+
+// lookup returns the open stream id, or nil if it has finished; a stream
+// that never existed is a protocol error.
+func (s *Session) lookup(h frameHeader) (*Stream, error) {
+	s.smu.Lock()
+	defer s.smu.Unlock()
+	if st := s.streams[h.streamID]; st != nil {
+		return st, nil
+	}
+	if s.wasOpenedLocked(h.streamID) {
+		return nil, nil
+	}
+	return nil, protocolErrorf("%v frame for stream %d, which was never opened", h.typ, h.streamID)
+}
+
+// streamForData returns the stream a DATA frame is for, opening it on SYN.
+// It returns nil for a finished or refused stream, whose data is dropped.
+func (s *Session) streamForData(h frameHeader) (*Stream, error) {
+	if h.flags&flagSYN == 0 {
+		return s.lookup(h)
+	}
+	id := h.streamID
+	s.smu.Lock()
+	defer s.smu.Unlock()
+	if !s.isPeerID(id) {
+		return nil, protocolErrorf("SYN for stream %d, an ID of this side's parity", id)
+	}
+	if id <= s.lastPeerID {
+		return nil, protocolErrorf("SYN for stream %d, not above the peer's last stream %d", id, s.lastPeerID)
+	}
+	s.lastPeerID = id
+	if s.goAwaySent || s.incoming >= s.cfg.MaxIncomingStreams || len(s.acceptCh) >= cap(s.acceptCh) {
+		return nil, s.queueReply(frameHeader{typ: frameReset, streamID: id, length: uint32(codeRefused)})
+	}
+	st := newStream(s, id, int64(s.peer.streamWindow))
+	s.streams[id] = st
+	s.incoming++
+	s.acceptCh <- st // never blocks: checked above, and only this goroutine sends
+	return st, nil
+}
+
+func (s *Session) handleData(h frameHeader) error {
+	n := int(h.length)
+	var payload []byte
+	if n > 0 {
+		p, err := s.br.Peek(n)
+		if err != nil {
+			return s.readError(err, true)
+		}
+		payload = p
+	}
+	if left := s.recvWindow.Add(-int64(n)); left < 0 {
+		return fmt.Errorf("%w: DATA on stream %d overruns the session window by %d bytes", ErrProtocol, h.streamID, -left)
+	}
+	st, err := s.streamForData(h)
+	if err != nil {
+		return err
+	}
+	if st == nil {
+		s.br.Discard(n)
+		s.consumed(n)
+		return nil
+	}
+	st.mu.Lock()
+	if int64(n) > st.recvAvail {
+		avail := st.recvAvail
+		st.mu.Unlock()
+		return fmt.Errorf("%w: DATA on stream %d overruns the stream window: %d bytes, %d allowed", ErrProtocol, h.streamID, n, avail)
+	}
+	if st.has(stRecvFIN) && !st.has(stReset) {
+		st.mu.Unlock()
+		return protocolErrorf("DATA on stream %d after its FIN", h.streamID)
+	}
+	st.recvAvail -= int64(n)
+	fin := h.flags&flagFIN != 0
+	reset := false
+	switch {
+	case st.has(stReset):
+		s.consumed(n)
+	case st.has(stClosed):
+		// Closed here: nobody will read it. More data from a peer that
+		// has not finished gets an RST so it stops sending.
+		s.consumed(n)
+		reset = n > 0 && !fin
+	default:
+		st.deliverLocked(payload)
+	}
+	s.br.Discard(n)
+	if fin && !st.has(stReset) {
+		st.state |= stRecvFIN
+		st.rcond.Broadcast()
+	}
+	if reset {
+		st.resetLocked(0)
+	}
+	done := st.finishedLocked()
+	st.mu.Unlock()
+	if done {
+		s.removeStream(st)
+	}
+	if reset {
+		return s.queueReply(frameHeader{typ: frameReset, streamID: st.id, length: uint32(codeCancel)})
+	}
+	return nil
+}
+
+func (s *Session) handleWindowUpdate(h frameHeader) error {
+	inc := int64(h.length)
+	if h.streamID == 0 {
+		if v := s.addSendWindow(inc); v > maxWindow {
+			return protocolErrorf("session WINDOW_UPDATE of %d overflows the window to %d", inc, v)
+		}
+		return nil
+	}
+	st, err := s.lookup(h)
+	if st == nil {
+		return err
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.sendCredit += inc
+	if st.sendCredit > maxWindow {
+		return protocolErrorf("WINDOW_UPDATE of %d on stream %d overflows the window to %d", inc, h.streamID, st.sendCredit)
+	}
+	s.scheduleLocked(st)
+	return nil
+}
+
+func (s *Session) handlePing(h frameHeader) error {
+	if h.flags&flagACK != 0 {
+		s.pingAcked(h.length)
+		return nil
+	}
+	return s.queueReply(frameHeader{typ: framePing, flags: flagACK, length: h.length})
+}
+
+func (s *Session) handleReset(h frameHeader) error {
+	st, err := s.lookup(h)
+	if st == nil {
+		return err
+	}
+	st.mu.Lock()
+	if !st.has(stReset) {
+		flags := stResetByPeer
+		if errCode(h.length) == codeRefused {
+			flags |= stRefused
+		}
+		st.resetLocked(flags)
+	}
+	done := st.finishedLocked()
+	st.mu.Unlock()
+	if done {
+		s.removeStream(st)
+	}
+	return nil
+}
+
+// handleGoAway stops new streams; streams this side opened above the last ID
+// the peer accepted were never processed, so they fail as refused.
+func (s *Session) handleGoAway(h frameHeader) error {
+	s.smu.Lock()
+	s.goAwayRecv = true
+	var refused []*Stream
+	for id, st := range s.streams {
+		if !s.isPeerID(id) && id > h.streamID {
+			refused = append(refused, st)
+		}
+	}
+	s.smu.Unlock()
+	for _, st := range refused {
+		st.mu.Lock()
+		if !st.has(stReset) {
+			st.resetLocked(stResetByPeer | stRefused)
+		}
+		st.mu.Unlock()
+		s.removeStream(st)
+	}
+	if code := errCode(h.length); code != codeNoError {
+		return fmt.Errorf("%w: the peer is closing the session: %v", ErrGoAway, code)
+	}
+	return nil
+}

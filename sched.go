@@ -1,0 +1,226 @@
+package tcpchan
+
+// maxBatch is how many bytes the writer gathers before one conn.Write. It
+// bounds how long a stream that just became ready waits behind others.
+const maxBatch = 64 << 10
+
+// writeScheduler decides what the session's writer sends next. Control
+// frames go first, in the order queued, so pings, resets and window updates
+// jump the data queue. Then the streams with something to send take turns,
+// one frame each, round robin, as in x/net/http2's round-robin scheduler.
+// Streams are linked through Stream.schedNext, so scheduling never
+// allocates. All fields are guarded by Session.wmu.
+type writeScheduler struct {
+	ctrl []frameHeader
+
+	head, tail *Stream // streams ready to send
+
+	// parked streams have data and stream credit but wait for session
+	// credit; a session WINDOW_UPDATE moves them back to the ring.
+	parkedHead, parkedTail *Stream
+}
+
+func (q *writeScheduler) push(st *Stream) {
+	st.queued = true
+	st.schedNext = nil
+	if q.tail == nil {
+		q.head = st
+	} else {
+		q.tail.schedNext = st
+	}
+	q.tail = st
+}
+
+func (q *writeScheduler) pop() *Stream {
+	st := q.head
+	if st == nil {
+		return nil
+	}
+	q.head = st.schedNext
+	if q.head == nil {
+		q.tail = nil
+	}
+	st.schedNext = nil
+	st.queued = false
+	return st
+}
+
+func (q *writeScheduler) park(st *Stream) {
+	st.queued = true
+	st.schedNext = nil
+	if q.parkedTail == nil {
+		q.parkedHead = st
+	} else {
+		q.parkedTail.schedNext = st
+	}
+	q.parkedTail = st
+}
+
+// unpark moves every parked stream to the end of the ring, keeping their
+// order. It reports whether there was any.
+func (q *writeScheduler) unpark() bool {
+	if q.parkedHead == nil {
+		return false
+	}
+	if q.tail == nil {
+		q.head = q.parkedHead
+	} else {
+		q.tail.schedNext = q.parkedHead
+	}
+	q.tail = q.parkedTail
+	q.parkedHead, q.parkedTail = nil, nil
+	return true
+}
+
+// readyLocked reports whether the stream has a frame to send now (ignoring
+// the session window, which the writer checks). st.mu is held.
+func (st *Stream) readyLocked() bool {
+	if st.has(stReset | stSentFIN) {
+		return false
+	}
+	if st.has(stSynPending) {
+		return true
+	}
+	if data := st.pendingLocked(); len(data) > 0 {
+		return st.sendCredit > 0
+	}
+	return st.has(stFinPending)
+}
+
+// pendingLocked is the data a Write has offered and the writer has not yet
+// framed; after Close or reset the rest of that Write is abandoned.
+func (st *Stream) pendingLocked() []byte {
+	if st.has(stClosed | stReset) {
+		return nil
+	}
+	return st.wbuf
+}
+
+// scheduleLocked puts st in the writer's ring if it has something to send.
+// st.mu is held; the lock order is Stream.mu before Session.wmu.
+func (s *Session) scheduleLocked(st *Stream) {
+	if !st.readyLocked() {
+		return
+	}
+	s.wmu.Lock()
+	queued := st.queued
+	if !queued {
+		s.sched.push(st)
+	}
+	s.wmu.Unlock()
+	if !queued {
+		s.wakeWriter()
+	}
+}
+
+// emit outcomes.
+const (
+	emitIdle   = iota // nothing more to send until something changes
+	emitMore          // more frames ready: stay in the ring
+	emitParked        // data and stream credit, but no session credit
+)
+
+// emitLocked appends the stream's next frame to b: at most frameSize bytes
+// of pending data, within the stream's and the session's credit, with SYN on
+// the first frame and FIN on the last. st.mu is held. done reports that the
+// stream is now finished and can be removed from the session.
+func (st *Stream) emitLocked(b []byte, frameSize int) (out []byte, outcome int, done bool) {
+	if st.has(stReset | stSentFIN) {
+		return b, emitIdle, false
+	}
+	s := st.sess
+	data := st.pendingLocked()
+	n := int64(min(len(data), frameSize))
+	n = min(n, st.sendCredit, s.sendWindow.Load())
+	var flags uint8
+	if st.has(stSynPending) {
+		flags |= flagSYN
+	}
+	if st.has(stFinPending) && n == int64(len(data)) {
+		flags |= flagFIN
+	}
+	if n <= 0 && flags == 0 {
+		if len(data) > 0 && st.sendCredit > 0 {
+			return b, emitParked, false
+		}
+		return b, emitIdle, false
+	}
+	n = max(n, 0)
+	b = appendHeader(b, frameHeader{typ: frameData, flags: flags, streamID: st.id, length: uint32(n)})
+	if n > 0 {
+		b = append(b, data[:n]...)
+		st.wbuf = st.wbuf[n:]
+		st.sendCredit -= n
+		s.sendWindow.Add(-n)
+		if len(st.wbuf) == 0 {
+			st.wcond.Broadcast()
+		}
+	}
+	st.state &^= stSynPending
+	if flags&flagFIN != 0 {
+		st.state = st.state&^stFinPending | stSentFIN
+		done = st.finishedLocked()
+	}
+	if st.readyLocked() {
+		if s.sendWindow.Load() <= 0 && len(st.pendingLocked()) > 0 && !st.has(stSynPending) {
+			return b, emitParked, done
+		}
+		return b, emitMore, done
+	}
+	return b, emitIdle, done
+}
+
+// fillBatch appends to b every control frame queued, then stream frames
+// round robin until the batch holds maxBatch bytes or nothing is ready. It
+// runs only on the writer goroutine.
+func (s *Session) fillBatch(b []byte) []byte {
+	s.wmu.Lock()
+	for _, h := range s.sched.ctrl {
+		b = appendHeader(b, h)
+	}
+	s.sched.ctrl = s.sched.ctrl[:0]
+	s.wmu.Unlock()
+
+	frameSize := int(s.sendFrameSize.Load())
+	for len(b) < maxBatch {
+		s.wmu.Lock()
+		st := s.sched.pop()
+		alone := s.sched.head == nil
+		s.wmu.Unlock()
+		if st == nil {
+			break
+		}
+		st.mu.Lock()
+		var outcome int
+		var done bool
+		for {
+			var d bool
+			b, outcome, d = st.emitLocked(b, frameSize)
+			done = done || d
+			// With no other stream waiting, keep going without the round
+			// trip through the ring; a stream that becomes ready meanwhile
+			// gets its turn in the next batch.
+			if outcome != emitMore || !alone || len(b) >= maxBatch {
+				break
+			}
+		}
+		if outcome != emitIdle {
+			s.wmu.Lock()
+			if !st.queued {
+				// Checked under wmu: a session WINDOW_UPDATE adds credit
+				// before it takes wmu to unpark, so none is missed.
+				if outcome == emitParked && s.sendWindow.Load() <= 0 {
+					s.sched.park(st)
+				} else {
+					s.sched.push(st)
+				}
+			}
+			s.wmu.Unlock()
+		}
+		st.mu.Unlock()
+		if done {
+			s.removeStream(st)
+		}
+	}
+	return b
+}

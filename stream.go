@@ -1,0 +1,537 @@
+package tcpchan
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+)
+
+var (
+	errStreamClosed = fmt.Errorf("tcpchan: use of closed stream: %w", net.ErrClosed)
+	errWriteClosed  = fmt.Errorf("tcpchan: write after CloseWrite: %w", net.ErrClosed)
+)
+
+// Stream is one bidirectional byte stream of a Session. It implements
+// net.Conn: it is safe for concurrent use, Read and Write honour deadlines
+// the way net.Pipe does, and LocalAddr and RemoteAddr are those of the
+// session's connection.
+//
+// A Stream holds no goroutine. Its memory is freed once both directions are
+// finished (each side has sent FIN, or either side has sent RST) and the
+// application has dropped it.
+type Stream struct {
+	sess *Session
+	id   uint32
+
+	mu    sync.Mutex
+	rcond sync.Cond // Read waits here: data, FIN, reset, deadline, close
+	wcond sync.Cond // Write waits here: credit, progress, deadline, close
+
+	// Receive side. The session reader appends; Read consumes.
+	rhead, rtail *chunk
+	buffered     int
+	rwait        []byte // buffer of a blocked Read, filled directly by the session reader
+	rgot         int    // bytes delivered into rwait
+	recvWindow   int64  // current receive window (grows with autotuning)
+	recvAvail    int64  // bytes the peer may still send before its next credit
+	unacked      int64  // bytes read but not yet credited back to the peer
+	lastUpdate   int64  // session clock when the last WINDOW_UPDATE was queued
+
+	// Send side. Write parks its slice in wbuf; the session writer frames it
+	// and advances wbuf. Once the stream is closed or reset the writer
+	// ignores wbuf, and the blocked Write returns the count taken so far.
+	wbuf       []byte
+	sendCredit int64
+
+	// Guarded by sess.wmu: membership in the write scheduler's ring.
+	schedNext *Stream
+	queued    bool
+
+	state streamState
+	dl    *deadlines // allocated by the first Set*Deadline
+}
+
+// streamState is a set of flags guarded by Stream.mu.
+type streamState uint16
+
+const (
+	stSynPending  streamState = 1 << iota // SYN not yet sent
+	stFinPending                          // FIN to send after the pending data
+	stSentFIN                             // FIN (or RST) has gone out: write side finished on the wire
+	stRecvFIN                             // peer's FIN received: Read returns io.EOF after the buffer
+	stWriteClosed                         // CloseWrite or Close called
+	stClosed                              // Close called: Read and Write fail with net.ErrClosed
+	stReset                               // RST sent or received: stream is finished
+	stRefused                             // with stReset: the peer refused the stream
+	stResetByPeer                         // with stReset: the peer sent the RST
+	stReading                             // a Read holds rwait
+	stWriting                             // a Write holds wbuf
+	stRemoved                             // deleted from the session's table
+)
+
+func (st *Stream) has(f streamState) bool { return st.state&f != 0 }
+
+func newStream(s *Session, id uint32, sendCredit int64) *Stream {
+	st := &Stream{
+		sess:       s,
+		id:         id,
+		recvWindow: int64(s.cfg.InitialStreamWindow),
+		recvAvail:  int64(s.cfg.InitialStreamWindow),
+		sendCredit: sendCredit,
+	}
+	st.rcond.L = &st.mu
+	st.wcond.L = &st.mu
+	return st
+}
+
+// ID returns the stream's identifier: odd for streams the client side of
+// the session opened, even for the server side's.
+func (st *Stream) ID() uint32 { return st.id }
+
+// Session returns the session the stream belongs to.
+func (st *Stream) Session() *Session { return st.sess }
+
+// LocalAddr returns the local address of the session's connection.
+func (st *Stream) LocalAddr() net.Addr { return st.sess.LocalAddr() }
+
+// RemoteAddr returns the remote address of the session's connection.
+func (st *Stream) RemoteAddr() net.Addr { return st.sess.RemoteAddr() }
+
+// Read reads data the peer sent. After the peer's FIN it returns io.EOF once
+// the buffered data is drained. After a local Close it fails with an error
+// matching net.ErrClosed; after the peer's RST, with ErrStreamReset (or
+// ErrStreamRefused); when the read deadline passes, with
+// os.ErrDeadlineExceeded, leaving the stream usable; when the session ends,
+// with the session's error.
+func (st *Stream) Read(p []byte) (int, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for {
+		if err := st.readErrLocked(); err != nil {
+			return 0, err
+		}
+		if st.buffered > 0 {
+			n := st.readBufferedLocked(p)
+			st.consumedLocked(n)
+			return n, nil
+		}
+		if st.has(stRecvFIN) {
+			return 0, io.EOF
+		}
+		if err := st.sess.Err(); err != nil {
+			return 0, err
+		}
+		if len(p) == 0 {
+			return 0, nil
+		}
+		if !st.has(stReading) {
+			// Let the session reader copy straight into p: one copy less.
+			st.state |= stReading
+			st.rwait, st.rgot = p, 0
+			for st.rgot == 0 && st.readErrLocked() == nil && !st.has(stRecvFIN) && st.sess.Err() == nil {
+				st.rcond.Wait()
+			}
+			n := st.rgot
+			st.rwait, st.rgot = nil, 0
+			st.state &^= stReading
+			st.rcond.Broadcast() // another Read may be waiting for the slot
+			if n > 0 {
+				st.consumedLocked(n)
+				return n, nil
+			}
+			continue
+		}
+		st.rcond.Wait()
+	}
+}
+
+// readErrLocked reports why a Read must not proceed, before looking at data:
+// local close, reset, or an expired deadline.
+func (st *Stream) readErrLocked() error {
+	switch {
+	case st.has(stClosed):
+		return errStreamClosed
+	case st.has(stReset):
+		return st.resetErrLocked()
+	case st.dl != nil && st.dl.read.expired:
+		return os.ErrDeadlineExceeded
+	}
+	return nil
+}
+
+func (st *Stream) resetErrLocked() error {
+	switch {
+	case st.has(stRefused):
+		return ErrStreamRefused
+	case st.has(stResetByPeer):
+		return ErrStreamReset
+	}
+	// Reset by this side (the peer kept sending after Close): the
+	// application closed the stream, so it is closed for it.
+	return errStreamClosed
+}
+
+// readBufferedLocked copies buffered data into p, freeing drained chunks.
+func (st *Stream) readBufferedLocked(p []byte) int {
+	n := 0
+	for n < len(p) && st.rhead != nil {
+		c := st.rhead
+		k := copy(p[n:], c.buf[c.r:c.w])
+		c.r += k
+		n += k
+		if c.r == c.w {
+			st.rhead = c.next
+			if st.rhead == nil {
+				st.rtail = nil
+			}
+			putChunk(c)
+		}
+	}
+	st.buffered -= n
+	return n
+}
+
+// consumedLocked credits n bytes read by the application back to the peer,
+// in batches of half a window so updates stay rare, growing the window when
+// the application drains it faster than two round trips (as go-yamux does),
+// so one stream can fill a long fat link.
+func (st *Stream) consumedLocked(n int) {
+	s := st.sess
+	s.consumed(n)
+	if st.has(stRecvFIN | stReset) {
+		return
+	}
+	st.unacked += int64(n)
+	if st.unacked < st.recvWindow/2 {
+		return
+	}
+	inc := st.unacked
+	now := s.clock()
+	if rtt := s.rtt.Load(); rtt > 0 && now-st.lastUpdate < 2*rtt && st.recvWindow < int64(s.cfg.MaxStreamWindow) {
+		grow := min(st.recvWindow, int64(s.cfg.MaxStreamWindow)-st.recvWindow)
+		if s.reserveGrowth(grow) {
+			st.recvWindow += grow
+			inc += grow
+		}
+	}
+	st.lastUpdate = now
+	st.unacked = 0
+	st.recvAvail += inc
+	s.queueControl(frameHeader{typ: frameWindowUpdate, streamID: st.id, length: uint32(inc)})
+}
+
+// Write writes p to the stream, cut into frames of at most MaxFrameSize
+// bytes that the session's writer interleaves fairly with other streams'.
+// It blocks until all of p has been handed to the writer (the writer copies
+// it; p is never touched after Write returns) or an error occurs. It waits
+// for send credit while the peer's window is full, so a peer that stops
+// reading makes Write block until the write deadline, which returns
+// os.ErrDeadlineExceeded with the count of bytes already taken, leaving the
+// stream usable. A deadline already in the past sends nothing. After Close
+// or CloseWrite it fails with an error matching net.ErrClosed; after the
+// peer's RST, with ErrStreamReset or ErrStreamRefused; when the session
+// ends, with the session's error. A zero-length Write sends nothing.
+func (st *Stream) Write(p []byte) (int, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for st.has(stWriting) {
+		if err := st.writeErrLocked(); err != nil {
+			return 0, err
+		}
+		st.wcond.Wait()
+	}
+	if err := st.writeErrLocked(); err != nil {
+		return 0, err
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	st.state |= stWriting
+	st.wbuf = p
+	st.sess.scheduleLocked(st)
+	var err error
+	for len(st.wbuf) > 0 {
+		if err = st.writeErrLocked(); err != nil {
+			break
+		}
+		st.wcond.Wait()
+	}
+	n := len(p) - len(st.wbuf)
+	st.wbuf = nil
+	st.state &^= stWriting
+	st.wcond.Broadcast() // another Write may be waiting for the slot
+	return n, err
+}
+
+func (st *Stream) writeErrLocked() error {
+	switch {
+	case st.has(stClosed):
+		return errStreamClosed
+	case st.has(stReset):
+		return st.resetErrLocked()
+	case st.has(stWriteClosed):
+		return errWriteClosed
+	}
+	if err := st.sess.Err(); err != nil {
+		return err
+	}
+	if st.dl != nil && st.dl.write.expired {
+		return os.ErrDeadlineExceeded
+	}
+	return nil
+}
+
+// CloseWrite half-closes the stream: the peer reads io.EOF after the data
+// already written, and can still write back. Later Writes fail with an error
+// matching net.ErrClosed; Read keeps working.
+func (st *Stream) CloseWrite() error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.has(stClosed) {
+		return errStreamClosed
+	}
+	if st.has(stWriteClosed) {
+		return nil
+	}
+	st.state |= stWriteClosed
+	if st.has(stReset) {
+		return st.resetErrLocked()
+	}
+	if err := st.sess.Err(); err != nil {
+		return err
+	}
+	st.state |= stFinPending
+	st.sess.scheduleLocked(st)
+	st.wcond.Broadcast()
+	return nil
+}
+
+// Close closes the stream. Data already written is still delivered, followed
+// by FIN, so the peer reads everything and then io.EOF; data received but
+// not read is discarded, and if the peer keeps sending, the stream is reset
+// (the peer's Writes fail with ErrStreamReset). Blocked Read and Write calls
+// return at once with an error matching net.ErrClosed, as do all later
+// calls. Close never blocks on the network. Closing twice returns an error
+// matching net.ErrClosed.
+func (st *Stream) Close() error {
+	st.mu.Lock()
+	if st.has(stClosed) {
+		st.mu.Unlock()
+		return errStreamClosed
+	}
+	st.state |= stClosed
+	if !st.has(stWriteClosed|stReset) && st.sess.Err() == nil {
+		st.state |= stFinPending
+		st.sess.scheduleLocked(st)
+	}
+	st.state |= stWriteClosed
+	st.discardLocked()
+	st.stopDeadlinesLocked()
+	st.rcond.Broadcast()
+	st.wcond.Broadcast()
+	done := st.finishedLocked()
+	st.mu.Unlock()
+	if done {
+		st.sess.removeStream(st)
+	}
+	return nil
+}
+
+// discardLocked frees buffered data, crediting the session window so
+// discarded bytes never leak the peer's credit.
+func (st *Stream) discardLocked() {
+	if st.buffered > 0 {
+		st.sess.consumed(st.buffered)
+	}
+	for c := st.rhead; c != nil; {
+		next := c.next
+		putChunk(c)
+		c = next
+	}
+	st.rhead, st.rtail, st.buffered = nil, nil, 0
+}
+
+// finishedLocked reports whether both directions are done, so the session
+// can forget the stream.
+func (st *Stream) finishedLocked() bool {
+	if st.has(stRemoved) {
+		return false
+	}
+	return st.has(stReset) || st.has(stSentFIN) && st.has(stRecvFIN)
+}
+
+// resetLocked finishes the stream after an RST sent or received.
+func (st *Stream) resetLocked(flags streamState) {
+	st.state |= stReset | flags
+	st.state &^= stFinPending | stSynPending
+	st.discardLocked()
+	st.rcond.Broadcast()
+	st.wcond.Broadcast()
+}
+
+// SetDeadline sets the read and write deadlines, as net.Conn documents.
+func (st *Stream) SetDeadline(t time.Time) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.deadlinesLocked().read.set(st, &st.rcond, t)
+	st.dl.write.set(st, &st.wcond, t)
+	return nil
+}
+
+// SetReadDeadline sets the deadline for Read calls, including ones already
+// blocked. A zero value means no deadline.
+func (st *Stream) SetReadDeadline(t time.Time) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.deadlinesLocked().read.set(st, &st.rcond, t)
+	return nil
+}
+
+// SetWriteDeadline sets the deadline for Write calls, including ones already
+// blocked. A zero value means no deadline.
+func (st *Stream) SetWriteDeadline(t time.Time) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.deadlinesLocked().write.set(st, &st.wcond, t)
+	return nil
+}
+
+func (st *Stream) deadlinesLocked() *deadlines {
+	if st.dl == nil {
+		st.dl = new(deadlines)
+	}
+	return st.dl
+}
+
+func (st *Stream) stopDeadlinesLocked() {
+	if st.dl != nil {
+		st.dl.read.stop()
+		st.dl.write.stop()
+	}
+}
+
+// deadlines live outside Stream so that streams that never set one (most)
+// do not pay for them.
+type deadlines struct {
+	read, write deadline
+}
+
+// deadline follows net.Pipe's pipeDeadline: one timer, re-armed on each set,
+// waking blocked calls when it fires.
+type deadline struct {
+	when    time.Time
+	timer   *time.Timer
+	expired bool
+}
+
+// set arms d for t; st.mu is held. Waiters on cond re-check when it fires.
+func (d *deadline) set(st *Stream, cond *sync.Cond, t time.Time) {
+	d.when = t
+	d.expired = false
+	if d.timer != nil {
+		d.timer.Stop()
+	}
+	if t.IsZero() {
+		return
+	}
+	wait := time.Until(t)
+	if wait <= 0 {
+		d.expired = true
+		cond.Broadcast()
+		return
+	}
+	if d.timer == nil {
+		d.timer = time.AfterFunc(wait, func() {
+			st.mu.Lock()
+			defer st.mu.Unlock()
+			// A timer re-armed for a later deadline may still fire for the
+			// earlier one; only a deadline that has really passed counts.
+			if !d.when.IsZero() && !time.Now().Before(d.when) {
+				d.expired = true
+				cond.Broadcast()
+			}
+		})
+		return
+	}
+	d.timer.Reset(wait)
+}
+
+func (d *deadline) stop() {
+	if d.timer != nil {
+		d.timer.Stop()
+	}
+}
+
+// chunk is a piece of a stream's receive buffer. Chunks come from pools so
+// the read path does not allocate per frame; small ones hold the first few
+// bytes of an idle stream so that many streams with a little unread data do
+// not pin large buffers.
+type chunk struct {
+	next *chunk
+	r, w int
+	buf  []byte
+}
+
+const (
+	smallChunkSize = 1 << 10
+	largeChunkSize = 16 << 10
+)
+
+var (
+	smallChunks = sync.Pool{New: func() any { return &chunk{buf: make([]byte, smallChunkSize)} }}
+	largeChunks = sync.Pool{New: func() any { return &chunk{buf: make([]byte, largeChunkSize)} }}
+)
+
+func getChunk(n int, empty bool) *chunk {
+	if empty && n <= smallChunkSize {
+		return smallChunks.Get().(*chunk)
+	}
+	return largeChunks.Get().(*chunk)
+}
+
+func putChunk(c *chunk) {
+	c.next, c.r, c.w = nil, 0, 0
+	if len(c.buf) == smallChunkSize {
+		smallChunks.Put(c)
+	} else {
+		largeChunks.Put(c)
+	}
+}
+
+// deliverLocked hands payload received from the peer to the stream: straight
+// into a blocked Read's buffer when one waits and nothing is queued ahead,
+// the rest into chunks.
+func (st *Stream) deliverLocked(p []byte) {
+	if st.buffered == 0 && len(st.rwait) > st.rgot {
+		n := copy(st.rwait[st.rgot:], p)
+		st.rgot += n
+		p = p[n:]
+		st.rcond.Broadcast()
+	}
+	if len(p) == 0 {
+		return
+	}
+	wasEmpty := st.buffered == 0
+	st.buffered += len(p)
+	for len(p) > 0 {
+		c := st.rtail
+		if c == nil || c.w == len(c.buf) {
+			c = getChunk(len(p), st.rhead == nil)
+			if st.rtail == nil {
+				st.rhead = c
+			} else {
+				st.rtail.next = c
+			}
+			st.rtail = c
+		}
+		n := copy(c.buf[c.w:], p)
+		c.w += n
+		p = p[n:]
+	}
+	if wasEmpty {
+		st.rcond.Broadcast()
+	}
+}
