@@ -247,9 +247,29 @@ func Server(conn io.ReadWriteCloser, cfg *Config) (*Session, error) {
 }
 
 func newSession(conn io.ReadWriteCloser, cfg *Config, client bool) (*Session, error) {
-	c, err := cfg.resolve()
+	s, batch, err := buildSession(conn, cfg, client)
 	if err != nil {
 		return nil, err
+	}
+	if s.cfg.HandshakeTimeout > 0 {
+		s.hsTimer = time.AfterFunc(s.cfg.HandshakeTimeout, func() {
+			s.fail(fmt.Errorf("%w: no preface from the peer within %v", ErrHandshake, s.cfg.HandshakeTimeout))
+		})
+	}
+	if s.cfg.WriteTimeout > 0 {
+		s.wTimer = time.AfterFunc(time.Hour, func() { s.fail(ErrWriteTimeout) })
+		s.wTimer.Stop()
+	}
+	go s.readLoop()
+	go s.writeLoop(batch)
+	return s, nil
+}
+
+// buildSession makes a session and its first batch without starting it.
+func buildSession(conn io.ReadWriteCloser, cfg *Config, client bool) (*Session, []byte, error) {
+	c, err := cfg.resolve()
+	if err != nil {
+		return nil, nil, err
 	}
 	s := &Session{
 		conn:       conn,
@@ -285,19 +305,7 @@ func newSession(conn io.ReadWriteCloser, cfg *Config, client bool) (*Session, er
 		maxStreams:    uint32(c.MaxIncomingStreams),
 	})
 	batch = appendHeader(batch, frameHeader{typ: framePing, length: s.registerPing(nil)})
-
-	if c.HandshakeTimeout > 0 {
-		s.hsTimer = time.AfterFunc(c.HandshakeTimeout, func() {
-			s.fail(fmt.Errorf("%w: no preface from the peer within %v", ErrHandshake, c.HandshakeTimeout))
-		})
-	}
-	if c.WriteTimeout > 0 {
-		s.wTimer = time.AfterFunc(time.Hour, func() { s.fail(ErrWriteTimeout) })
-		s.wTimer.Stop()
-	}
-	go s.readLoop()
-	go s.writeLoop(batch)
-	return s, nil
+	return s, batch, nil
 }
 
 // clock is the session's monotonic time in nanoseconds.

@@ -1,12 +1,20 @@
 package tcpchan
 
 import (
+	"bufio"
 	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
 	"io"
 	"net"
+	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/net/nettest"
+	"golang.org/x/sync/errgroup"
 )
 
 func TestEcho(t *testing.T) {
@@ -88,4 +96,424 @@ func TestNetConn(t *testing.T) {
 			})
 		})
 	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		cfg   Config
+		field string
+	}{
+		{Config{MaxFrameSize: 512}, "MaxFrameSize"},
+		{Config{MaxFrameSize: 65537}, "MaxFrameSize"},
+		{Config{InitialStreamWindow: 1000}, "InitialStreamWindow"},
+		{Config{InitialStreamWindow: 1 << 20, MaxStreamWindow: 512 << 10}, "MaxStreamWindow"},
+		{Config{SessionWindow: 4096}, "SessionWindow"},
+		{Config{InitialStreamWindow: 4 << 20, SessionWindow: 2 << 20}, "SessionWindow"},
+		{Config{MaxIncomingStreams: -1}, "MaxIncomingStreams"},
+		{Config{AcceptBacklog: -1}, "AcceptBacklog"},
+		{Config{MaxQueuedControlFrames: -5}, "MaxQueuedControlFrames"},
+		{Config{KeepAliveTimeout: -time.Second}, "KeepAliveTimeout"},
+	}
+	for _, tc := range tests {
+		_, err := Client(nil, &tc.cfg)
+		if err == nil || !strings.Contains(err.Error(), "Config."+tc.field) {
+			t.Errorf("Client(%+v) error = %v, want one naming Config.%s", tc.cfg, err, tc.field)
+		}
+	}
+	got, err := (&Config{}).resolve()
+	if err != nil || got != *DefaultConfig() {
+		t.Errorf("zero Config resolves to %+v, %v; want the defaults", got, err)
+	}
+}
+
+func TestBothSidesDialAndAccept(t *testing.T) {
+	t.Parallel()
+	client, server := tcpSessions(t, nil, nil)
+	for _, dir := range []struct {
+		name       string
+		dial, acc  *Session
+		wantParity uint32
+	}{{"client dials", client, server, 1}, {"server dials", server, client, 0}} {
+		a, b := streamPair(t, dir.dial, dir.acc)
+		if a.ID()%2 != dir.wantParity {
+			t.Errorf("%s: stream ID %d has the wrong parity", dir.name, a.ID())
+		}
+		go func() {
+			a.Write([]byte(dir.name))
+			a.CloseWrite()
+		}()
+		if got := readAllString(t, b); got != dir.name {
+			t.Errorf("%s: read %q", dir.name, got)
+		}
+		b.Close()
+		a.Close()
+	}
+	waitFor(t, "streams freed", func() bool { return client.NumStreams() == 0 && server.NumStreams() == 0 })
+}
+
+// TestManyConcurrentStreams opens 10,000 streams at once over one TCP
+// connection; each carries a checksummed payload to the server, which sends
+// a transformed copy back, and every byte is verified. A small pool of
+// goroutines drives them, so the streams, not goroutines, are concurrent
+// (the race detector allows 8128 goroutines).
+func TestManyConcurrentStreams(t *testing.T) {
+	t.Parallel()
+	streams := 10000
+	if testing.Short() {
+		streams = 1000
+	}
+	cfg := &Config{MaxIncomingStreams: streams, AcceptBacklog: streams}
+	client, server := tcpSessions(t, cfg, cfg)
+	const workers = 32
+	payload := func(id uint32) []byte {
+		b := make([]byte, 1000+int(id%3000))
+		x := id*2654435761 + 1
+		for i := range b {
+			x ^= x << 13
+			x ^= x >> 17
+			x ^= x << 5
+			b[i] = byte(x)
+		}
+		return b
+	}
+	transform := func(b []byte) []byte {
+		out := make([]byte, len(b))
+		for i, c := range b {
+			out[len(b)-1-i] = ^c
+		}
+		return out
+	}
+	errc := make(chan error, 2*workers)
+
+	// Server: a pool echoes each stream's payload back transformed, with
+	// a SHA-256 of what it received so both directions are checked.
+	accepted := make(chan *Stream, streams)
+	go func() {
+		for range streams {
+			st, err := server.AcceptStream()
+			if err != nil {
+				errc <- err
+				return
+			}
+			accepted <- st
+		}
+		close(accepted)
+	}()
+	for range workers {
+		go func() {
+			for st := range accepted {
+				got, err := io.ReadAll(st)
+				if err != nil {
+					errc <- fmt.Errorf("server read stream %d: %w", st.ID(), err)
+					return
+				}
+				sum := sha256.Sum256(got)
+				if _, err := st.Write(append(sum[:], transform(got)...)); err != nil {
+					errc <- err
+					return
+				}
+				st.Close()
+			}
+			errc <- nil
+		}()
+	}
+
+	// Client: open every stream and send every payload before reading any
+	// answer, so all 10,000 are open at the same time.
+	all := make([]*Stream, streams)
+	for i := range all {
+		st, err := client.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		all[i] = st
+	}
+	if n := client.NumStreams(); n != streams {
+		t.Fatalf("%d streams open, want %d", n, streams)
+	}
+	var g errgroup.Group
+	g.SetLimit(workers)
+	for _, st := range all {
+		g.Go(func() error {
+			p := payload(st.ID())
+			if _, err := st.Write(p); err != nil {
+				return err
+			}
+			return st.CloseWrite()
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range all {
+		g.Go(func() error {
+			got, err := io.ReadAll(st)
+			if err != nil {
+				return fmt.Errorf("client read stream %d: %w", st.ID(), err)
+			}
+			p := payload(st.ID())
+			want := sha256.Sum256(p)
+			if len(got) < 32 || !bytes.Equal(got[:32], want[:]) {
+				return fmt.Errorf("stream %d: the server received corrupted data", st.ID())
+			}
+			if !bytes.Equal(got[32:], transform(p)) {
+				return fmt.Errorf("stream %d: corrupted response", st.ID())
+			}
+			return st.Close()
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	for range workers {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "all streams freed", func() bool { return client.NumStreams() == 0 && server.NumStreams() == 0 })
+}
+
+// TestStalledReaderDoesNotBlockOthers fills one stream's window (its reader
+// never reads) and checks another stream of the same session still moves
+// 16 MiB.
+func TestStalledReaderDoesNotBlockOthers(t *testing.T) {
+	t.Parallel()
+	client, server := tcpSessions(t, nil, nil)
+	stalled, _ := streamPair(t, client, server)
+	stalledErr := make(chan error, 1)
+	go func() {
+		_, err := stalled.Write(make([]byte, 4<<20)) // far more than the window
+		stalledErr <- err
+	}()
+	waitFor(t, "stalled stream to use its window", func() bool {
+		stalled.mu.Lock()
+		defer stalled.mu.Unlock()
+		return stalled.sendCredit == 0
+	})
+
+	a, b := streamPair(t, client, server)
+	const size = 16 << 20
+	go func() {
+		a.Write(make([]byte, size))
+		a.CloseWrite()
+	}()
+	n, err := io.Copy(io.Discard, b)
+	if err != nil || n != size {
+		t.Fatalf("second stream moved %d bytes (%v), want %d", n, err, size)
+	}
+	select {
+	case err := <-stalledErr:
+		t.Fatalf("the stalled stream's Write returned (%v) although nobody reads it", err)
+	default:
+	}
+	stalled.Close()
+	if err := <-stalledErr; !errors.Is(err, net.ErrClosed) {
+		t.Errorf("stalled Write after Close: %v, want net.ErrClosed", err)
+	}
+}
+
+func TestShutdown(t *testing.T) {
+	t.Parallel()
+	client, server := tcpSessions(t, nil, nil)
+	a, b := streamPair(t, client, server)
+
+	shutdownDone := make(chan error, 1)
+	go func() { shutdownDone <- server.Shutdown(context.Background()) }()
+
+	// The peer learns of the GOAWAY: new streams fail, the open one works.
+	waitFor(t, "GOAWAY", func() bool {
+		client.smu.Lock()
+		defer client.smu.Unlock()
+		return client.goAwayRecv
+	})
+	if _, err := client.OpenStream(); !errors.Is(err, ErrGoAway) {
+		t.Errorf("OpenStream after the peer's GOAWAY: %v, want ErrGoAway", err)
+	}
+	if _, err := server.OpenStream(); !errors.Is(err, ErrGoAway) {
+		t.Errorf("OpenStream during Shutdown: %v, want ErrGoAway", err)
+	}
+	select {
+	case err := <-shutdownDone:
+		t.Fatalf("Shutdown returned (%v) with a stream open", err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	go func() {
+		b.Write([]byte("reply"))
+		b.Close()
+	}()
+	if got := readAllString(t, a); got != "reply" {
+		t.Errorf("read %q during shutdown, want %q", got, "reply")
+	}
+	a.Close()
+	if err := <-shutdownDone; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	<-client.Done()
+	if err := client.Err(); !errors.Is(err, ErrGoAway) {
+		t.Errorf("client session ended with %v, want ErrGoAway", err)
+	}
+}
+
+func TestShutdownContext(t *testing.T) {
+	t.Parallel()
+	client, server := tcpSessions(t, nil, nil)
+	streamPair(t, client, server)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := server.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Shutdown with a stream left open: %v, want context.DeadlineExceeded", err)
+	}
+	if server.Err() != nil {
+		t.Errorf("session ended after a timed-out Shutdown: %v", server.Err())
+	}
+}
+
+func TestGoAwayRefusesUnprocessedStreams(t *testing.T) {
+	t.Parallel()
+	c1, c2 := tcpConnPair(t)
+	client, err := Client(c1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAndWait(t, client)
+	peer := newRawPeer(t, c2)
+	st1, _ := client.OpenStream()
+	st3, _ := client.OpenStream()
+	st1.Write([]byte("a"))
+	st3.Write([]byte("b"))
+	peer.readFrames(t, 2) // the two SYNs (with their data)
+	peer.send(t, appendHeader(nil, frameHeader{typ: frameGoAway, streamID: st1.ID()}))
+	if _, err := st3.Read(make([]byte, 1)); !errors.Is(err, ErrStreamRefused) {
+		t.Errorf("stream above GOAWAY's last ID: %v, want ErrStreamRefused", err)
+	}
+	st1.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+	if _, err := st1.Read(make([]byte, 1)); !isTimeout(err) {
+		t.Errorf("stream at GOAWAY's last ID: %v, want it open (a timeout)", err)
+	}
+}
+
+func TestPing(t *testing.T) {
+	t.Parallel()
+	client, server := tcpSessions(t, nil, nil)
+	for _, s := range []*Session{client, server} {
+		rtt, err := s.Ping()
+		if err != nil || rtt <= 0 {
+			t.Errorf("Ping = %v, %v", rtt, err)
+		}
+	}
+	client.Close()
+	if _, err := client.Ping(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Ping after Close: %v, want net.ErrClosed", err)
+	}
+}
+
+// TestStreamStateFreed opens many short streams one after another; the
+// session forgets each once both sides are done, so nothing grows.
+func TestStreamStateFreed(t *testing.T) {
+	t.Parallel()
+	client, server := pipeSessions(t, nil, nil)
+	go func() {
+		for {
+			st, err := server.AcceptStream()
+			if err != nil {
+				return
+			}
+			io.Copy(st, st)
+			st.Close()
+		}
+	}()
+	for i := range 2000 {
+		st, err := client.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Write([]byte("ping"))
+		st.CloseWrite()
+		if got := readAllString(t, st); got != "ping" {
+			t.Fatalf("stream %d echoed %q", i, got)
+		}
+		st.Close()
+	}
+	waitFor(t, "streams freed", func() bool { return client.NumStreams() == 0 && server.NumStreams() == 0 })
+	if g := client.windowGrowth.Load() + server.windowGrowth.Load(); g != 0 {
+		t.Errorf("window growth budget leaked: %d", g)
+	}
+}
+
+func TestSessionErrorsWrapCause(t *testing.T) {
+	t.Parallel()
+	c1, c2 := tcpConnPair(t)
+	client, err := Client(c1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAndWait(t, client)
+	peer := newRawPeer(t, c2)
+	st, _ := client.OpenStream()
+	blocked := make(chan error, 1)
+	go func() {
+		_, err := st.Read(make([]byte, 1))
+		blocked <- err
+	}()
+	// A frame type nobody defined.
+	peer.send(t, []byte{9, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0})
+	err = <-blocked
+	if !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), "unknown frame type 9") {
+		t.Errorf("stream Read when the peer broke the protocol: %v, want ErrProtocol naming the frame type", err)
+	}
+	if _, err := client.AcceptStream(); !errors.Is(err, ErrProtocol) {
+		t.Errorf("AcceptStream: %v, want ErrProtocol", err)
+	}
+}
+
+// rawPeer speaks the wire protocol by hand, to test what a session does
+// with frames a correct peer would never send.
+type rawPeer struct {
+	conn net.Conn
+	br   *bufio.Reader
+}
+
+func newRawPeer(t *testing.T, conn net.Conn) *rawPeer {
+	t.Helper()
+	p := &rawPeer{conn: conn, br: bufio.NewReader(conn)}
+	t.Cleanup(func() { conn.Close() })
+	p.send(t, appendPreface(nil, settings{streamWindow: 256 << 10, sessionWindow: 16 << 20, maxFrameSize: 1024, maxStreams: 100}))
+	pre := make([]byte, prefaceSize)
+	if _, err := io.ReadFull(p.br, pre); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := decodePreface(pre); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func (p *rawPeer) send(t *testing.T, b []byte) {
+	t.Helper()
+	if _, err := p.conn.Write(b); err != nil {
+		t.Fatalf("raw peer write: %v", err)
+	}
+}
+
+// readFrames reads frames until n DATA frames have arrived, answering
+// nothing, and returns them.
+func (p *rawPeer) readFrames(t *testing.T, n int) []frameHeader {
+	t.Helper()
+	var got []frameHeader
+	for len(got) < n {
+		var hb [headerSize]byte
+		if _, err := io.ReadFull(p.br, hb[:]); err != nil {
+			t.Fatalf("raw peer read: %v", err)
+		}
+		h, err := decodeHeader(hb[:], maxFrameSizeLimit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.typ == frameData {
+			io.CopyN(io.Discard, p.br, int64(h.length))
+			got = append(got, h)
+		}
+	}
+	return got
 }

@@ -1,0 +1,322 @@
+package tcpchan
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// readString reads from r until EOF or error.
+func readAllString(t *testing.T, r io.Reader) string {
+	t.Helper()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("ReadAll: %v", err)
+	}
+	return string(b)
+}
+
+func TestStreamErrorAfterLocalClose(t *testing.T) {
+	t.Parallel()
+	client, server := tcpSessions(t, nil, nil)
+	a, _ := streamPair(t, client, server)
+	if err := a.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if _, err := a.Read(make([]byte, 1)); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Read after Close: %v, want net.ErrClosed", err)
+	}
+	if _, err := a.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Write after Close: %v, want net.ErrClosed", err)
+	}
+	if err := a.CloseWrite(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("CloseWrite after Close: %v, want net.ErrClosed", err)
+	}
+	if err := a.Close(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("second Close: %v, want net.ErrClosed", err)
+	}
+}
+
+func TestStreamHalfClose(t *testing.T) {
+	t.Parallel()
+	for _, dir := range []string{"client closes first", "server closes first"} {
+		t.Run(dir, func(t *testing.T) {
+			t.Parallel()
+			client, server := tcpSessions(t, nil, nil)
+			a, b := streamPair(t, client, server)
+			if dir == "server closes first" {
+				a, b = b, a
+			}
+			if _, err := a.Write([]byte("request")); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.Write([]byte("more")); !errors.Is(err, net.ErrClosed) {
+				t.Errorf("Write after CloseWrite: %v, want net.ErrClosed", err)
+			}
+			if got := readAllString(t, b); got != "request" {
+				t.Errorf("peer read %q, want %q", got, "request")
+			}
+			if n, err := b.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+				t.Errorf("Read after EOF = %d, %v; want 0, io.EOF", n, err)
+			}
+			// The half-closed side still reads what the peer writes back.
+			if _, err := b.Write([]byte("response")); err != nil {
+				t.Fatalf("peer Write after our CloseWrite: %v", err)
+			}
+			b.Close()
+			if got := readAllString(t, a); got != "response" {
+				t.Errorf("read %q after CloseWrite, want %q", got, "response")
+			}
+			a.Close()
+			waitFor(t, "streams freed", func() bool { return client.NumStreams() == 0 && server.NumStreams() == 0 })
+		})
+	}
+}
+
+func TestStreamPeerClose(t *testing.T) {
+	t.Parallel()
+	client, server := tcpSessions(t, nil, nil)
+	a, b := streamPair(t, client, server)
+	if _, err := b.Write([]byte("last words")); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	if got := readAllString(t, a); got != "last words" {
+		t.Errorf("read %q, want %q", got, "last words")
+	}
+}
+
+func TestStreamPeerReset(t *testing.T) {
+	t.Parallel()
+	client, server := tcpSessions(t, nil, nil)
+	a, b := streamPair(t, client, server)
+	b.Close() // the peer closes without reading: more data gets RST
+	buf := make([]byte, 4096)
+	var err error
+	deadline := time.Now().Add(10 * time.Second)
+	for err == nil && time.Now().Before(deadline) {
+		_, err = a.Write(buf)
+	}
+	if !errors.Is(err, ErrStreamReset) {
+		t.Fatalf("Write to a stream the peer closed: %v, want ErrStreamReset", err)
+	}
+	if _, err := a.Read(buf); !errors.Is(err, ErrStreamReset) {
+		t.Errorf("Read after reset: %v, want ErrStreamReset", err)
+	}
+}
+
+func TestStreamRefused(t *testing.T) {
+	t.Parallel()
+	client, server := tcpSessions(t, nil, &Config{AcceptBacklog: 1})
+	first, err := client.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := client.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := second.Read(make([]byte, 1)); !errors.Is(err, ErrStreamRefused) {
+		t.Errorf("Read on a stream past the peer's backlog: %v, want ErrStreamRefused", err)
+	}
+	if _, err := second.Write([]byte("x")); !errors.Is(err, ErrStreamRefused) {
+		t.Errorf("Write on a refused stream: %v, want ErrStreamRefused", err)
+	}
+	// The first one was accepted and works.
+	got, err := server.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID() != first.ID() {
+		t.Errorf("accepted stream %d, want %d", got.ID(), first.ID())
+	}
+	waitFor(t, "refused stream freed", func() bool { return client.NumStreams() == 1 })
+}
+
+func TestStreamLimit(t *testing.T) {
+	t.Parallel()
+	client, server := tcpSessions(t, nil, &Config{MaxIncomingStreams: 2})
+	var streams []*Stream
+	for range 3 {
+		st, err := client.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		streams = append(streams, st)
+	}
+	if _, err := streams[2].Read(make([]byte, 1)); !errors.Is(err, ErrStreamRefused) {
+		t.Errorf("third stream over a limit of 2: %v, want ErrStreamRefused", err)
+	}
+	// Finishing one makes room for another.
+	s0, _ := server.AcceptStream()
+	server.AcceptStream()
+	streams[0].Close()
+	s0.Close()
+	waitFor(t, "stream freed", func() bool { return server.NumStreams() == 1 })
+	st, _ := client.OpenStream()
+	st.Write([]byte("hi"))
+	acc, err := server.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if acc.ID() != st.ID() {
+		t.Errorf("accepted %d, want %d", acc.ID(), st.ID())
+	}
+}
+
+func TestStreamErrorAfterSessionClose(t *testing.T) {
+	t.Parallel()
+	client, server := tcpSessions(t, nil, nil)
+	a, b := streamPair(t, client, server)
+	blocked := make(chan error, 1)
+	go func() {
+		_, err := a.Read(make([]byte, 1))
+		blocked <- err
+	}()
+	client.Close()
+	if err := <-blocked; !errors.Is(err, net.ErrClosed) {
+		t.Errorf("blocked Read when the session closed: %v, want net.ErrClosed", err)
+	}
+	if _, err := a.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Write after session Close: %v, want net.ErrClosed", err)
+	}
+	if _, err := client.AcceptStream(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("AcceptStream after Close: %v, want net.ErrClosed", err)
+	}
+	if _, err := client.OpenStream(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("OpenStream after Close: %v, want net.ErrClosed", err)
+	}
+	// The peer's streams end with an error, never a clean io.EOF that
+	// would pass truncated data off as complete.
+	// Depending on timing the peer's kernel sees FIN or RST.
+	dropped := func(err error) bool {
+		return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
+	}
+	if _, err := io.ReadAll(b); !dropped(err) {
+		t.Errorf("peer Read after the session dropped: %v, want io.ErrUnexpectedEOF or ECONNRESET", err)
+	}
+	<-server.Done()
+	if _, err := server.AcceptStream(); !dropped(err) {
+		t.Errorf("peer AcceptStream: %v, want io.ErrUnexpectedEOF or ECONNRESET", err)
+	}
+}
+
+func TestStreamZeroLengthWrite(t *testing.T) {
+	t.Parallel()
+	client, server := pipeSessions(t, nil, nil)
+	a, b := streamPair(t, client, server)
+	for _, p := range [][]byte{nil, {}} {
+		if n, err := a.Write(p); n != 0 || err != nil {
+			t.Errorf("Write(%v) = %d, %v; want 0, nil", p, n, err)
+		}
+	}
+	a.Write([]byte("x"))
+	a.CloseWrite()
+	if got := readAllString(t, b); got != "x" {
+		t.Errorf("peer read %q, want %q", got, "x")
+	}
+	if n, err := a.Write(nil); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("zero-length Write after CloseWrite = %d, %v; want net.ErrClosed", n, err)
+	}
+	if n, err := b.Read(nil); n != 0 || err != io.EOF {
+		t.Errorf("zero-length Read at EOF = %d, %v; want 0, io.EOF", n, err)
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) && errors.As(err, &ne) && ne.Timeout()
+}
+
+func TestStreamDeadlines(t *testing.T) {
+	t.Parallel()
+	client, server := tcpSessions(t, nil, nil)
+	a, b := streamPair(t, client, server)
+
+	// A past write deadline sends nothing.
+	a.SetWriteDeadline(time.Now().Add(-time.Second))
+	if n, err := a.Write([]byte("lost")); n != 0 || !isTimeout(err) {
+		t.Errorf("Write past deadline = %d, %v; want 0 and a timeout", n, err)
+	}
+	// A blocked Read is woken by a deadline set later.
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.Read(make([]byte, 10))
+		done <- err
+	}()
+	time.Sleep(10 * time.Millisecond)
+	b.SetReadDeadline(time.Now())
+	if err := <-done; !isTimeout(err) {
+		t.Errorf("blocked Read after SetReadDeadline(now): %v, want a timeout", err)
+	}
+	// Timeouts leave the stream usable.
+	a.SetWriteDeadline(time.Time{})
+	b.SetReadDeadline(time.Time{})
+	a.Write([]byte("kept"))
+	a.CloseWrite()
+	if got := readAllString(t, b); got != "kept" {
+		t.Errorf("read %q after timeouts, want %q", got, "kept")
+	}
+}
+
+func TestStreamWriteTimeoutPartial(t *testing.T) {
+	t.Parallel()
+	// The peer never reads: a big Write takes what the window allows, then
+	// times out with an honest count, and that many bytes arrive.
+	client, server := tcpSessions(t, nil, nil)
+	a, b := streamPair(t, client, server)
+	a.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	payload := bytes.Repeat([]byte{7}, 1<<20)
+	n, err := a.Write(payload)
+	if !isTimeout(err) {
+		t.Fatalf("Write into a full window: %v, want a timeout", err)
+	}
+	if n != 256<<10 {
+		t.Errorf("Write took %d bytes before timing out, want the window, %d", n, 256<<10)
+	}
+	a.SetWriteDeadline(time.Time{})
+	a.CloseWrite()
+	got, err := io.ReadAll(b)
+	if err != nil || len(got) != n {
+		t.Errorf("peer read %d bytes (%v), want %d", len(got), err, n)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestStreamAddrs(t *testing.T) {
+	t.Parallel()
+	c1, c2 := tcpConnPair(t)
+	client, server := sessionPair(t, c1, c2, nil, nil)
+	a, b := streamPair(t, client, server)
+	if a.LocalAddr().String() != c1.LocalAddr().String() || a.RemoteAddr().String() != c1.RemoteAddr().String() {
+		t.Errorf("stream addrs %v %v, want the connection's %v %v", a.LocalAddr(), a.RemoteAddr(), c1.LocalAddr(), c1.RemoteAddr())
+	}
+	if b.LocalAddr().String() != c2.LocalAddr().String() || server.Addr().String() != c2.LocalAddr().String() {
+		t.Errorf("server addrs %v %v, want %v", b.LocalAddr(), server.Addr(), c2.LocalAddr())
+	}
+	if a.ID()%2 != 1 {
+		t.Errorf("client stream ID %d is not odd", a.ID())
+	}
+	if !strings.Contains(a.LocalAddr().Network(), "tcp") {
+		t.Errorf("network %q", a.LocalAddr().Network())
+	}
+}
