@@ -630,12 +630,6 @@ func (s *Session) fail(err error) {
 	s.failOnce.Do(func() {
 		s.err.Store(&err)
 		close(s.dying)
-		if s.hsTimer != nil {
-			s.hsTimer.Stop()
-		}
-		if s.wTimer != nil {
-			s.wTimer.Stop()
-		}
 		s.conn.Close()
 		s.smu.Lock()
 		for _, st := range s.streams {
@@ -665,6 +659,9 @@ func (r connReader) Read(p []byte) (int, error) {
 // whatever the scheduler has ready, one conn.Write per batch.
 func (s *Session) writeLoop(batch []byte) {
 	defer close(s.writerDone)
+	if s.wTimer != nil {
+		defer s.wTimer.Stop()
+	}
 	var ka keepalive
 	if s.cfg.KeepAliveInterval > 0 {
 		ka.timer = time.NewTimer(s.cfg.KeepAliveInterval)
@@ -764,6 +761,9 @@ func (s *Session) keepaliveTick(ka *keepalive) error {
 // application: flow control guarantees buffer space, and a full accept
 // backlog refuses streams instead of waiting.
 func (s *Session) readLoop() {
+	if s.hsTimer != nil {
+		defer s.hsTimer.Stop()
+	}
 	err := s.readFrames()
 	s.fail(err)
 	<-s.writerDone
