@@ -211,8 +211,9 @@ type Session struct {
 	pings    map[uint32]pingWait
 	nextPing uint32
 
-	hsTimer *time.Timer
-	wTimer  *time.Timer
+	handshakeDone atomic.Bool // the peer's preface was read
+	hsTimer       *time.Timer
+	wTimer        *time.Timer
 
 	// Lifecycle.
 	failOnce   sync.Once
@@ -439,12 +440,22 @@ func (s *Session) Accept() (net.Conn, error) {
 	return st, nil
 }
 
-// Close closes the session and its connection at once and waits for its
-// goroutines to exit. Blocked and later calls on its streams fail with an
-// error matching net.ErrClosed; data not yet written to the connection is
-// lost (Shutdown lets streams finish first). Close returns nil, also when
-// the session had already ended.
+// closeFlushTimeout bounds how long Close waits for queued data to drain.
+const closeFlushTimeout = time.Second
+
+// Close closes the session and waits for its goroutines to exit. Like
+// closing a TCP socket, it first lets the writer send what is already queued
+// (data of Writes that returned, FINs of closed streams, control frames),
+// for at most one second; then it closes the connection. Blocked and later
+// calls on the session's streams fail with an error matching net.ErrClosed.
+// Streams still open are cut off: use Shutdown to let them finish. Close
+// returns nil, also when the session had already ended.
 func (s *Session) Close() error {
+	if s.Err() == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), closeFlushTimeout)
+		s.flush(ctx)
+		cancel()
+	}
 	s.fail(errSessionClosed)
 	<-s.done
 	return nil
@@ -480,20 +491,31 @@ func (s *Session) Shutdown(ctx context.Context) error {
 			timer.Reset(wait)
 		}
 	}
+	if err := s.flush(ctx); err != nil && ctx.Err() != nil {
+		return err
+	}
+	return s.Close()
+}
+
+// flush waits until the writer has written everything queued, ctx ends
+// (returning its error) or the session ends.
+func (s *Session) flush(ctx context.Context) error {
 	flushed := make(chan struct{})
 	select {
 	case s.flushReq <- flushed:
-		select {
-		case <-flushed:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-s.dying:
-		}
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-s.dying:
+		return s.Err()
 	}
-	return s.Close()
+	select {
+	case <-flushed:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.dying:
+		return s.Err()
+	}
 }
 
 // Ping sends a ping and returns the time until the peer's answer. It fails
@@ -720,6 +742,9 @@ func (s *Session) writeBatch(b []byte) error {
 		s.wTimer.Stop()
 	}
 	if err != nil {
+		if !s.handshakeDone.Load() {
+			return fmt.Errorf("%w: writing the preface: %w", ErrHandshake, err)
+		}
 		return fmt.Errorf("tcpchan: writing to the connection: %w", err)
 	}
 	return nil
@@ -850,6 +875,7 @@ func (s *Session) readPreface() error {
 		s.hsTimer.Stop()
 	}
 	s.br.Discard(prefaceSize)
+	s.handshakeDone.Store(true)
 	s.applyPeerSettings(ps)
 	return nil
 }
