@@ -1,0 +1,14 @@
+module github.com/tcpchan/tcpchan/benchmarks
+
+go 1.26.0
+
+replace github.com/tcpchan/tcpchan => ../
+
+require (
+	github.com/hashicorp/yamux v0.1.2
+	github.com/libp2p/go-yamux/v5 v5.1.0
+	github.com/tcpchan/tcpchan v0.0.0-00010101000000-000000000000
+	github.com/xtaci/smux v1.5.56
+)
+
+require github.com/libp2p/go-buffer-pool v0.0.2 // indirect
