@@ -67,6 +67,15 @@ type Config struct {
 	// waits for the application. Default 1024.
 	AcceptBacklog int
 
+	// MaxSessions is the most sessions a Listener keeps open at once,
+	// counting those still in their handshake. At the limit, the Listener
+	// stops accepting connections from its inner listener until one of its
+	// sessions ends, as netutil.LimitListener does: new clients wait in the
+	// inner listener's backlog, and one whose wait outlasts its own
+	// HandshakeTimeout fails with ErrHandshake. Sessions made with Client
+	// or Server ignore it. Default 0: no limit.
+	MaxSessions int
+
 	// MaxQueuedControlFrames bounds the control frames (ping answers,
 	// refusals) queued because of what the peer sent while the peer is not
 	// reading. Past it, the session is closed with ErrProtocol. Default
@@ -154,6 +163,8 @@ func (c *Config) resolve() (Config, error) {
 		return r, bad("MaxIncomingStreams", r.MaxIncomingStreams, "0 to 2^30")
 	case r.AcceptBacklog < 0:
 		return r, bad("AcceptBacklog", r.AcceptBacklog, ">= 0")
+	case r.MaxSessions < 0:
+		return r, bad("MaxSessions", r.MaxSessions, ">= 0 (0: no limit)")
 	case r.MaxQueuedControlFrames < 0:
 		return r, bad("MaxQueuedControlFrames", r.MaxQueuedControlFrames, ">= 0")
 	case r.KeepAliveTimeout < 0:
@@ -206,7 +217,8 @@ type Session struct {
 
 	// Liveness.
 	lastRecv atomic.Int64 // session clock of the last read that returned data
-	rtt      atomic.Int64 // smoothed round-trip time in nanoseconds
+	rtt      atomic.Int64 // minimum round-trip time seen, in nanoseconds
+	rttCount atomic.Int32 // number of RTT samples
 	pingMu   sync.Mutex
 	pings    map[uint32]pingWait
 	nextPing uint32
@@ -536,6 +548,20 @@ func (s *Session) Ping() (time.Duration, error) {
 	}
 }
 
+// rttStartSamples is how many pings a session sends at start to learn the
+// round-trip time: the first includes both sessions' start-up.
+const rttStartSamples = 3
+
+// minAutotuneRTT is the shortest round trip at which stream windows grow.
+// Below it the initial window already carries over 256 MB/s per stream, and
+// the measured round trip is mostly goroutine scheduling, not the link:
+// growing windows there would only queue more bytes ahead of other streams'
+// frames and raise their latency.
+const minAutotuneRTT = int64(time.Millisecond)
+
+// minRTT returns the minimum round-trip time measured, or 0 if none.
+func (s *Session) minRTT() int64 { return s.rtt.Load() }
+
 func (s *Session) registerPing(ch chan struct{}) uint32 {
 	s.pingMu.Lock()
 	defer s.pingMu.Unlock()
@@ -552,11 +578,17 @@ func (s *Session) pingAcked(id uint32) {
 	if !ok {
 		return // an answer to nothing we asked: harmless
 	}
+	// The minimum is the round trip without queueing, which is what the
+	// window autotuning needs; samples taken under load only add queueing.
 	sample := max(s.clock()-w.sent, 1)
-	if old := s.rtt.Load(); old != 0 {
-		sample = (7*old + sample) / 8
+	if old := s.rtt.Load(); old == 0 || sample < old {
+		s.rtt.Store(sample)
 	}
-	s.rtt.Store(sample)
+	// The first sample includes both sessions' start-up; a few more taken
+	// right after it measure the link itself.
+	if s.rttCount.Add(1) < rttStartSamples {
+		s.queueControl(frameHeader{typ: framePing, length: s.registerPing(nil)})
+	}
 	if w.ch != nil {
 		close(w.ch)
 	}

@@ -81,6 +81,7 @@ func newStream(s *Session, id uint32, sendCredit int64) *Stream {
 		recvWindow: int64(s.cfg.InitialStreamWindow),
 		recvAvail:  int64(s.cfg.InitialStreamWindow),
 		sendCredit: sendCredit,
+		lastUpdate: s.clock(),
 	}
 	st.rcond.L = &st.mu
 	st.wcond.L = &st.mu
@@ -195,9 +196,18 @@ func (st *Stream) readBufferedLocked(p []byte) int {
 }
 
 // consumedLocked credits n bytes read by the application back to the peer,
-// in batches of half a window so updates stay rare, growing the window when
-// the application drains it faster than two round trips (as go-yamux does),
-// so one stream can fill a long fat link.
+// in batches of a quarter window: rare enough to cost little, frequent
+// enough that little credit is held back (with half-window batches a
+// window-limited stream moves only half its window per round trip).
+//
+// It also autotunes the window. A stream needs a window of its
+// bandwidth-delay product, so when the application drained the last batch
+// at a rate that, over two minimum round trips, exceeds the window, the
+// window grows to that (at least doubling, at most MaxStreamWindow, within
+// the session's growth budget). On a long fat link a stream thus grows to
+// fill it; on a short one (round trips under minAutotuneRTT) it keeps its
+// initial window, which keeps the bytes queued ahead of other streams'
+// frames, and so their latency, low.
 func (st *Stream) consumedLocked(n int) {
 	s := st.sess
 	s.consumed(n)
@@ -205,16 +215,20 @@ func (st *Stream) consumedLocked(n int) {
 		return
 	}
 	st.unacked += int64(n)
-	if st.unacked < st.recvWindow/2 {
+	if st.unacked < st.recvWindow/4 {
 		return
 	}
 	inc := st.unacked
 	now := s.clock()
-	if rtt := s.rtt.Load(); rtt > 0 && now-st.lastUpdate < 2*rtt && st.recvWindow < int64(s.cfg.MaxStreamWindow) {
-		grow := min(st.recvWindow, int64(s.cfg.MaxStreamWindow)-st.recvWindow)
-		if s.reserveGrowth(grow) {
-			st.recvWindow += grow
-			inc += grow
+	if rtt := s.minRTT(); rtt >= minAutotuneRTT && st.recvWindow < int64(s.cfg.MaxStreamWindow) {
+		// want is twice the bandwidth-delay product at the rate just seen.
+		want := float64(inc) * 2 * float64(rtt) / float64(max(now-st.lastUpdate, 1))
+		if want > float64(st.recvWindow) {
+			target := min(max(2*st.recvWindow, int64(min(want, maxWindow))), int64(s.cfg.MaxStreamWindow))
+			if grow := target - st.recvWindow; s.reserveGrowth(grow) {
+				st.recvWindow += grow
+				inc += grow
+			}
 		}
 	}
 	st.lastUpdate = now
