@@ -59,7 +59,10 @@ type Config struct {
 
 	// MaxIncomingStreams is the most streams the peer may have open at once
 	// on this session. Past it, a new stream is refused: the peer's dialer
-	// sees ErrStreamRefused. Default 8192.
+	// sees ErrStreamRefused. A stream the peer resets keeps its place until
+	// the application has closed it, so that opening and resetting streams
+	// ("rapid reset") cannot make the application handle more than this
+	// many streams of the session at once. Default 8192.
 	MaxIncomingStreams int
 
 	// AcceptBacklog is how many incoming streams may wait for Accept. Past
@@ -81,6 +84,27 @@ type Config struct {
 	// reading. Past it, the session is closed with ErrProtocol. Default
 	// 10000.
 	MaxQueuedControlFrames int
+
+	// MaxGlitches bounds the peer's glitches: frames that cost this side
+	// work but do nothing useful, which a correct peer sends rarely and
+	// only a broken or hostile one sends in numbers (floods). Each of these
+	// is one glitch: an empty DATA frame without SYN or FIN; a
+	// WINDOW_UPDATE on a stream (or the session) beyond one per 1024 bytes
+	// of data this side sent on it, plus one; an RST on a stream the peer
+	// opened and this side sent no data on ("rapid reset"); an RST or
+	// WINDOW_UPDATE for a stream already reset; an RST, WINDOW_UPDATE or
+	// empty DATA frame for a finished stream, beyond two per stream that
+	// ended (those may have crossed its end on the wire); a stream refused
+	// because MaxIncomingStreams or AcceptBacklog is full; a PING ACK
+	// answering no ping; every GOAWAY after the first. The budget is a
+	// token bucket: it holds MaxGlitches and regains GlitchesPerSecond,
+	// and a glitch that finds it empty closes the session with ErrProtocol
+	// naming that glitch. Default 1000; negative disables the check.
+	MaxGlitches int
+
+	// GlitchesPerSecond is the rate at which the glitch budget refills.
+	// Default 100, range 1 to 10^9.
+	GlitchesPerSecond int
 
 	// KeepAliveInterval is how long the session waits without hearing from
 	// the peer before it sends a ping. Any frame received counts as a sign
@@ -111,6 +135,8 @@ func DefaultConfig() *Config {
 		MaxIncomingStreams:     8192,
 		AcceptBacklog:          1024,
 		MaxQueuedControlFrames: 10000,
+		MaxGlitches:            1000,
+		GlitchesPerSecond:      100,
 		KeepAliveInterval:      30 * time.Second,
 		KeepAliveTimeout:       30 * time.Second,
 		WriteTimeout:           30 * time.Second,
@@ -142,6 +168,8 @@ func (c *Config) resolve() (Config, error) {
 	setInt(&r.MaxIncomingStreams, d.MaxIncomingStreams)
 	setInt(&r.AcceptBacklog, d.AcceptBacklog)
 	setInt(&r.MaxQueuedControlFrames, d.MaxQueuedControlFrames)
+	setInt(&r.MaxGlitches, d.MaxGlitches)
+	setInt(&r.GlitchesPerSecond, d.GlitchesPerSecond)
 	setDur(&r.KeepAliveInterval, d.KeepAliveInterval)
 	setDur(&r.KeepAliveTimeout, d.KeepAliveTimeout)
 	setDur(&r.WriteTimeout, d.WriteTimeout)
@@ -167,6 +195,10 @@ func (c *Config) resolve() (Config, error) {
 		return r, bad("MaxSessions", r.MaxSessions, ">= 0 (0: no limit)")
 	case r.MaxQueuedControlFrames < 0:
 		return r, bad("MaxQueuedControlFrames", r.MaxQueuedControlFrames, ">= 0")
+	case r.MaxGlitches > 1<<30:
+		return r, bad("MaxGlitches", r.MaxGlitches, "at most 2^30, or negative to disable")
+	case r.GlitchesPerSecond < 1 || r.GlitchesPerSecond > 1e9:
+		return r, bad("GlitchesPerSecond", r.GlitchesPerSecond, "1 to 10^9")
 	case r.KeepAliveTimeout < 0:
 		return r, bad("KeepAliveTimeout", r.KeepAliveTimeout, "> 0")
 	}
@@ -190,14 +222,15 @@ type Session struct {
 
 	br *bufio.Reader // reader goroutine only
 
-	// Write side. wmu guards the scheduler; the writer goroutine alone
-	// writes to conn.
+	// Write side. wmu guards the scheduler and the write token; only the
+	// token's holder writes to conn (see writer.go).
 	wmu           sync.Mutex
 	sched         writeScheduler
 	wake          chan struct{} // capacity 1: work was queued
 	flushReq      chan chan struct{}
 	sendWindow    atomic.Int64  // session credit from the peer
 	sendFrameSize atomic.Uint32 // min of both sides' MaxFrameSize, once known
+	w             connWriter    // the write token and what its holder owns
 
 	// Stream table and opening state.
 	smu        sync.Mutex
@@ -222,8 +255,18 @@ type Session struct {
 	pingMu   sync.Mutex
 	pings    map[uint32]pingWait
 	nextPing uint32
+	ownPing  uint32 // the session's latest own (keepalive or RTT) ping
+
+	// Peer misbehaviour accounting; reader goroutine only.
+	glitchTAT  int64        // session clock at which the glitch budget is full again
+	glitches   int          // glitches so far
+	credited   int64        // sum of the peer's session WINDOW_UPDATE increments
+	updates    int64        // number of them
+	goAwayID   uint32       // last stream ID of the peer's latest GOAWAY
+	lateFrames atomic.Int64 // frames for finished streams still excused (see excuseLate)
 
 	handshakeDone atomic.Bool // the peer's preface was read
+	writeShut     atomic.Bool // Shutdown half-closed the connection: write nothing more
 	hsTimer       *time.Timer
 	wTimer        *time.Timer
 
@@ -274,7 +317,7 @@ func newSession(conn io.ReadWriteCloser, cfg *Config, client bool) (*Session, er
 		s.wTimer.Stop()
 	}
 	go s.readLoop()
-	go s.writeLoop(batch)
+	s.startWriter(batch)
 	return s, nil
 }
 
@@ -344,7 +387,8 @@ func (s *Session) Done() <-chan struct{} { return s.done }
 func (s *Session) IsClient() bool { return s.client }
 
 // NumStreams returns the number of streams not yet finished, in either
-// direction, including ones waiting to be accepted.
+// direction, including ones waiting to be accepted and ones the peer reset
+// that the application has not closed yet.
 func (s *Session) NumStreams() int {
 	s.smu.Lock()
 	defer s.smu.Unlock()
@@ -402,11 +446,13 @@ func (s *Session) OpenStream() (*Stream, error) {
 	st := newStream(s, id, int64(s.peer.streamWindow))
 	st.state = stSynPending
 	s.streams[id] = st
-	s.smu.Unlock()
-
+	// Queued for the writer before smu is released, so that SYNs go out in
+	// the order of their IDs however many goroutines open streams: the
+	// peer rejects a SYN not above the previous one.
 	st.mu.Lock()
 	s.scheduleLocked(st)
 	st.mu.Unlock()
+	s.smu.Unlock()
 	return st, nil
 }
 
@@ -432,13 +478,32 @@ func (s *Session) DialContext(ctx context.Context, network, address string) (net
 
 // AcceptStream waits for the next stream the peer opens. Once the session
 // has ended it returns the session's error (matching net.ErrClosed after
-// Close).
+// Close), but if it ended otherwise than by Close, it first returns the
+// streams still waiting: what they received before the end (complete
+// requests, perhaps) is still theirs to read. Streams the peer reset before
+// they were accepted are skipped.
 func (s *Session) AcceptStream() (*Stream, error) {
-	select {
-	case st := <-s.acceptCh:
-		return st, nil
-	case <-s.dying:
-		return nil, s.Err()
+	for {
+		if s.Err() == errSessionClosed {
+			return nil, s.Err()
+		}
+		var st *Stream
+		select {
+		case st = <-s.acceptCh:
+		case <-s.dying:
+			select {
+			case st = <-s.acceptCh:
+			default:
+				return nil, s.Err()
+			}
+		}
+		st.mu.Lock()
+		dead := st.has(stResetByPeer)
+		st.mu.Unlock()
+		if !dead {
+			return st, nil
+		}
+		st.Close() // frees its place under MaxIncomingStreams
 	}
 }
 
@@ -506,6 +571,21 @@ func (s *Session) Shutdown(ctx context.Context) error {
 	if err := s.flush(ctx); err != nil && ctx.Err() != nil {
 		return err
 	}
+	// Like net/http's closeWriteAndWait: half-close and give the peer a
+	// moment to see our EOF and close its end, so that nothing it sends
+	// meanwhile (a ping, a window update) meets a closed socket and makes
+	// the kernel reset the connection under unread data.
+	if cw, ok := s.conn.(interface{ CloseWrite() error }); ok {
+		s.writeShut.Store(true)
+		cw.CloseWrite()
+		wait := time.NewTimer(closeFlushTimeout)
+		defer wait.Stop()
+		select {
+		case <-s.dying:
+		case <-wait.C:
+		case <-ctx.Done():
+		}
+	}
 	return s.Close()
 }
 
@@ -566,17 +646,25 @@ func (s *Session) registerPing(ch chan struct{}) uint32 {
 	s.pingMu.Lock()
 	defer s.pingMu.Unlock()
 	s.nextPing++
+	if ch == nil {
+		// The session's own pings need only the latest answer: forgetting
+		// older ones keeps the table small when the peer never answers.
+		delete(s.pings, s.ownPing)
+		s.ownPing = s.nextPing
+	}
 	s.pings[s.nextPing] = pingWait{sent: s.clock(), ch: ch}
 	return s.nextPing
 }
 
-func (s *Session) pingAcked(id uint32) {
+// pingAcked handles the answer to ping id; it reports false if no such
+// ping is waiting.
+func (s *Session) pingAcked(id uint32) bool {
 	s.pingMu.Lock()
 	w, ok := s.pings[id]
 	delete(s.pings, id)
 	s.pingMu.Unlock()
 	if !ok {
-		return // an answer to nothing we asked: harmless
+		return false
 	}
 	// The minimum is the round trip without queueing, which is what the
 	// window autotuning needs; samples taken under load only add queueing.
@@ -592,6 +680,7 @@ func (s *Session) pingAcked(id uint32) {
 	if w.ch != nil {
 		close(w.ch)
 	}
+	return true
 }
 
 // queueControl queues a frame to go out ahead of stream data.
@@ -615,6 +704,114 @@ func (s *Session) queueReply(h frameHeader) error {
 	s.wmu.Unlock()
 	s.wakeWriter()
 	return nil
+}
+
+// glitchKind names a frame that cost work and did nothing; see
+// Config.MaxGlitches.
+type glitchKind uint8
+
+const (
+	glitchEmptyData  glitchKind = iota // empty DATA without SYN or FIN
+	glitchIdleUpdate                   // WINDOW_UPDATE with no data sent since the last
+	glitchRapidReset                   // RST on a peer's stream this side sent nothing on
+	glitchFinished                     // frame for a finished or reset stream
+	glitchRefused                      // SYN refused: stream limit or backlog full
+	glitchPingAck                      // PING ACK answering no ping
+	glitchGoAway                       // GOAWAY after the first
+)
+
+func (s *Session) describeGlitch(k glitchKind, h frameHeader) string {
+	switch k {
+	case glitchEmptyData:
+		return fmt.Sprintf("empty DATA frame without SYN or FIN on stream %d", h.streamID)
+	case glitchIdleUpdate:
+		if h.streamID == 0 {
+			return fmt.Sprintf("session WINDOW_UPDATE beyond one per %d bytes of DATA sent (window update flood)", bytesPerUpdate)
+		}
+		return fmt.Sprintf("WINDOW_UPDATE on stream %d beyond one per %d bytes of DATA sent on it (window update flood)", h.streamID, bytesPerUpdate)
+	case glitchRapidReset:
+		return fmt.Sprintf("RST on stream %d, which the peer opened and this side sent no DATA on (rapid reset)", h.streamID)
+	case glitchFinished:
+		return fmt.Sprintf("%v frame for stream %d, which had already finished or been reset", h.typ, h.streamID)
+	case glitchRefused:
+		return fmt.Sprintf("SYN for stream %d refused: MaxIncomingStreams (%d) or AcceptBacklog (%d) full", h.streamID, s.cfg.MaxIncomingStreams, s.cfg.AcceptBacklog)
+	case glitchPingAck:
+		return fmt.Sprintf("PING ACK %d answering no ping", h.length)
+	case glitchGoAway:
+		return "repeated GOAWAY"
+	}
+	return h.String()
+}
+
+// glitch charges the peer one glitch, caused by frame h. The budget is a
+// token bucket (kept as the time it is full again, as in GCRA): it holds
+// MaxGlitches and regains GlitchesPerSecond. A glitch that finds it empty
+// returns an error that closes the session. Reader goroutine only; it takes
+// no lock.
+func (s *Session) glitch(k glitchKind, h frameHeader) error {
+	s.glitches++
+	if s.cfg.MaxGlitches < 0 {
+		return nil
+	}
+	cost := int64(time.Second) / int64(s.cfg.GlitchesPerSecond)
+	now := s.clock()
+	tat := max(s.glitchTAT, now) + cost
+	if tat-now > int64(s.cfg.MaxGlitches)*cost {
+		return protocolErrorf("the peer exhausted its glitch budget (%d, regaining %d per second) of frames that do nothing; the last: %s",
+			s.cfg.MaxGlitches, s.cfg.GlitchesPerSecond, s.describeGlitch(k, h))
+	}
+	s.glitchTAT = tat
+	return nil
+}
+
+// bytesPerUpdate is how many bytes of DATA this side must have sent on a
+// stream (or the session) for each WINDOW_UPDATE the peer sends on it,
+// beyond the first. A correct peer credits data it consumed, at most one
+// frame's worth at a time (the reference implementation: a quarter window,
+// 16 KiB or more), so more updates than that are a flood.
+const bytesPerUpdate = minFrameSize
+
+// sentLocked returns the bytes of DATA this side has sent on st: the
+// credit the peer gave (its window and every increment) less what is
+// left. st.mu is held; reader goroutine only.
+func (s *Session) sentLocked(st *Stream) int64 {
+	return int64(s.peer.streamWindow) + st.credited - st.sendCredit
+}
+
+// Frames for a finished stream may have crossed its end on the wire: each
+// stream that ends (or is refused) excuses lateFramesPerStream of them, up
+// to maxLateFrames excused at once; beyond that they are glitches.
+const (
+	lateFramesPerStream = 2
+	maxLateFrames       = 4096
+)
+
+func (s *Session) allowLate() {
+	if s.lateFrames.Load() < maxLateFrames {
+		s.lateFrames.Add(lateFramesPerStream)
+	}
+}
+
+// excuseLate charges a frame h for a finished stream: excused while the
+// allowance lasts, a glitch after.
+func (s *Session) excuseLate(h frameHeader) error {
+	if s.lateFrames.Add(-1) >= 0 {
+		return nil
+	}
+	s.lateFrames.Add(1)
+	return s.glitch(glitchFinished, h)
+}
+
+// removableLocked reports whether the session can forget st: it is
+// finished, and if the peer reset a stream it opened, the application has
+// closed it too, so that the stream keeps its place under
+// MaxIncomingStreams while the application may still be working on it.
+// st.mu is held.
+func (s *Session) removableLocked(st *Stream) bool {
+	if !st.finishedLocked() {
+		return false
+	}
+	return st.has(stClosed) || !st.has(stResetByPeer) || !s.isPeerID(st.id)
 }
 
 func (s *Session) wakeWriter() {
@@ -662,6 +859,7 @@ func (s *Session) removeStream(st *Stream) {
 		s.incoming--
 	}
 	s.smu.Unlock()
+	s.allowLate()
 
 	st.mu.Lock()
 	st.state |= stRemoved
@@ -707,111 +905,6 @@ func (r connReader) Read(p []byte) (int, error) {
 		r.s.lastRecv.Store(r.s.clock())
 	}
 	return n, err
-}
-
-// writeLoop is the writer goroutine: it sends batch (the preface), then
-// whatever the scheduler has ready, one conn.Write per batch.
-func (s *Session) writeLoop(batch []byte) {
-	defer close(s.writerDone)
-	if s.wTimer != nil {
-		defer s.wTimer.Stop()
-	}
-	var ka keepalive
-	if s.cfg.KeepAliveInterval > 0 {
-		ka.timer = time.NewTimer(s.cfg.KeepAliveInterval)
-		defer ka.timer.Stop()
-		ka.c = ka.timer.C
-	}
-	var flushed []chan struct{}
-	for {
-		if len(batch) == 0 {
-			batch = s.fillBatch(batch)
-		}
-		if len(batch) == 0 {
-			// Everything queued before a flush request has been written.
-			for _, ch := range flushed {
-				close(ch)
-			}
-			flushed = flushed[:0]
-			select {
-			case <-s.wake:
-			case ch := <-s.flushReq:
-				flushed = append(flushed, ch)
-				s.wakeWriter()
-			case <-ka.c:
-				if err := s.keepaliveTick(&ka); err != nil {
-					s.fail(err)
-					return
-				}
-			case <-s.dying:
-				return
-			}
-			continue
-		}
-		if err := s.writeBatch(batch); err != nil {
-			s.fail(err)
-			return
-		}
-		batch = batch[:0]
-		// A busy writer still looks at the keepalive timer.
-		select {
-		case <-ka.c:
-			if err := s.keepaliveTick(&ka); err != nil {
-				s.fail(err)
-				return
-			}
-		default:
-		}
-	}
-}
-
-func (s *Session) writeBatch(b []byte) error {
-	if s.wTimer != nil {
-		s.wTimer.Reset(s.cfg.WriteTimeout)
-	}
-	_, err := s.conn.Write(b)
-	if s.wTimer != nil {
-		s.wTimer.Stop()
-	}
-	if err != nil {
-		if !s.handshakeDone.Load() {
-			return fmt.Errorf("%w: writing the preface: %w", ErrHandshake, err)
-		}
-		return fmt.Errorf("tcpchan: writing to the connection: %w", err)
-	}
-	return nil
-}
-
-// keepalive is the writer's keepalive state.
-type keepalive struct {
-	timer    *time.Timer
-	c        <-chan time.Time
-	pingSent int64 // session clock of the outstanding ping, or 0
-}
-
-// keepaliveTick runs when the keepalive timer fires: it pings a peer silent
-// for KeepAliveInterval and gives up on one still silent KeepAliveTimeout
-// after that ping, so a dead peer is detected within their sum.
-func (s *Session) keepaliveTick(ka *keepalive) error {
-	now := s.clock()
-	last := s.lastRecv.Load()
-	interval := int64(s.cfg.KeepAliveInterval)
-	if ka.pingSent != 0 && last < ka.pingSent {
-		if now-ka.pingSent >= int64(s.cfg.KeepAliveTimeout) {
-			return ErrKeepAliveTimeout
-		}
-		ka.timer.Reset(time.Duration(ka.pingSent + int64(s.cfg.KeepAliveTimeout) - now))
-		return nil
-	}
-	ka.pingSent = 0
-	if idle := now - last; idle < interval {
-		ka.timer.Reset(time.Duration(interval - idle))
-		return nil
-	}
-	ka.pingSent = now
-	s.queueControl(frameHeader{typ: framePing, length: s.registerPing(nil)})
-	ka.timer.Reset(s.cfg.KeepAliveTimeout)
-	return nil
 }
 
 // readLoop is the reader goroutine. It never blocks on a stream or on the
@@ -866,13 +959,16 @@ func (s *Session) readError(err error, midFrame bool) error {
 		return e
 	}
 	switch {
-	case errors.Is(err, io.EOF) && !midFrame:
-		s.smu.Lock()
-		goAway := s.goAwayRecv
-		s.smu.Unlock()
-		if goAway {
+	case s.writeShut.Load():
+		// Shutdown half-closed and the peer closed its end in answer.
+		return errSessionClosed
+	case s.goAwayReceived() && (!midFrame || !errors.Is(err, io.EOF)):
+		// A peer that sent GOAWAY closes once its streams are done.
+		if errors.Is(err, io.EOF) {
 			return fmt.Errorf("%w: the peer closed the connection after GOAWAY", ErrGoAway)
 		}
+		return fmt.Errorf("%w: the peer closed the connection after GOAWAY: %w", ErrGoAway, err)
+	case errors.Is(err, io.EOF) && !midFrame:
 		return fmt.Errorf("tcpchan: connection closed by peer: %w", io.ErrUnexpectedEOF)
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return fmt.Errorf("%w: connection closed in the middle of a frame: %w", ErrProtocol, io.ErrUnexpectedEOF)
@@ -941,6 +1037,12 @@ func (s *Session) addSendWindow(n int64) int64 {
 	return v
 }
 
+func (s *Session) goAwayReceived() bool {
+	s.smu.Lock()
+	defer s.smu.Unlock()
+	return s.goAwayRecv
+}
+
 // wasOpened reports whether stream id existed once, so that a late frame
 // for a finished stream is told apart from one for a stream never opened.
 // s.smu is held.
@@ -982,7 +1084,13 @@ func (s *Session) streamForData(h frameHeader) (*Stream, error) {
 	}
 	s.lastPeerID = id
 	if s.goAwaySent || s.incoming >= s.cfg.MaxIncomingStreams || len(s.acceptCh) >= cap(s.acceptCh) {
-		return nil, s.queueReply(frameHeader{typ: frameReset, streamID: id, length: uint32(codeRefused)})
+		err := s.queueReply(frameHeader{typ: frameReset, streamID: id, length: uint32(codeRefused)})
+		s.allowLate()
+		if err == nil && !s.goAwaySent {
+			// Refusals after Shutdown are this side's doing.
+			err = s.glitch(glitchRefused, h)
+		}
+		return nil, err
 	}
 	st := newStream(s, id, int64(s.peer.streamWindow))
 	s.streams[id] = st
@@ -1011,6 +1119,12 @@ func (s *Session) handleData(h frameHeader) error {
 	if st == nil {
 		s.br.Discard(n)
 		s.consumed(n)
+		if n == 0 && h.flags&flagSYN == 0 {
+			if h.flags&flagFIN == 0 {
+				return s.glitch(glitchEmptyData, h)
+			}
+			return s.excuseLate(h)
+		}
 		return nil
 	}
 	st.mu.Lock()
@@ -1023,6 +1137,15 @@ func (s *Session) handleData(h frameHeader) error {
 		st.mu.Unlock()
 		return protocolErrorf("DATA on stream %d after its FIN", h.streamID)
 	}
+	if n == 0 && (h.flags == 0 || st.has(stReset)) {
+		// Nothing to deliver and nothing that changes the stream.
+		kind := glitchEmptyData
+		if h.flags != 0 {
+			kind = glitchFinished
+		}
+		st.mu.Unlock()
+		return s.glitch(kind, h)
+	}
 	st.recvAvail -= int64(n)
 	fin := h.flags&flagFIN != 0
 	reset := false
@@ -1034,7 +1157,7 @@ func (s *Session) handleData(h frameHeader) error {
 		// has not finished gets an RST so it stops sending.
 		s.consumed(n)
 		reset = n > 0 && !fin
-	default:
+	case n > 0:
 		st.deliverLocked(payload)
 	}
 	s.br.Discard(n)
@@ -1045,7 +1168,7 @@ func (s *Session) handleData(h frameHeader) error {
 	if reset {
 		st.resetLocked(0)
 	}
-	done := st.finishedLocked()
+	done := s.removableLocked(st)
 	st.mu.Unlock()
 	if done {
 		s.removeStream(st)
@@ -1056,66 +1179,115 @@ func (s *Session) handleData(h frameHeader) error {
 	return nil
 }
 
+// handleWindowUpdate adds credit. A correct peer credits data this side
+// sent, so updates beyond one per bytesPerUpdate sent are glitches, as is
+// one for a stream reset, or one for a finished stream beyond the few that
+// may cross its end.
 func (s *Session) handleWindowUpdate(h frameHeader) error {
 	inc := int64(h.length)
 	if h.streamID == 0 {
-		if v := s.addSendWindow(inc); v > maxWindow {
+		v := s.addSendWindow(inc)
+		if v > maxWindow {
 			return protocolErrorf("session WINDOW_UPDATE of %d overflows the window to %d", inc, v)
+		}
+		s.credited += inc
+		s.updates++
+		if sent := int64(s.peer.sessionWindow) + s.credited - v; s.updates > sent/bytesPerUpdate+1 {
+			return s.glitch(glitchIdleUpdate, h)
 		}
 		return nil
 	}
 	st, err := s.lookup(h)
-	if st == nil {
+	if err != nil {
 		return err
 	}
+	if st == nil {
+		return s.excuseLate(h)
+	}
 	st.mu.Lock()
-	defer st.mu.Unlock()
+	if st.has(stReset) {
+		st.mu.Unlock()
+		return s.glitch(glitchFinished, h)
+	}
 	st.sendCredit += inc
 	if st.sendCredit > maxWindow {
-		return protocolErrorf("WINDOW_UPDATE of %d on stream %d overflows the window to %d", inc, h.streamID, st.sendCredit)
+		credit := st.sendCredit
+		st.mu.Unlock()
+		return protocolErrorf("WINDOW_UPDATE of %d on stream %d overflows the window to %d", inc, h.streamID, credit)
 	}
+	st.credited += inc
+	st.updates++
+	idle := st.updates > s.sentLocked(st)/bytesPerUpdate+1
 	s.scheduleLocked(st)
+	st.mu.Unlock()
+	if idle {
+		return s.glitch(glitchIdleUpdate, h)
+	}
 	return nil
 }
 
 func (s *Session) handlePing(h frameHeader) error {
 	if h.flags&flagACK != 0 {
-		s.pingAcked(h.length)
+		if !s.pingAcked(h.length) {
+			return s.glitch(glitchPingAck, h)
+		}
 		return nil
 	}
 	return s.queueReply(frameHeader{typ: framePing, flags: flagACK, length: h.length})
 }
 
+// handleReset aborts a stream. A correct peer resets a stream it opened
+// only to stop data this side sent, so resetting one this side sent no
+// data on is a glitch (the "rapid reset" of HTTP/2, CVE-2023-44487), as is
+// an RST for a stream already reset, or one for a finished stream beyond
+// the few that may cross its end. A stream the peer opened
+// and reset stays counted against MaxIncomingStreams until the application
+// closes it (see removableLocked).
 func (s *Session) handleReset(h frameHeader) error {
 	st, err := s.lookup(h)
-	if st == nil {
+	if err != nil {
 		return err
 	}
-	st.mu.Lock()
-	if !st.has(stReset) {
-		flags := stResetByPeer
-		if errCode(h.length) == codeRefused {
-			flags |= stRefused
-		}
-		st.resetLocked(flags)
+	if st == nil {
+		return s.excuseLate(h)
 	}
-	done := st.finishedLocked()
+	st.mu.Lock()
+	if st.has(stReset) {
+		st.mu.Unlock()
+		return s.glitch(glitchFinished, h)
+	}
+	rapid := s.isPeerID(st.id) && s.sentLocked(st) == 0
+	flags := stResetByPeer
+	if errCode(h.length) == codeRefused {
+		flags |= stRefused
+	}
+	st.resetLocked(flags)
+	done := s.removableLocked(st)
 	st.mu.Unlock()
 	if done {
 		s.removeStream(st)
+	}
+	if rapid {
+		return s.glitch(glitchRapidReset, h)
 	}
 	return nil
 }
 
 // handleGoAway stops new streams; streams this side opened above the last ID
 // the peer accepted were never processed, so they fail as refused.
+// A GOAWAY after the first is a glitch, and the streams are scanned again
+// only if it lowers the last stream ID.
 func (s *Session) handleGoAway(h frameHeader) error {
 	s.smu.Lock()
-	s.goAwayRecv = true
+	repeat := s.goAwayRecv
 	var refused []*Stream
-	for id, st := range s.streams {
-		if !s.isPeerID(id) && id > h.streamID {
-			refused = append(refused, st)
+	if !repeat || h.streamID < s.goAwayID {
+		s.goAwayRecv = true
+		s.goAwayID = h.streamID
+		for id, st := range s.streams {
+			if !s.isPeerID(id) && id > h.streamID {
+				refused = append(refused, st)
+			}
 		}
 	}
 	s.smu.Unlock()
@@ -1129,6 +1301,9 @@ func (s *Session) handleGoAway(h frameHeader) error {
 	}
 	if code := errCode(h.length); code != codeNoError {
 		return fmt.Errorf("%w: the peer is closing the session: %v", ErrGoAway, code)
+	}
+	if repeat {
+		return s.glitch(glitchGoAway, h)
 	}
 	return nil
 }

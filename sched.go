@@ -96,11 +96,20 @@ func (st *Stream) pendingLocked() []byte {
 	return st.wbuf
 }
 
-// scheduleLocked puts st in the writer's ring if it has something to send.
-// st.mu is held; the lock order is Stream.mu before Session.wmu.
+// scheduleLocked puts st in the writer's ring if it has something to send,
+// and wakes the writer goroutine. st.mu is held; the lock order is
+// Stream.mu before Session.wmu.
 func (s *Session) scheduleLocked(st *Stream) {
+	if s.enqueueLocked(st) {
+		s.wakeWriter()
+	}
+}
+
+// enqueueLocked puts st in the writer's ring if it has something to send and
+// is not there yet, and reports whether it did; the caller wakes a writer.
+func (s *Session) enqueueLocked(st *Stream) bool {
 	if !st.readyLocked() {
-		return
+		return false
 	}
 	s.wmu.Lock()
 	queued := st.queued
@@ -108,9 +117,7 @@ func (s *Session) scheduleLocked(st *Stream) {
 		s.sched.push(st)
 	}
 	s.wmu.Unlock()
-	if !queued {
-		s.wakeWriter()
-	}
+	return !queued
 }
 
 // emit outcomes.
@@ -170,16 +177,22 @@ func (st *Stream) emitLocked(b []byte, frameSize int) (out []byte, outcome int, 
 	return b, emitIdle, done
 }
 
-// fillBatch appends to b every control frame queued, then stream frames
-// round robin until the batch holds maxBatch bytes or nothing is ready. It
-// runs only on the writer goroutine.
-func (s *Session) fillBatch(b []byte) []byte {
+// fillControl appends to b every control frame queued.
+func (s *Session) fillControl(b []byte) []byte {
 	s.wmu.Lock()
 	for _, h := range s.sched.ctrl {
 		b = appendHeader(b, h)
 	}
 	s.sched.ctrl = s.sched.ctrl[:0]
 	s.wmu.Unlock()
+	return b
+}
+
+// fillBatch appends to b every control frame queued, then stream frames
+// round robin until the batch holds maxBatch bytes or nothing is ready. Only
+// the holder of the write token calls it.
+func (s *Session) fillBatch(b []byte) []byte {
+	b = s.fillControl(b)
 
 	frameSize := int(s.sendFrameSize.Load())
 	for len(b) < maxBatch {

@@ -31,20 +31,23 @@ type Stream struct {
 	wcond sync.Cond // Write waits here: credit, progress, deadline, close
 
 	// Receive side. The session reader appends; Read consumes.
-	rhead, rtail *chunk
-	buffered     int
-	rwait        []byte // buffer of a blocked Read, filled directly by the session reader
-	rgot         int    // bytes delivered into rwait
-	recvWindow   int64  // current receive window (grows with autotuning)
-	recvAvail    int64  // bytes the peer may still send before its next credit
-	unacked      int64  // bytes read but not yet credited back to the peer
-	lastUpdate   int64  // session clock when the last WINDOW_UPDATE was queued
+	rhead, rtail  *chunk
+	buffered      int
+	rwait         []byte // buffer of a blocked Read, filled directly by the session reader
+	rgot          int    // bytes delivered into rwait
+	recvWindow    int64  // current receive window (grows with autotuning)
+	recvAvail     int64  // bytes the peer may still send before its next credit
+	unacked       int64  // bytes read but not yet credited back to the peer
+	lastUpdate    int64  // session clock when the last WINDOW_UPDATE was queued
+	updatePending bool   // Read queued a WINDOW_UPDATE without waking the writer
 
 	// Send side. Write parks its slice in wbuf; the session writer frames it
 	// and advances wbuf. Once the stream is closed or reset the writer
 	// ignores wbuf, and the blocked Write returns the count taken so far.
 	wbuf       []byte
 	sendCredit int64
+	credited   int64 // sum of the peer's WINDOW_UPDATE increments; session reader only
+	updates    int64 // number of them; session reader only
 
 	// Guarded by sess.wmu: membership in the write scheduler's ring.
 	schedNext *Stream
@@ -109,7 +112,19 @@ func (st *Stream) RemoteAddr() net.Addr { return st.sess.RemoteAddr() }
 // with the session's error.
 func (st *Stream) Read(p []byte) (int, error) {
 	st.mu.Lock()
-	defer st.mu.Unlock()
+	n, err := st.readLocked(p)
+	kick := st.updatePending
+	st.updatePending = false
+	st.mu.Unlock()
+	if kick {
+		// Send the window update from here when the connection is free:
+		// the sender may be waiting for it.
+		st.sess.writeDirect(nil)
+	}
+	return n, err
+}
+
+func (st *Stream) readLocked(p []byte) (int, error) {
 	for {
 		if err := st.readErrLocked(); err != nil {
 			return 0, err
@@ -234,7 +249,16 @@ func (st *Stream) consumedLocked(n int) {
 	st.lastUpdate = now
 	st.unacked = 0
 	st.recvAvail += inc
-	s.queueControl(frameHeader{typ: frameWindowUpdate, streamID: st.id, length: uint32(inc)})
+	h := frameHeader{typ: frameWindowUpdate, streamID: st.id, length: uint32(inc)}
+	if s.w.raw == nil {
+		s.queueControl(h)
+		return
+	}
+	// Read writes it directly, or the token holder will.
+	s.wmu.Lock()
+	s.sched.ctrl = append(s.sched.ctrl, h)
+	s.wmu.Unlock()
+	st.updatePending = true
 }
 
 // Write writes p to the stream, cut into frames of at most MaxFrameSize
@@ -265,7 +289,15 @@ func (st *Stream) Write(p []byte) (int, error) {
 	}
 	st.state |= stWriting
 	st.wbuf = p
-	st.sess.scheduleLocked(st)
+	if s := st.sess; s.w.raw == nil {
+		s.scheduleLocked(st)
+	} else if s.enqueueLocked(st) {
+		// Write it from here if the connection is free; if it is not,
+		// its holder wakes the writer goroutine when it lets go.
+		st.mu.Unlock()
+		s.writeDirect(st)
+		st.mu.Lock()
+	}
 	var err error
 	for len(st.wbuf) > 0 {
 		if err = st.writeErrLocked(); err != nil {
@@ -278,6 +310,14 @@ func (st *Stream) Write(p []byte) (int, error) {
 	st.state &^= stWriting
 	st.wcond.Broadcast() // another Write may be waiting for the slot
 	return n, err
+}
+
+// writtenOrStuck reports whether a direct writer can stop for this
+// stream: its Write is done or cannot progress (no credit, closed).
+func (st *Stream) writtenOrStuck() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return len(st.pendingLocked()) == 0 || !st.readyLocked()
 }
 
 func (st *Stream) writeErrLocked() error {
@@ -533,7 +573,10 @@ func (st *Stream) deliverLocked(p []byte) {
 	for len(p) > 0 {
 		c := st.rtail
 		if c == nil || c.w == len(c.buf) {
-			c = getChunk(len(p), st.rhead == nil)
+			// Small chunks until the stream holds a large chunk's worth:
+			// a large one's unused tail is then at most what is buffered,
+			// so a peer cannot pin far more memory than its window.
+			c = getChunk(len(p), st.buffered-len(p) < largeChunkSize)
 			if st.rtail == nil {
 				st.rhead = c
 			} else {

@@ -1,0 +1,257 @@
+package tcpchan
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Every benchmark here runs over real TCP loopback with a raw TCP baseline
+// beside it (sub-benchmark "tcp"), so ratios come from one run:
+//
+//	go test -run '^$' -bench . -benchtime 2s -count 5 . | tee new.txt
+//
+// The cross-implementation comparison (yamux, smux, go-yamux) lives in the
+// nested module ./benchmarks.
+
+// benchPair returns two connected ends: raw TCP, or streams of one tcpchan
+// session over TCP.
+func benchPair(b *testing.B, kind string) (net.Conn, net.Conn) {
+	b.Helper()
+	c1, c2 := tcpConnPair(b)
+	if kind == "tcp" {
+		b.Cleanup(func() { c1.Close(); c2.Close() })
+		return c1, c2
+	}
+	client, server := sessionPair(b, c1, c2, benchCfg, benchCfg)
+	return streamPair(b, client, server)
+}
+
+var kinds = []string{"tcp", "tcpchan"}
+
+// BenchmarkBulk measures one stream's throughput with the reader
+// discarding, for several write sizes.
+func BenchmarkBulk(b *testing.B) {
+	for _, size := range []int{1 << 10, 32 << 10, 256 << 10} {
+		for _, kind := range kinds {
+			b.Run(fmt.Sprintf("write=%dKiB/%s", size>>10, kind), func(b *testing.B) {
+				w, r := benchPair(b, kind)
+				done := make(chan int64)
+				go func() {
+					n, _ := io.CopyBuffer(io.Discard, r, make([]byte, 64<<10))
+					done <- n
+				}()
+				buf := make([]byte, size)
+				b.SetBytes(int64(size))
+				b.ReportAllocs()
+				b.ResetTimer()
+				for range b.N {
+					if _, err := w.Write(buf); err != nil {
+						b.Fatal(err)
+					}
+				}
+				closeWrite(w)
+				if n := <-done; n != int64(size)*int64(b.N) {
+					b.Fatalf("reader got %d bytes, want %d", n, int64(size)*int64(b.N))
+				}
+			})
+		}
+	}
+}
+
+func closeWrite(c net.Conn) {
+	c.(interface{ CloseWrite() error }).CloseWrite()
+}
+
+// BenchmarkPingPong measures the round trip of a 64-byte echo on an open
+// stream; ns/op is the round-trip time.
+func BenchmarkPingPong(b *testing.B) {
+	for _, kind := range kinds {
+		b.Run(kind, func(b *testing.B) {
+			c, s := benchPair(b, kind)
+			go func() {
+				buf := make([]byte, 64)
+				for {
+					if _, err := io.ReadFull(s, buf); err != nil {
+						return
+					}
+					if _, err := s.Write(buf); err != nil {
+						return
+					}
+				}
+			}()
+			buf := make([]byte, 64)
+			b.SetBytes(64)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				if _, err := c.Write(buf); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(c, buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			c.Close()
+		})
+	}
+}
+
+// BenchmarkOpenEchoClose opens a stream, echoes 64 bytes and closes it; the
+// baseline opens a new TCP connection per operation.
+func BenchmarkOpenEchoClose(b *testing.B) {
+	echo := func(c net.Conn) {
+		buf := make([]byte, 64)
+		if _, err := io.ReadFull(c, buf); err == nil {
+			c.Write(buf)
+		}
+		c.Close()
+	}
+	b.Run("tcp", func(b *testing.B) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		defer func() {
+			ln.Close()
+			wg.Wait()
+		}()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				echo(c)
+			}
+		}()
+		buf := make([]byte, 64)
+		b.SetBytes(64)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for range b.N {
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			c.Write(buf)
+			if _, err := io.ReadFull(c, buf); err != nil {
+				b.Fatal(err)
+			}
+			c.Close()
+		}
+	})
+	b.Run("tcpchan", func(b *testing.B) {
+		client, server := tcpSessions(b, nil, nil)
+		go func() {
+			for {
+				st, err := server.AcceptStream()
+				if err != nil {
+					return
+				}
+				echo(st)
+			}
+		}()
+		buf := make([]byte, 64)
+		b.SetBytes(64)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for range b.N {
+			st, err := client.OpenStream()
+			if err != nil {
+				b.Fatal(err)
+			}
+			st.Write(buf)
+			if _, err := io.ReadFull(st, buf); err != nil {
+				b.Fatal(err)
+			}
+			st.Close()
+		}
+	})
+}
+
+// BenchmarkWriteRead is steady-state Write and Read of 1 KiB on an open
+// stream: the target is 0 allocations per operation.
+func BenchmarkWriteRead(b *testing.B) {
+	for _, kind := range kinds {
+		b.Run(kind, func(b *testing.B) {
+			w, r := benchPair(b, kind)
+			buf := make([]byte, 1024)
+			rbuf := make([]byte, 1024)
+			b.SetBytes(1024)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				if _, err := w.Write(buf); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(r, rbuf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkIdleStreams opens 10,000 streams in one session, each after one
+// small echo, and reports the heap bytes and goroutines per stream per end.
+func BenchmarkIdleStreams(b *testing.B) {
+	const streams = 10000
+	for range b.N {
+		cfg := &Config{MaxIncomingStreams: streams, AcceptBacklog: streams}
+		client, server := tcpSessions(b, cfg, cfg)
+		accepted := make(chan *Stream, streams)
+		go func() {
+			buf := make([]byte, 64)
+			for range streams {
+				st, err := server.AcceptStream()
+				if err != nil {
+					return
+				}
+				io.ReadFull(st, buf)
+				st.Write(buf)
+				accepted <- st
+			}
+		}()
+		runtime.GC()
+		var before runtime.MemStats
+		runtime.ReadMemStats(&before)
+		goroutinesBefore := runtime.NumGoroutine()
+		open := make([]*Stream, streams)
+		buf := make([]byte, 64)
+		for i := range open {
+			st, err := client.OpenStream()
+			if err != nil {
+				b.Fatal(err)
+			}
+			st.Write(buf)
+			if _, err := io.ReadFull(st, buf); err != nil {
+				b.Fatal(err)
+			}
+			open[i] = st
+		}
+		kept := make([]*Stream, 0, streams)
+		for range streams {
+			kept = append(kept, <-accepted)
+		}
+		time.Sleep(10 * time.Millisecond) // let window updates settle
+		runtime.GC()
+		var after runtime.MemStats
+		runtime.ReadMemStats(&after)
+		perEnd := float64(after.HeapAlloc-before.HeapAlloc) / streams / 2
+		b.ReportMetric(perEnd, "heapB/stream/end")
+		b.ReportMetric(float64(runtime.NumGoroutine()-goroutinesBefore)/streams, "goroutines/stream")
+		runtime.KeepAlive(open)
+		runtime.KeepAlive(kept)
+	}
+}
+
+var benchCfg = &Config{InitialStreamWindow: 4 << 20, MaxStreamWindow: 4 << 20, SessionWindow: 64 << 20}

@@ -1,0 +1,357 @@
+package tcpchan
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+
+	"golang.org/x/sync/singleflight"
+)
+
+var (
+	errDialerClosed = fmt.Errorf("tcpchan: dialer closed: %w", net.ErrClosed)
+
+	// errAbandoned: a shared dial was cancelled because all its callers
+	// had left; one that joined it just then dials again.
+	errAbandoned = errors.New("tcpchan: dial abandoned by all its callers")
+)
+
+// Dialer opens streams to servers, keeping one client Session per address
+// and opening every stream on it: a program that dials the same server
+// many times (an http.Client, a gRPC-style dial function) uses one
+// connection, and a stream costs no round trip once that connection is up.
+//
+// The zero value is ready to use. Plug it into anything that takes a dial
+// function, e.g. http.Transport{DialContext: d.DialContext}, or, for APIs
+// such as grpc.WithContextDialer that take func(ctx, address):
+//
+//	func(ctx context.Context, addr string) (net.Conn, error) {
+//		return d.DialContext(ctx, "tcp", addr)
+//	}
+//
+// A Dialer is safe for concurrent use and must not be copied after first
+// use.
+//
+// Concurrent first dials to an address share one connection. A session
+// that has ended, or received GOAWAY from its server, is replaced on the
+// next dial: a dial never hands out a stream on a session known to be dead.
+// Its own streams are not retried, since a stream opens without a round
+// trip: if the session dies after the dial (or the server had already
+// closed it and its FIN has not arrived yet), the stream's Read and Write
+// fail with the session's error, and a stream the server refuses (its
+// limit, its accept backlog, or a GOAWAY crossing the stream's SYN) fails
+// with ErrStreamRefused, which is safe to retry.
+type Dialer struct {
+	// Config configures the client sessions; nil means DefaultConfig().
+	// An invalid Config makes every dial fail with the error naming the
+	// field.
+	Config *Config
+
+	// DialConn dials the underlying connection of a new session. The ctx
+	// passed ends when every dial waiting for this connection has given up
+	// or the Dialer is closed. Nil means a zero net.Dialer's DialContext;
+	// use a tls.Dialer's DialContext for sessions over TLS, or any custom
+	// transport.
+	DialConn func(ctx context.Context, network, address string) (net.Conn, error)
+
+	// MaxStreamsPerSession, if positive, caps the streams open on one
+	// session (Session.NumStreams): when every session to an address has
+	// that many, the next dial opens another connection, as HTTP/2 clients
+	// do. Keep it at or below the server's MaxIncomingStreams, past which
+	// the server refuses streams. Zero means no cap.
+	MaxStreamsPerSession int
+
+	group singleflight.Group
+
+	mu       sync.Mutex
+	closed   bool
+	ctx      context.Context // ends on Close; parent of every underlying dial
+	cancel   context.CancelFunc
+	pools    map[string][]*Session // per network and address, in dial order
+	draining []*Session            // received GOAWAY: no new streams, still open
+	waiting  map[string]int        // dials waiting for a new session, per key
+	flights  map[string]context.CancelFunc
+	dialing  sync.WaitGroup // underlying dials in progress
+}
+
+// Dial is DialContext with context.Background().
+func (d *Dialer) Dial(network, address string) (net.Conn, error) {
+	return d.DialContext(context.Background(), network, address)
+}
+
+// DialContext opens a stream to address and returns it as a net.Conn (a
+// *Stream). It opens the stream on the pooled session to network and
+// address, dialing one with DialConn first if there is none that is alive,
+// has not received GOAWAY and is below MaxStreamsPerSession. ctx bounds the
+// whole dial, the underlying connect included: when it ends, DialContext
+// returns an error wrapping ctx.Err() at once, and the connect is cancelled
+// unless other dials are waiting for it. DialContext fails with DialConn's
+// error if the connect fails, and with an error matching net.ErrClosed
+// after Close.
+func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	st, err := d.DialStream(ctx, network, address)
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// DialStream is DialContext returning the *Stream itself.
+func (d *Dialer) DialStream(ctx context.Context, network, address string) (*Stream, error) {
+	key := network + " " + address
+	var fresh *Session
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("tcpchan: dial %s %s: %w", network, address, err)
+		}
+		st, err := d.openPooled(key, fresh)
+		if st != nil || err != nil {
+			return st, err
+		}
+		// No session can take the stream: dial one (or join the dial
+		// already under way), then try again.
+		fresh, err = d.dialShared(ctx, key, network, address)
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+// openPooled opens a stream on a usable pooled session for key, forgetting
+// sessions that have ended or received GOAWAY. It returns (nil, nil) if no
+// session can take another stream. If fresh, the session just dialed for
+// this call, turns out unusable, it returns why rather than redial.
+func (d *Dialer) openPooled(key string, fresh *Session) (*Stream, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil, errDialerClosed
+	}
+	d.pruneLocked()
+	var found *Stream
+	pool := d.pools[key]
+	kept := pool[:0]
+	for _, s := range pool {
+		if !s.canOpen() {
+			d.retireLocked(s)
+			continue
+		}
+		if found == nil && (d.MaxStreamsPerSession <= 0 || s.NumStreams() < d.MaxStreamsPerSession) {
+			st, err := s.OpenStream()
+			if err != nil { // it died or got GOAWAY just now
+				d.retireLocked(s)
+				continue
+			}
+			found = st
+		}
+		kept = append(kept, s)
+	}
+	clear(pool[len(kept):])
+	if len(kept) == 0 {
+		delete(d.pools, key)
+	} else {
+		d.pools[key] = kept
+	}
+	if found != nil {
+		return found, nil
+	}
+	if fresh != nil && !fresh.canOpen() {
+		if err := fresh.Err(); err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: the server sent GOAWAY on a new connection", ErrGoAway)
+	}
+	return nil, nil
+}
+
+// retireLocked takes s out of its pool: forgotten if it has ended, kept
+// for Close until it ends if it only received GOAWAY.
+func (d *Dialer) retireLocked(s *Session) {
+	if s.Err() == nil {
+		d.draining = append(d.draining, s)
+	}
+}
+
+// pruneLocked forgets draining sessions that have ended.
+func (d *Dialer) pruneLocked() {
+	kept := d.draining[:0]
+	for _, s := range d.draining {
+		if s.Err() == nil {
+			kept = append(kept, s)
+		}
+	}
+	clear(d.draining[len(kept):])
+	d.draining = kept
+}
+
+// usableLocked reports whether a pooled session for key can take a stream.
+func (d *Dialer) usableLocked(key string) bool {
+	for _, s := range d.pools[key] {
+		if s.canOpen() && (d.MaxStreamsPerSession <= 0 || s.NumStreams() < d.MaxStreamsPerSession) {
+			return true
+		}
+	}
+	return false
+}
+
+// initLocked sets up the zero Dialer.
+func (d *Dialer) initLocked() {
+	if d.ctx == nil {
+		d.ctx, d.cancel = context.WithCancel(context.Background())
+		d.pools = make(map[string][]*Session)
+		d.waiting = make(map[string]int)
+		d.flights = make(map[string]context.CancelFunc)
+	}
+}
+
+// dialShared waits for a new session to key: one dial per key at a time,
+// shared by every caller waiting for it. The dial is cancelled when the
+// last of them gives up.
+func (d *Dialer) dialShared(ctx context.Context, key, network, address string) (*Session, error) {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil, errDialerClosed
+	}
+	d.initLocked()
+	d.waiting[key]++
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		if d.waiting[key]--; d.waiting[key] == 0 {
+			delete(d.waiting, key)
+			if cancel := d.flights[key]; cancel != nil {
+				cancel()
+			}
+		}
+		d.mu.Unlock()
+	}()
+	for {
+		ch := d.group.DoChan(key, func() (any, error) {
+			return d.dialNew(key, network, address)
+		})
+		select {
+		case r := <-ch:
+			if errors.Is(r.Err, errAbandoned) && ctx.Err() == nil {
+				continue // joined a dial just as its callers gave up
+			}
+			if r.Err != nil {
+				return nil, r.Err
+			}
+			return r.Val.(*Session), nil
+		case <-ctx.Done():
+			return nil, fmt.Errorf("tcpchan: dial %s %s: %w", network, address, ctx.Err())
+		}
+	}
+}
+
+// dialNew dials the underlying connection and pools a session on it. It
+// runs in singleflight's goroutine, at most one per key at a time.
+func (d *Dialer) dialNew(key, network, address string) (*Session, error) {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil, errDialerClosed
+	}
+	if d.waiting[key] == 0 {
+		d.mu.Unlock()
+		return nil, errAbandoned
+	}
+	// A dial that just finished may have pooled a session after this
+	// caller looked: use it rather than open a second connection.
+	if d.usableLocked(key) {
+		d.mu.Unlock()
+		return nil, nil
+	}
+	if _, err := d.Config.resolve(); err != nil {
+		d.mu.Unlock()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(d.ctx)
+	d.flights[key] = cancel
+	d.dialing.Add(1)
+	d.mu.Unlock()
+	defer d.dialing.Done()
+
+	dial := d.DialConn
+	if dial == nil {
+		var nd net.Dialer
+		dial = nd.DialContext
+	}
+	conn, err := dial(ctx, network, address)
+
+	d.mu.Lock()
+	delete(d.flights, key)
+	closed := d.closed
+	d.mu.Unlock()
+	abandoned := ctx.Err() != nil
+	cancel()
+	switch {
+	case closed:
+		if conn != nil {
+			conn.Close()
+		}
+		return nil, errDialerClosed
+	case err != nil && abandoned:
+		return nil, errAbandoned
+	case err != nil:
+		return nil, fmt.Errorf("tcpchan: %w", err)
+	}
+	s, err := Client(conn, d.Config)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		s.Close()
+		return nil, errDialerClosed
+	}
+	d.pools[key] = append(d.pools[key], s)
+	d.mu.Unlock()
+	return s, nil
+}
+
+// Close closes every session the Dialer keeps (see Session.Close: streams
+// still open on them fail with an error matching net.ErrClosed), cancels
+// the underlying dials in progress and waits for them and for the
+// sessions' goroutines. Later dials fail with an error matching
+// net.ErrClosed. Close returns nil, also when called again.
+func (d *Dialer) Close() error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil
+	}
+	d.closed = true
+	d.initLocked()
+	d.cancel()
+	all := d.draining
+	for _, pool := range d.pools {
+		all = append(all, pool...)
+	}
+	d.pools, d.draining = nil, nil
+	d.mu.Unlock()
+
+	var wg sync.WaitGroup
+	for _, s := range all {
+		wg.Go(func() { s.Close() })
+	}
+	wg.Wait()
+	d.dialing.Wait()
+	return nil
+}
+
+// canOpen reports whether OpenStream can succeed: the session is alive and
+// neither side has sent GOAWAY.
+func (s *Session) canOpen() bool {
+	if s.Err() != nil {
+		return false
+	}
+	s.smu.Lock()
+	defer s.smu.Unlock()
+	return !s.goAwaySent && !s.goAwayRecv && s.nextID <= maxWindow
+}

@@ -1,0 +1,1130 @@
+package tcpchan
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// countingListener counts (and keeps) the connections its inner listener
+// accepts: the underlying connections of the sessions above it.
+type countingListener struct {
+	net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.mu.Lock()
+		l.conns = append(l.conns, c)
+		l.mu.Unlock()
+	}
+	return c, err
+}
+
+func (l *countingListener) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.conns)
+}
+
+// closeConns closes every accepted connection under the sessions, as if the
+// server process had died.
+func (l *countingListener) closeConns() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range l.conns {
+		c.Close()
+	}
+}
+
+func listenCounting(t testing.TB, address string) *countingListener {
+	t.Helper()
+	inner, err := net.Listen("tcp", address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &countingListener{Listener: inner}
+}
+
+// shutdownListener ends ln when the test ends, failing t if that hangs.
+func shutdownListener(t testing.TB, ln *Listener) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		done := make(chan struct{})
+		go func() {
+			ln.Shutdown(ctx)
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Errorf("Listener.Shutdown did not return")
+		}
+	})
+}
+
+// httpServer serves h on a Listener over inner until the test ends.
+type httpServer struct {
+	ln       *Listener
+	srv      *http.Server
+	serveErr chan error
+	url      string
+}
+
+func startHTTP(t testing.TB, inner net.Listener, cfg *Config, h http.Handler) *httpServer {
+	t.Helper()
+	ln := NewListener(inner, cfg)
+	hs := &httpServer{
+		ln:       ln,
+		srv:      &http.Server{Handler: h},
+		serveErr: make(chan error, 1),
+		url:      "http://" + ln.Addr().String(),
+	}
+	shutdownListener(t, ln)
+	t.Cleanup(func() { hs.srv.Close() })
+	go func() { hs.serveErr <- hs.srv.Serve(ln) }()
+	return hs
+}
+
+// httpClient returns a client whose requests ride streams of d, closed when
+// the test ends.
+func httpClient(t testing.TB, d *Dialer, configure func(*http.Transport)) *http.Client {
+	tr := &http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: 64}
+	if configure != nil {
+		configure(tr)
+	}
+	t.Cleanup(func() {
+		tr.CloseIdleConnections()
+		d.Close()
+	})
+	return &http.Client{Transport: tr}
+}
+
+// payload returns n deterministic pseudo-random bytes.
+func payload(seed uint64, n int) []byte {
+	var key [32]byte
+	binary.LittleEndian.PutUint64(key[:], seed)
+	b := make([]byte, n)
+	mrand.NewChaCha8(key).Read(b)
+	return b
+}
+
+func sum(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+// sumHandler answers with the SHA-256 of the request body in X-Sum and a
+// body of payload(seed, n) from the query.
+func sumHandler(w http.ResponseWriter, r *http.Request) {
+	h := sha256.New()
+	if _, err := io.Copy(h, r.Body); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+	seed, _ := strconv.ParseUint(r.URL.Query().Get("seed"), 10, 64)
+	w.Header().Set("X-Sum", hex.EncodeToString(h.Sum(nil)))
+	w.Header().Set("Content-Length", strconv.Itoa(n))
+	w.Write(payload(seed, n))
+}
+
+// checkSumRequest posts payload(seed, up) and checks both directions.
+func checkSumRequest(ctx context.Context, hc *http.Client, url string, seed uint64, up, down int) error {
+	body := payload(seed, up)
+	req, err := http.NewRequestWithContext(ctx, "POST", fmt.Sprintf("%s/sum?seed=%d&n=%d", url, seed+1, down), bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	got, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("request %d: reading the response: %w", seed, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("request %d: %s: %s", seed, resp.Status, got)
+	}
+	if want := sum(body); resp.Header.Get("X-Sum") != want {
+		return fmt.Errorf("request %d: server got a body with SHA-256 %s, sent %s", seed, resp.Header.Get("X-Sum"), want)
+	}
+	if !bytes.Equal(got, payload(seed+1, down)) {
+		return fmt.Errorf("request %d: response of %d bytes differs from the %d sent", seed, len(got), down)
+	}
+	return nil
+}
+
+// dialerSessions returns the sessions d keeps.
+func dialerSessions(d *Dialer) []*Session {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	all := append([]*Session(nil), d.draining...)
+	for _, p := range d.pools {
+		all = append(all, p...)
+	}
+	return all
+}
+
+// TestHTTPOneConnection runs net/http end to end over a Listener and a
+// Dialer: 1,000 concurrent requests, some with bodies of several MB each
+// way, all over one TCP connection. It is not parallel: it alone runs
+// thousands of goroutines.
+func TestHTTPOneConnection(t *testing.T) {
+	inner := listenCounting(t, "127.0.0.1:0")
+	mux := http.NewServeMux()
+	mux.HandleFunc("/sum", sumHandler)
+	hs := startHTTP(t, inner, nil, mux)
+	d := &Dialer{}
+	hc := httpClient(t, d, nil)
+
+	const (
+		requests = 1000
+		bigEvery = 125 // 8 requests carry bigSize bytes each way
+		bigSize  = 3 << 20
+	)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	start := time.Now()
+	var g errgroup.Group
+	var done, bigBytes atomic.Int64
+	for i := range requests {
+		g.Go(func() error {
+			up, down := 10+i, 100+3*i
+			if i%bigEvery == 0 {
+				up, down = bigSize, bigSize+i
+			}
+			if err := checkSumRequest(ctx, hc, hs.url, uint64(2*i), up, down); err != nil {
+				return err
+			}
+			if i%bigEvery == 0 {
+				bigBytes.Add(int64(up + down))
+			}
+			done.Add(1)
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	elapsed := time.Since(start)
+	if got := inner.count(); got != 1 {
+		t.Errorf("%d TCP connections accepted, want 1", got)
+	}
+	if got := len(dialerSessions(d)); got != 1 {
+		t.Errorf("Dialer keeps %d sessions, want 1", got)
+	}
+	if got := hs.ln.numSessions(); got != 1 {
+		t.Errorf("Listener keeps %d sessions, want 1", got)
+	}
+	t.Logf("%d concurrent requests (%d of them with %d MB up and down, %d MB in all) in %v over %d TCP connection(s)",
+		done.Load(), requests/bigEvery, bigSize>>20, bigBytes.Load()>>20, elapsed.Round(time.Millisecond), inner.count())
+}
+
+// TestHTTPServerShutdown checks that http.Server.Shutdown on a Listener
+// drains the request in flight, that the client's next request fails
+// cleanly while the server is down, and that it reaches a server restarted
+// on the same address.
+func TestHTTPServerShutdown(t *testing.T) {
+	t.Parallel()
+	inner := listenCounting(t, "127.0.0.1:0")
+	addr := inner.Addr().String()
+	started := make(chan struct{}, 1)
+	release := make(chan struct{})
+	body := payload(1, 1<<20)
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			started <- struct{}{}
+			<-release
+			w.Write(body)
+			return
+		}
+		fmt.Fprint(w, "fast")
+	})
+	hs := startHTTP(t, inner, nil, handler)
+	d := &Dialer{}
+	hc := httpClient(t, d, func(tr *http.Transport) { tr.DisableKeepAlives = true })
+
+	get := func(path string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addr+path, nil)
+		resp, err := hc.Do(req)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return string(b), err
+	}
+	if got, err := get("/fast"); err != nil || got != "fast" {
+		t.Fatalf("first request: %q, %v", got, err)
+	}
+	type result struct {
+		body string
+		err  error
+	}
+	slow := make(chan result, 1)
+	go func() {
+		b, err := get("/slow")
+		slow <- result{b, err}
+	}()
+	<-started
+	old := dialerSessions(d)[0]
+
+	shutdownStart := time.Now()
+	shutdownErr := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		shutdownErr <- hs.srv.Shutdown(ctx)
+	}()
+	if err := <-hs.serveErr; !errors.Is(err, http.ErrServerClosed) {
+		t.Errorf("Serve returned %v, want http.ErrServerClosed", err)
+	}
+	// The Listener sent GOAWAY: once the client has it, a new request
+	// dials a new connection, which the closed listener refuses.
+	waitFor(t, "GOAWAY at the client", func() bool { return !old.canOpen() })
+	if _, err := get("/fast"); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("request while the server is down: %v, want ECONNREFUSED", err)
+	}
+	select {
+	case err := <-shutdownErr:
+		t.Fatalf("http.Server.Shutdown returned %v while a request was in flight", err)
+	default:
+	}
+
+	releaseTime := time.Now()
+	close(release)
+	if r := <-slow; r.err != nil || r.body != string(body) {
+		t.Fatalf("request in flight during Shutdown: %d bytes, %v; want %d bytes", len(r.body), r.err, len(body))
+	}
+	if err := <-shutdownErr; err != nil {
+		t.Fatalf("http.Server.Shutdown: %v", err)
+	}
+	srvShutdown := time.Since(releaseTime)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	lnStart := time.Now()
+	if err := hs.ln.Shutdown(ctx); err != nil {
+		t.Fatalf("Listener.Shutdown after the server drained: %v", err)
+	}
+	lnShutdown := time.Since(lnStart)
+	waitFor(t, "old session closed at the client", func() bool { return old.Err() != nil })
+	t.Logf("in-flight 1 MB request completed during Shutdown; http.Server.Shutdown returned %v after the handler was released (%v after it began); Listener.Shutdown drained its session in %v more",
+		srvShutdown.Round(time.Millisecond), time.Since(shutdownStart).Round(time.Millisecond), lnShutdown.Round(time.Microsecond))
+
+	// Restart on the same address: the next request redials.
+	inner2 := listenCounting(t, addr)
+	startHTTP(t, inner2, nil, handler)
+	redialStart := time.Now()
+	if got, err := get("/fast"); err != nil || got != "fast" {
+		t.Fatalf("request to the restarted server: %q, %v", got, err)
+	}
+	t.Logf("request to the restarted server took %v", time.Since(redialStart).Round(time.Millisecond))
+	if inner.count() != 1 || inner2.count() != 1 {
+		t.Errorf("connections: %d to the first server, %d to the second; want 1 and 1", inner.count(), inner2.count())
+	}
+}
+
+// TestServerRestartRedial kills the server's connection without GOAWAY, as
+// a crash would, and restarts it: the Dialer redials, never handing out a
+// stream on the dead session.
+func TestServerRestartRedial(t *testing.T) {
+	t.Parallel()
+	inner := listenCounting(t, "127.0.0.1:0")
+	addr := inner.Addr().String()
+	hs := startHTTP(t, inner, nil, http.HandlerFunc(sumHandler))
+	d := &Dialer{}
+	hc := httpClient(t, d, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := checkSumRequest(ctx, hc, hs.url, 1, 100, 100); err != nil {
+		t.Fatal(err)
+	}
+	old := dialerSessions(d)[0]
+
+	// Crash: the connection and the listening socket vanish.
+	inner.Close()
+	inner.closeConns()
+	waitFor(t, "the client session to end", func() bool { return old.Err() != nil })
+	t.Logf("client session ended with: %v", old.Err())
+	if _, err := d.Dial("tcp", addr); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("dial while the server is down: %v, want ECONNREFUSED", err)
+	}
+
+	inner2 := listenCounting(t, addr)
+	hs2 := startHTTP(t, inner2, nil, http.HandlerFunc(sumHandler))
+	start := time.Now()
+	st, err := d.DialStream(ctx, "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Session() == old {
+		t.Fatal("Dialer handed out a stream on the dead session")
+	}
+	st.Close()
+	// http.Transport's idle connections were on the old session: they
+	// fail, are dropped, and requests go over the new one.
+	for i := range 20 {
+		if err := checkSumRequest(ctx, hc, hs2.url, uint64(10+i), 1000, 1000); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("redial and 20 requests after the restart: %v", time.Since(start).Round(time.Millisecond))
+	if n := inner2.count(); n != 1 {
+		t.Errorf("%d connections to the restarted server, want 1", n)
+	}
+}
+
+// testTLSConfigs returns a server and a client TLS configuration sharing
+// a self-signed ECDSA certificate for 127.0.0.1.
+func testTLSConfigs(t testing.TB) (server, client *tls.Config) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "tcpchan test"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	server = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert}}}
+	client = &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
+	return server, client
+}
+
+// TestTLSSession runs sessions over TLS: the Listener's inner listener is
+// tls.NewListener and the Dialer dials with a tls.Dialer.
+func TestTLSSession(t *testing.T) {
+	t.Parallel()
+	serverTLS, clientTLS := testTLSConfigs(t)
+	inner := listenCounting(t, "127.0.0.1:0")
+	hs := startHTTP(t, tls.NewListener(inner, serverTLS), nil, http.HandlerFunc(sumHandler))
+	d := &Dialer{DialConn: (&tls.Dialer{Config: clientTLS}).DialContext}
+	hc := httpClient(t, d, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var g errgroup.Group
+	for i := range 50 {
+		g.Go(func() error { return checkSumRequest(ctx, hc, hs.url, uint64(i), 5000, 70000) })
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if n := inner.count(); n != 1 {
+		t.Errorf("%d TCP connections, want 1", n)
+	}
+	sessions := dialerSessions(d)
+	if len(sessions) != 1 {
+		t.Fatalf("%d client sessions, want 1", len(sessions))
+	}
+	tc, ok := sessions[0].conn.(*tls.Conn)
+	if !ok {
+		t.Fatalf("client session runs over %T, want *tls.Conn", sessions[0].conn)
+	}
+	if cs := tc.ConnectionState(); !cs.HandshakeComplete || cs.Version != tls.VersionTLS13 {
+		t.Errorf("TLS state: handshake complete %v, version %x", cs.HandshakeComplete, cs.Version)
+	}
+
+	// A client without TLS gets no session: the TLS server rejects its
+	// preface and closes the connection.
+	plain := &Dialer{Config: &Config{HandshakeTimeout: 10 * time.Second}}
+	defer plain.Close()
+	// The failure shows at the dial if the session has already failed,
+	// else at the stream's first Read.
+	st, err := plain.DialStream(ctx, "tcp", hs.ln.Addr().String())
+	if err == nil {
+		_, err = st.Read(make([]byte, 1))
+	}
+	if !errors.Is(err, ErrHandshake) {
+		t.Errorf("plain-text client of a TLS listener: %v, want ErrHandshake", err)
+	}
+	t.Logf("50 requests over one TLS connection; a plain-text client got: %v", err)
+}
+
+// TestTLSInsideStream runs TLS inside single streams: HTTPS with
+// http.Server.ServeTLS on a Listener, and tls.Client/tls.Server over one
+// stream each.
+func TestTLSInsideStream(t *testing.T) {
+	t.Parallel()
+	serverTLS, clientTLS := testTLSConfigs(t)
+	inner := listenCounting(t, "127.0.0.1:0")
+	ln := NewListener(inner, nil)
+	shutdownListener(t, ln)
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.TLS == nil {
+				http.Error(w, "not TLS", http.StatusBadRequest)
+				return
+			}
+			sumHandler(w, r)
+		}),
+		TLSConfig: serverTLS,
+	}
+	t.Cleanup(func() { srv.Close() })
+	go srv.ServeTLS(ln, "", "")
+
+	d := &Dialer{}
+	hc := httpClient(t, d, func(tr *http.Transport) { tr.TLSClientConfig = clientTLS })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	url := "https://" + ln.Addr().String()
+	var g errgroup.Group
+	for i := range 20 {
+		g.Go(func() error { return checkSumRequest(ctx, hc, url, uint64(i), 100000, 100000) })
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := hc.Get(url + "/sum?n=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.TLS == nil || !resp.TLS.HandshakeComplete {
+		t.Error("HTTPS response without a TLS handshake")
+	}
+
+	// TLS by hand over one stream of a plain session, next to others.
+	d2 := &Dialer{}
+	defer d2.Close()
+	ln2 := NewListener(listenCounting(t, "127.0.0.1:0"), nil)
+	shutdownListener(t, ln2)
+	serverErr := make(chan error, 1)
+	go func() {
+		st, err := ln2.Accept()
+		if err != nil {
+			serverErr <- err
+			return
+		}
+		tc := tls.Server(st, serverTLS)
+		defer tc.Close()
+		_, err = io.Copy(tc, tc) // echo until the client's close_notify
+		serverErr <- err
+	}()
+	st, err := d2.DialContext(ctx, "tcp", ln2.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := tls.Client(st, clientTLS)
+	defer tc.Close()
+	msg := payload(7, 300000)
+	go func() {
+		tc.Write(msg)
+		tc.CloseWrite()
+	}()
+	got, err := io.ReadAll(tc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, msg) {
+		t.Errorf("TLS echo over one stream returned %d bytes, want %d", len(got), len(msg))
+	}
+	if err := <-serverErr; err != nil {
+		t.Errorf("TLS server in a stream: %v", err)
+	}
+	if v := tc.ConnectionState().Version; v != tls.VersionTLS13 {
+		t.Errorf("TLS version %x", v)
+	}
+	if n := inner.count(); n != 1 {
+		t.Errorf("HTTPS over %d TCP connections, want 1", n)
+	}
+}
+
+// TestBadClientsDoNotDelayOthers connects a client that sends nothing and
+// one that sends HTTP instead of a preface before a normal one: with the
+// handshake timeout disabled, a Listener that waited on either would hang.
+func TestBadClientsDoNotDelayOthers(t *testing.T) {
+	t.Parallel()
+	inner := listenCounting(t, "127.0.0.1:0")
+	hs := startHTTP(t, inner, &Config{HandshakeTimeout: -1}, http.HandlerFunc(sumHandler))
+	addr := hs.ln.Addr().String()
+
+	silent, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	garbage, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer garbage.Close()
+	fmt.Fprintf(garbage, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", addr)
+	waitFor(t, "both bad clients accepted", func() bool { return inner.count() == 2 })
+
+	d := &Dialer{}
+	hc := httpClient(t, d, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	if err := checkSumRequest(ctx, hc, hs.url, 1, 1000, 1000); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("normal client's request with a silent and a garbage client connected: %v", time.Since(start).Round(time.Microsecond))
+
+	// The garbage client's session failed at its first byte: the server
+	// closed the connection and forgot the session.
+	garbage.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(garbage); errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Error("the server kept the garbage client's connection open")
+	}
+	waitFor(t, "garbage session forgotten", func() bool { return hs.ln.numSessions() == 2 })
+
+	// With a handshake timeout, the silent client is dropped too.
+	inner2 := listenCounting(t, "127.0.0.1:0")
+	ln2 := NewListener(inner2, &Config{HandshakeTimeout: 100 * time.Millisecond})
+	shutdownListener(t, ln2)
+	silent2, err := net.Dial("tcp", ln2.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent2.Close()
+	waitFor(t, "silent client accepted", func() bool { return inner2.count() == 1 })
+	waitFor(t, "silent session forgotten", func() bool { return ln2.numSessions() == 0 })
+}
+
+// TestShortLivedClientsForgotten checks that sessions of clients that come
+// and go do not accumulate.
+func TestShortLivedClientsForgotten(t *testing.T) {
+	t.Parallel()
+	ln := NewListener(listenCounting(t, "127.0.0.1:0"), nil)
+	shutdownListener(t, ln)
+	go func() {
+		for {
+			st, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				io.Copy(st, st)
+				st.Close()
+			}()
+		}
+	}()
+	for i := range 100 {
+		d := &Dialer{}
+		st, err := d.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(st, "client %d", i)
+		st.(*Stream).CloseWrite()
+		if b, err := io.ReadAll(st); err != nil || string(b) != fmt.Sprintf("client %d", i) {
+			t.Fatalf("echo %q, %v", b, err)
+		}
+		d.Close()
+	}
+	waitFor(t, "all sessions forgotten", func() bool { return ln.numSessions() == 0 })
+}
+
+// TestDialContextCancel checks that ctx bounds a dial, the underlying
+// connect included, and that concurrent first dials share one connect.
+func TestDialContextCancel(t *testing.T) {
+	t.Parallel()
+	ln := NewListener(listenCounting(t, "127.0.0.1:0"), nil)
+	shutdownListener(t, ln)
+	addr := ln.Addr().String()
+
+	var dials atomic.Int32
+	gate := make(chan struct{})
+	connectCancelled := make(chan error, 10)
+	var nd net.Dialer
+	d := &Dialer{DialConn: func(ctx context.Context, network, address string) (net.Conn, error) {
+		dials.Add(1)
+		select {
+		case <-gate:
+			return nd.DialContext(ctx, network, address)
+		case <-ctx.Done():
+			connectCancelled <- ctx.Err()
+			return nil, ctx.Err()
+		}
+	}}
+	defer d.Close()
+
+	// A lone dial whose ctx ends while connecting: DialContext returns and
+	// the connect is cancelled.
+	ctx, cancel := context.WithCancel(context.Background())
+	lone := make(chan error, 1)
+	go func() {
+		_, err := d.DialContext(ctx, "tcp", addr)
+		lone <- err
+	}()
+	waitFor(t, "the connect to start", func() bool { return dials.Load() == 1 })
+	start := time.Now()
+	cancel()
+	if err := <-lone; !errors.Is(err, context.Canceled) {
+		t.Fatalf("dial with cancelled ctx: %v, want context.Canceled", err)
+	}
+	returned := time.Since(start)
+	if err := <-connectCancelled; !errors.Is(err, context.Canceled) {
+		t.Errorf("the connect saw %v, want cancellation", err)
+	}
+	t.Logf("DialContext returned %v after its ctx was cancelled mid-connect; the connect was cancelled after %v",
+		returned.Round(time.Microsecond), time.Since(start).Round(time.Microsecond))
+
+	// 50 concurrent dials share one connect; one of them giving up
+	// cancels nothing for the others.
+	dials.Store(0)
+	quitter, quit := context.WithCancel(context.Background())
+	quitErr := make(chan error, 1)
+	go func() {
+		_, err := d.DialContext(quitter, "tcp", addr)
+		quitErr <- err
+	}()
+	var g errgroup.Group
+	streams := make([]net.Conn, 50)
+	for i := range streams {
+		g.Go(func() error {
+			c, err := d.DialContext(context.Background(), "tcp", addr)
+			streams[i] = c
+			return err
+		})
+	}
+	waitFor(t, "the shared connect to start", func() bool { return dials.Load() == 1 })
+	quit()
+	if err := <-quitErr; !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled dial: %v, want context.Canceled", err)
+	}
+	close(gate)
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if n := dials.Load(); n != 1 {
+		t.Errorf("50 concurrent dials made %d connections, want 1", n)
+	}
+	sessions := map[*Session]bool{}
+	for _, c := range streams {
+		sessions[c.(*Stream).Session()] = true
+		c.Close()
+	}
+	if len(sessions) != 1 {
+		t.Errorf("streams on %d sessions, want 1", len(sessions))
+	}
+
+	// Close ends a dial in progress, and later dials fail.
+	d2 := &Dialer{DialConn: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}}
+	dialErr := make(chan error, 1)
+	go func() {
+		_, err := d2.Dial("tcp", addr)
+		dialErr <- err
+	}()
+	waitFor(t, "dial in progress", func() bool {
+		d2.mu.Lock()
+		defer d2.mu.Unlock()
+		return len(d2.flights) == 1
+	})
+	d2.Close()
+	if err := <-dialErr; !errors.Is(err, net.ErrClosed) {
+		t.Errorf("dial when the Dialer closed: %v, want net.ErrClosed", err)
+	}
+	if _, err := d2.Dial("tcp", addr); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("dial after Close: %v, want net.ErrClosed", err)
+	}
+}
+
+// TestListenerClose checks that Close ends a blocked Accept with
+// net.ErrClosed, and how config errors surface.
+func TestListenerClose(t *testing.T) {
+	t.Parallel()
+	ln, err := Listen("tcp", "127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shutdownListener(t, ln)
+	accepted := make(chan error, 1)
+	go func() {
+		_, err := ln.Accept()
+		accepted <- err
+	}()
+	time.Sleep(10 * time.Millisecond) // let Accept block
+	start := time.Now()
+	if err := ln.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if err := <-accepted; !errors.Is(err, net.ErrClosed) {
+		t.Errorf("blocked Accept after Close: %v, want net.ErrClosed", err)
+	}
+	t.Logf("blocked Accept returned %v after Close", time.Since(start))
+	if _, err := ln.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Accept after Close: %v, want net.ErrClosed", err)
+	}
+	if err := ln.Close(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("second Close: %v, want net.ErrClosed", err)
+	}
+	if _, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+		t.Error("inner listener still accepts after Close")
+	}
+
+	bad := &Config{MaxSessions: -1}
+	if _, err := Listen("tcp", "127.0.0.1:0", bad); err == nil {
+		t.Error("Listen accepted MaxSessions -1")
+	}
+	ln2 := NewListener(listenCounting(t, "127.0.0.1:0"), bad)
+	if _, err := ln2.Accept(); err == nil || errors.Is(err, net.ErrClosed) {
+		t.Errorf("Accept with an invalid Config: %v, want the config error", err)
+	}
+	if err := ln2.Shutdown(context.Background()); err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	d := &Dialer{Config: bad}
+	if _, err := d.Dial("tcp", ln.Addr().String()); err == nil {
+		t.Error("Dialer with an invalid Config dialed")
+	}
+}
+
+// TestListenerShutdownContext checks that Shutdown whose ctx ends cuts off
+// streams still open and returns ctx.Err().
+func TestListenerShutdownContext(t *testing.T) {
+	t.Parallel()
+	ln := NewListener(listenCounting(t, "127.0.0.1:0"), nil)
+	d := &Dialer{}
+	defer d.Close()
+	st, err := d.DialStream(context.Background(), "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Write([]byte("x"))
+	if _, err := ln.Accept(); err != nil {
+		t.Fatal(err)
+	}
+	// The accepted stream stays open: Shutdown cannot drain it.
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := ln.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Shutdown with a stream open: %v, want context.DeadlineExceeded", err)
+	}
+	t.Logf("Shutdown with a 100ms ctx and a stream left open returned after %v", time.Since(start).Round(time.Millisecond))
+	if _, err := st.Read(make([]byte, 1)); err == nil || errors.Is(err, io.EOF) {
+		t.Errorf("client stream after the forced close: %v, want the session's error", err)
+	}
+	if ln.numSessions() != 0 {
+		t.Errorf("%d sessions left after Shutdown", ln.numSessions())
+	}
+}
+
+// TestListenerMaxSessions checks that past MaxSessions, new clients wait
+// until a session ends.
+func TestListenerMaxSessions(t *testing.T) {
+	t.Parallel()
+	inner := listenCounting(t, "127.0.0.1:0")
+	ln := NewListener(inner, &Config{MaxSessions: 1})
+	shutdownListener(t, ln)
+	go func() {
+		for {
+			st, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				io.Copy(st, st)
+				st.Close()
+			}()
+		}
+	}()
+	addr := ln.Addr().String()
+	echo := func(st net.Conn, msg string) {
+		t.Helper()
+		st.Write([]byte(msg))
+		st.(*Stream).CloseWrite()
+		got, err := io.ReadAll(st)
+		if err != nil || string(got) != msg {
+			t.Fatalf("echo: %q, %v", got, err)
+		}
+		st.Close()
+	}
+	a, b := &Dialer{}, &Dialer{}
+	defer a.Close()
+	defer b.Close()
+	stA, err := a.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo(stA, "a")
+
+	stB, err := b.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stB.Write([]byte("b"))
+	stB.(*Stream).CloseWrite()
+	// B's connection waits in the backlog: no answer while A's session
+	// lives. (A short look: a Listener that served B would answer fast.)
+	stB.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, err := stB.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("second client past MaxSessions 1 read %d bytes, %v; want to wait", n, err)
+	}
+	if n := inner.count(); n != 1 {
+		t.Errorf("%d connections accepted at MaxSessions 1", n)
+	}
+	start := time.Now()
+	a.Close()
+	stB.SetReadDeadline(time.Time{})
+	got, err := io.ReadAll(stB)
+	if err != nil || string(got) != "b" {
+		t.Fatalf("second client after the first left: %q, %v", got, err)
+	}
+	t.Logf("second client served %v after the first session closed", time.Since(start).Round(time.Millisecond))
+	if n := inner.count(); n != 2 {
+		t.Errorf("%d connections accepted, want 2", n)
+	}
+}
+
+// TestListenerStreamLimit checks MaxIncomingStreams through a Listener:
+// streams past it are refused, and the client may retry once one ends.
+func TestListenerStreamLimit(t *testing.T) {
+	t.Parallel()
+	ln := NewListener(listenCounting(t, "127.0.0.1:0"), &Config{MaxIncomingStreams: 2})
+	shutdownListener(t, ln)
+	d := &Dialer{}
+	defer d.Close()
+	var streams []*Stream
+	for range 3 {
+		st, err := d.DialStream(context.Background(), "tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Write([]byte("x"))
+		streams = append(streams, st)
+	}
+	if _, err := streams[2].Read(make([]byte, 1)); !errors.Is(err, ErrStreamRefused) {
+		t.Fatalf("third stream past MaxIncomingStreams 2: %v, want ErrStreamRefused", err)
+	}
+	a, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ln.Accept(); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	streams[0].Close()
+	sess := streams[0].Session()
+	waitFor(t, "a stream to end", func() bool { return sess.NumStreams() == 1 })
+	st, err := d.DialStream(context.Background(), "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Write([]byte("retry"))
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 5)
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "retry" {
+		t.Errorf("retried stream: %q, %v", got, err)
+	}
+}
+
+// TestDialerMaxStreamsPerSession checks that past the cap a second
+// connection is opened, and that finished streams make room again.
+func TestDialerMaxStreamsPerSession(t *testing.T) {
+	t.Parallel()
+	inner := listenCounting(t, "127.0.0.1:0")
+	ln := NewListener(inner, nil)
+	shutdownListener(t, ln)
+	go func() {
+		for {
+			st, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				io.Copy(st, st)
+				st.Close()
+			}()
+		}
+	}()
+	d := &Dialer{MaxStreamsPerSession: 2}
+	defer d.Close()
+	var streams []*Stream
+	for range 5 {
+		st, err := d.DialStream(context.Background(), "tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		streams = append(streams, st)
+	}
+	if n := len(dialerSessions(d)); n != 3 {
+		t.Errorf("5 streams with 2 per session made %d sessions, want 3", n)
+	}
+	for i, st := range streams {
+		msg := fmt.Sprintf("stream %d", i)
+		st.Write([]byte(msg))
+		st.CloseWrite()
+		if got, err := io.ReadAll(st); err != nil || string(got) != msg {
+			t.Errorf("echo on %s: %q, %v", msg, got, err)
+		}
+		st.Close()
+	}
+	waitFor(t, "streams to end", func() bool {
+		for _, s := range dialerSessions(d) {
+			if s.NumStreams() != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	for range 6 {
+		st, err := d.DialStream(context.Background(), "tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+	}
+	if n := len(dialerSessions(d)); n != 3 {
+		t.Errorf("6 streams on 3 free sessions made %d sessions in all, want 3", n)
+	}
+	if n := inner.count(); n != 3 {
+		t.Errorf("the server accepted %d connections, want 3", n)
+	}
+}
+
+// TestDialerReplacesGoAwaySession checks that after a server's GOAWAY the
+// Dialer dials a new connection while streams on the old one go on.
+func TestDialerReplacesGoAwaySession(t *testing.T) {
+	t.Parallel()
+	inner := listenCounting(t, "127.0.0.1:0")
+	addr := inner.Addr().String()
+	ln := NewListener(inner, nil)
+	shutdownListener(t, ln)
+	d := &Dialer{}
+	defer d.Close()
+	old, err := d.DialStream(context.Background(), "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.Write([]byte("before"))
+	acc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ln.Close() // GOAWAY; the open stream may finish
+	waitFor(t, "GOAWAY at the client", func() bool { return !old.Session().canOpen() })
+	inner2 := listenCounting(t, addr)
+	ln2 := NewListener(inner2, nil)
+	shutdownListener(t, ln2)
+
+	st, err := d.DialStream(context.Background(), "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Session() == old.Session() {
+		t.Fatal("stream opened on a session that received GOAWAY")
+	}
+	st.Write([]byte("new"))
+	c, err := ln2.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 3)
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "new" {
+		t.Errorf("new stream: %q, %v", got, err)
+	}
+	c.Close()
+	st.Close()
+
+	// The stream in flight on the old session still works both ways.
+	got = make([]byte, 6)
+	if _, err := io.ReadFull(acc, got); err != nil || string(got) != "before" {
+		t.Errorf("old stream after GOAWAY: %q, %v", got, err)
+	}
+	acc.Write([]byte("reply"))
+	acc.Close()
+	old.CloseWrite()
+	if b, err := io.ReadAll(old); err != nil || string(b) != "reply" {
+		t.Errorf("old stream's reply: %q, %v", b, err)
+	}
+	old.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := ln.Shutdown(ctx); err != nil {
+		t.Errorf("old listener did not drain: %v", err)
+	}
+	waitFor(t, "old session to end at the client", func() bool { return old.Session().Err() != nil })
+	if n := inner2.count(); n != 1 {
+		t.Errorf("%d connections to the new listener, want 1", n)
+	}
+}
+
+// TestShutdownPeerSeesGoAway: after Session.Shutdown, a peer that keeps
+// sending (pings, window updates) must still see its session end with
+// ErrGoAway, not "broken pipe" or "connection reset by peer": Shutdown
+// half-closes and waits for the peer's EOF before closing.
+func TestShutdownPeerSeesGoAway(t *testing.T) {
+	t.Parallel()
+	for i := range 200 {
+		c1, c2 := tcpConnPair(t)
+		client, _ := Client(c1, nil)
+		server, _ := Server(c2, nil)
+		if _, err := client.Ping(); err != nil { // both prefaces are through
+			t.Fatal(err)
+		}
+		pinging := make(chan struct{})
+		go func() {
+			defer close(pinging)
+			for client.Err() == nil {
+				client.Ping()
+			}
+		}()
+		server.Shutdown(context.Background())
+		<-pinging
+		closeAndWait(t, client)
+		if err := client.Err(); !errors.Is(err, ErrGoAway) {
+			t.Fatalf("run %d: after the peer's graceful Shutdown the session ended with %v, want ErrGoAway (server: %v)", i, err, server.Err())
+		}
+	}
+}

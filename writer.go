@@ -1,0 +1,251 @@
+package tcpchan
+
+import (
+	"fmt"
+	"time"
+)
+
+// The connection has one writer at a time: whoever holds the write token.
+// Usually that is the session's writer goroutine, but a goroutine calling
+// Stream.Write, or a Read that owes the peer a window update, takes the
+// token when it is free and writes the scheduler's next batches itself,
+// with a non-blocking write, saving the hand-off to the writer goroutine
+// and back (on loopback that hand-off costs as much as the write). The
+// batch is still filled by the round-robin scheduler, so a goroutine writing
+// directly carries other streams' frames as fairly as the writer goroutine
+// would. When the socket buffer is full, the direct writer leaves the rest of
+// its batch to the writer goroutine, which alone blocks in conn.Write, so a
+// Write never blocks in a system call past its deadline or a Close.
+
+// connWriter is the state of the write side. Fields are guarded by
+// Session.wmu unless noted.
+type connWriter struct {
+	held    bool // the token is taken
+	waiting bool // the writer goroutine wants the token: wake it on release
+
+	// Owned by the token holder.
+	batch   []byte // buffer the scheduler fills
+	pending []byte // bytes to write before anything else: the preface, or what a direct write left
+
+	raw rawWriter // non-blocking writes, or nil: no direct writes
+}
+
+// startWriter starts the writer goroutine holding the token, so that batch
+// (the preface) is the first thing on the wire.
+func (s *Session) startWriter(batch []byte) {
+	s.w.held = true
+	s.w.batch = batch[:0]
+	s.w.pending = batch
+	s.w.raw = newRawWriter(s.conn)
+	go s.writeLoop()
+}
+
+// acquireToken takes the write token if it is free. The writer goroutine
+// passes writer=true so that it is woken when the holder releases it.
+func (s *Session) acquireToken(writer bool) bool {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.w.held {
+		if writer {
+			s.w.waiting = true
+		}
+		return false
+	}
+	s.w.held = true
+	return true
+}
+
+// releaseToken gives the token back, waking the writer goroutine if it asked
+// for it or if work is left that nobody else will do.
+func (s *Session) releaseToken() {
+	s.wmu.Lock()
+	s.w.held = false
+	wake := s.w.waiting || len(s.sched.ctrl) > 0 || s.sched.head != nil || len(s.w.pending) > 0
+	s.w.waiting = false
+	s.wmu.Unlock()
+	if wake {
+		s.wakeWriter()
+	}
+}
+
+// writeDirect lets the calling goroutine write queued frames itself if the
+// token is free, until the Write of own is done or stuck, nothing is ready,
+// or the socket buffer is full. With a nil own it writes control frames
+// only (a Read sending its window update should not carry other streams'
+// bulk data). The caller holds no lock.
+func (s *Session) writeDirect(own *Stream) {
+	if s.w.raw == nil || !s.acquireToken(false) {
+		return
+	}
+	defer s.releaseToken()
+	if len(s.w.pending) > 0 {
+		return // the writer goroutine is waiting for the socket
+	}
+	for s.Err() == nil {
+		var b []byte
+		if own == nil {
+			b = s.fillControl(s.w.batch[:0])
+		} else {
+			b = s.fillBatch(s.w.batch[:0])
+		}
+		s.w.batch = b
+		if len(b) == 0 {
+			return
+		}
+		if s.writeShut.Load() {
+			return
+		}
+		n, err := s.w.raw.tryWrite(b)
+		if err != nil {
+			if err := s.writeError(err); err != nil {
+				s.fail(err)
+			}
+			return
+		}
+		if n < len(b) {
+			s.w.pending = b[n:]
+			return
+		}
+		if own == nil || own.writtenOrStuck() {
+			return
+		}
+	}
+}
+
+// writeLoop is the writer goroutine. It holds the token at start, writes
+// the preface, and afterwards takes the token whenever there is work and
+// nobody else writes it.
+func (s *Session) writeLoop() {
+	defer close(s.writerDone)
+	if s.wTimer != nil {
+		defer s.wTimer.Stop()
+	}
+	var ka keepalive
+	if s.cfg.KeepAliveInterval > 0 {
+		ka.timer = time.NewTimer(s.cfg.KeepAliveInterval)
+		defer ka.timer.Stop()
+		ka.c = ka.timer.C
+	}
+	var flushed []chan struct{}
+	held := true
+	for {
+		if held {
+			if err := s.writeQueued(&ka); err != nil {
+				s.fail(err)
+				return
+			}
+			// Everything queued before these flush requests is written.
+			for _, ch := range flushed {
+				close(ch)
+			}
+			flushed = flushed[:0]
+			s.releaseToken()
+		}
+		select {
+		case <-s.wake:
+		case ch := <-s.flushReq:
+			flushed = append(flushed, ch)
+		case <-ka.c:
+			if err := s.keepaliveTick(&ka); err != nil {
+				s.fail(err)
+				return
+			}
+		case <-s.dying:
+			return
+		}
+		held = s.acquireToken(true)
+	}
+}
+
+// writeQueued writes, holding the token, what is pending (the preface, or
+// what a direct write left) and then batches until the scheduler has
+// nothing ready.
+func (s *Session) writeQueued(ka *keepalive) error {
+	b := s.w.pending
+	if len(b) == 0 {
+		b = s.fillBatch(s.w.batch[:0])
+		s.w.batch = b
+	}
+	for len(b) > 0 {
+		if err := s.writeBatch(b); err != nil {
+			return err
+		}
+		s.w.pending = nil
+		// A busy writer still looks at the keepalive timer.
+		select {
+		case <-ka.c:
+			if err := s.keepaliveTick(ka); err != nil {
+				return err
+			}
+		default:
+		}
+		b = s.fillBatch(s.w.batch[:0])
+		s.w.batch = b
+	}
+	return nil
+}
+
+// writeBatch writes b, blocking; if that takes longer than WriteTimeout the
+// session fails with ErrWriteTimeout.
+func (s *Session) writeBatch(b []byte) error {
+	if s.writeShut.Load() {
+		return nil // after Shutdown's half-close the peer reads nothing more
+	}
+	if s.wTimer != nil {
+		s.wTimer.Reset(s.cfg.WriteTimeout)
+	}
+	_, err := s.conn.Write(b)
+	if s.wTimer != nil {
+		s.wTimer.Stop()
+	}
+	if err != nil {
+		return s.writeError(err)
+	}
+	return nil
+}
+
+// writeError turns a write error into the session's cause, or nil when the
+// write side was shut down on purpose.
+func (s *Session) writeError(err error) error {
+	switch {
+	case s.writeShut.Load():
+		return nil
+	case !s.handshakeDone.Load():
+		return fmt.Errorf("%w: writing the preface: %w", ErrHandshake, err)
+	case s.goAwayReceived():
+		return fmt.Errorf("%w: the peer closed the connection after GOAWAY: %w", ErrGoAway, err)
+	}
+	return fmt.Errorf("tcpchan: writing to the connection: %w", err)
+}
+
+// keepalive is the writer's keepalive state.
+type keepalive struct {
+	timer    *time.Timer
+	c        <-chan time.Time
+	pingSent int64 // session clock of the outstanding ping, or 0
+}
+
+// keepaliveTick runs when the keepalive timer fires: it pings a peer silent
+// for KeepAliveInterval and gives up on one still silent KeepAliveTimeout
+// after that ping, so a dead peer is detected within their sum.
+func (s *Session) keepaliveTick(ka *keepalive) error {
+	now := s.clock()
+	last := s.lastRecv.Load()
+	interval := int64(s.cfg.KeepAliveInterval)
+	if ka.pingSent != 0 && last < ka.pingSent {
+		if now-ka.pingSent >= int64(s.cfg.KeepAliveTimeout) {
+			return ErrKeepAliveTimeout
+		}
+		ka.timer.Reset(time.Duration(ka.pingSent + int64(s.cfg.KeepAliveTimeout) - now))
+		return nil
+	}
+	ka.pingSent = 0
+	if idle := now - last; idle < interval {
+		ka.timer.Reset(time.Duration(interval - idle))
+		return nil
+	}
+	ka.pingSent = now
+	s.queueControl(frameHeader{typ: framePing, length: s.registerPing(nil)})
+	ka.timer.Reset(s.cfg.KeepAliveTimeout)
+	return nil
+}
