@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -27,7 +28,7 @@ func benchPair(b *testing.B, kind string) (net.Conn, net.Conn) {
 		b.Cleanup(func() { c1.Close(); c2.Close() })
 		return c1, c2
 	}
-	client, server := sessionPair(b, c1, c2, benchCfg, benchCfg)
+	client, server := sessionPair(b, c1, c2, nil, nil)
 	return streamPair(b, client, server)
 }
 
@@ -254,4 +255,141 @@ func BenchmarkIdleStreams(b *testing.B) {
 	}
 }
 
-var benchCfg = &Config{InitialStreamWindow: 4 << 20, MaxStreamWindow: 4 << 20, SessionWindow: 64 << 20}
+// BenchmarkBulkConcurrent runs 16 streams at once, each sending the same
+// amount; it reports the aggregate throughput and how much later the
+// slowest stream finished than the fastest (1.0 is perfectly fair). The
+// baseline is 16 TCP connections.
+func BenchmarkBulkConcurrent(b *testing.B) {
+	const streams = 16
+	const size = 32 << 10
+	for _, kind := range kinds {
+		b.Run(kind, func(b *testing.B) {
+			var client, server *Session
+			if kind == "tcpchan" {
+				client, server = tcpSessions(b, nil, nil)
+			}
+			pairs := make([][2]net.Conn, streams)
+			for i := range pairs {
+				if kind == "tcp" {
+					c1, c2 := tcpConnPair(b)
+					b.Cleanup(func() { c1.Close(); c2.Close() })
+					pairs[i] = [2]net.Conn{c1, c2}
+				} else {
+					c1, c2 := streamPair(b, client, server)
+					pairs[i] = [2]net.Conn{c1, c2}
+				}
+			}
+			per := max(b.N/streams, 1)
+			b.SetBytes(size)
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := time.Now()
+			finish := make([]time.Duration, streams)
+			var wg sync.WaitGroup
+			for i, p := range pairs {
+				wg.Add(2)
+				go func() {
+					defer wg.Done()
+					buf := make([]byte, size)
+					for range per {
+						if _, err := p[0].Write(buf); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+					closeWrite(p[0])
+				}()
+				go func() {
+					defer wg.Done()
+					n, _ := io.CopyBuffer(io.Discard, p[1], make([]byte, 64<<10))
+					finish[i] = time.Since(start)
+					if n != int64(per)*size {
+						b.Errorf("stream %d: got %d bytes, want %d", i, n, int64(per)*size)
+					}
+				}()
+			}
+			wg.Wait()
+			b.StopTimer()
+			b.ReportMetric(float64(slices.Max(finish))/float64(slices.Min(finish)), "slowest/fastest")
+		})
+	}
+}
+
+// BenchmarkPingPongUnderBulk measures 64-byte echoes on one stream while
+// another stream of the same session (for the baseline, another TCP
+// connection) carries a bulk transfer: p50 and p99 round trips, and the
+// bulk throughput meanwhile.
+func BenchmarkPingPongUnderBulk(b *testing.B) {
+	for _, kind := range kinds {
+		b.Run(kind, func(b *testing.B) {
+			var ping, echo, bulkW, bulkR net.Conn
+			if kind == "tcp" {
+				ping, echo = benchPair(b, "tcp")
+				bulkW, bulkR = benchPair(b, "tcp")
+			} else {
+				client, server := tcpSessions(b, nil, nil)
+				ping, echo = streamPair(b, client, server)
+				bulkW, bulkR = streamPair(b, client, server)
+			}
+			go func() {
+				buf := make([]byte, 64)
+				for {
+					if _, err := io.ReadFull(echo, buf); err != nil {
+						return
+					}
+					if _, err := echo.Write(buf); err != nil {
+						return
+					}
+				}
+			}()
+			stop := make(chan struct{})
+			var bulkBytes int64
+			var wg sync.WaitGroup
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				buf := make([]byte, 32<<10)
+				for {
+					select {
+					case <-stop:
+						closeWrite(bulkW)
+						return
+					default:
+					}
+					if _, err := bulkW.Write(buf); err != nil {
+						return
+					}
+				}
+			}()
+			go func() {
+				defer wg.Done()
+				bulkBytes, _ = io.CopyBuffer(io.Discard, bulkR, make([]byte, 64<<10))
+			}()
+			time.Sleep(20 * time.Millisecond) // let the bulk stream fill its window
+			lat := make([]time.Duration, 0, b.N)
+			buf := make([]byte, 64)
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := time.Now()
+			for range b.N {
+				t := time.Now()
+				if _, err := ping.Write(buf); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(ping, buf); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(t))
+			}
+			elapsed := time.Since(start)
+			b.StopTimer()
+			close(stop)
+			wg.Wait()
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+			b.ReportMetric(float64(bulkBytes)/elapsed.Seconds()/1e6, "bulk-MB/s")
+			ping.Close()
+		})
+	}
+}

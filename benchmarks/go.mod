@@ -11,4 +11,7 @@ require (
 	github.com/xtaci/smux v1.5.56
 )
 
-require github.com/libp2p/go-buffer-pool v0.0.2 // indirect
+require (
+	github.com/libp2p/go-buffer-pool v0.0.2 // indirect
+	golang.org/x/sync v0.24.0 // indirect
+)
