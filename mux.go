@@ -255,7 +255,8 @@ type Session struct {
 	pingMu   sync.Mutex
 	pings    map[uint32]pingWait
 	nextPing uint32
-	ownPing  uint32 // the session's latest own (keepalive or RTT) ping
+	ownPings [8]uint32 // the session's latest own (keepalive, RTT) pings, a ring
+	ownNext  int       // next slot of ownPings
 
 	// Peer misbehaviour accounting; reader goroutine only.
 	glitchTAT  int64        // session clock at which the glitch budget is full again
@@ -647,10 +648,12 @@ func (s *Session) registerPing(ch chan struct{}) uint32 {
 	defer s.pingMu.Unlock()
 	s.nextPing++
 	if ch == nil {
-		// The session's own pings need only the latest answer: forgetting
-		// older ones keeps the table small when the peer never answers.
-		delete(s.pings, s.ownPing)
-		s.ownPing = s.nextPing
+		// The session's own pings need only their latest answers:
+		// forgetting older ones keeps the table small when the peer never
+		// answers.
+		delete(s.pings, s.ownPings[s.ownNext])
+		s.ownPings[s.ownNext] = s.nextPing
+		s.ownNext = (s.ownNext + 1) % len(s.ownPings)
 	}
 	s.pings[s.nextPing] = pingWait{sent: s.clock(), ch: ch}
 	return s.nextPing
@@ -854,12 +857,12 @@ func (s *Session) removeStream(st *Stream) {
 		s.smu.Unlock()
 		return
 	}
+	s.allowLate() // before the reader can find the stream gone
 	delete(s.streams, st.id)
 	if s.isPeerID(st.id) {
 		s.incoming--
 	}
 	s.smu.Unlock()
-	s.allowLate()
 
 	st.mu.Lock()
 	st.state |= stRemoved
@@ -1240,9 +1243,9 @@ func (s *Session) handlePing(h frameHeader) error {
 // only to stop data this side sent, so resetting one this side sent no
 // data on is a glitch (the "rapid reset" of HTTP/2, CVE-2023-44487), as is
 // an RST for a stream already reset, or one for a finished stream beyond
-// the few that may cross its end. A stream the peer opened
-// and reset stays counted against MaxIncomingStreams until the application
-// closes it (see removableLocked).
+// the few that may cross its end. A stream the peer opened and reset stays
+// counted against MaxIncomingStreams until the application closes it (see
+// removableLocked).
 func (s *Session) handleReset(h frameHeader) error {
 	st, err := s.lookup(h)
 	if err != nil {

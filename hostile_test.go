@@ -1,0 +1,1363 @@
+package tcpchan
+
+// The hostile-peer suite: every attack and fault of SECURITY.md, each with
+// its exact outcome, the memory it can make a session hold, and a check that
+// an honest session beside the attacked one is unaffected. The attacker
+// speaks the wire protocol by hand.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// hdr encodes a frame header.
+func hdr(typ frameType, flags uint8, id, length uint32) []byte {
+	return appendHeader(nil, frameHeader{typ: typ, flags: flags, streamID: id, length: length})
+}
+
+// dataFrame encodes a DATA frame carrying payload.
+func dataFrame(flags uint8, id uint32, payload []byte) []byte {
+	return append(hdr(frameData, flags, id, uint32(len(payload))), payload...)
+}
+
+// attackerSettings is what the attacker announces: generous windows, so
+// that what the victim sends is never held back by credit unless a test
+// wants it.
+var attackerSettings = settings{streamWindow: 256 << 10, sessionWindow: 16 << 20, maxFrameSize: 1024, maxStreams: 100}
+
+// attacker is a hostile peer. It plays the client, so its streams are odd.
+type attacker struct {
+	conn net.Conn
+	br   *bufio.Reader
+}
+
+// newAttack starts a victim server session with cfg on one end of a
+// connection (net.Pipe, or TCP loopback if tcp is set) and an attacker that
+// has exchanged prefaces on the other. Both are closed when the test ends,
+// and the victim's goroutines must exit.
+func newAttack(t *testing.T, cfg *Config, tcp bool) (*Session, *attacker) {
+	t.Helper()
+	var c1, c2 net.Conn
+	if tcp {
+		c1, c2 = tcpConnPair(t)
+	} else {
+		c1, c2 = net.Pipe()
+	}
+	victim, err := Server(c1, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c2.Close()
+		closeAndWait(t, victim)
+	})
+	return victim, handshake(t, c2)
+}
+
+// handshake makes conn an attacker: it sends the preface and reads the
+// victim's.
+func handshake(t *testing.T, conn net.Conn) *attacker {
+	t.Helper()
+	a := &attacker{conn: conn, br: bufio.NewReaderSize(conn, 64<<10)}
+	if err := a.send(appendPreface(nil, attackerSettings)); err != nil {
+		t.Fatal(err)
+	}
+	pre := make([]byte, prefaceSize)
+	if _, err := io.ReadFull(a.br, pre); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := decodePreface(pre); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func (a *attacker) send(frames ...[]byte) error {
+	_, err := a.conn.Write(bytes.Join(frames, nil))
+	return err
+}
+
+// flood sends frame(from), frame(from+1), … in 16 KiB writes until frame
+// n-1 is sent (n <= 0: no limit) or a write fails, and returns how many
+// frames went out whole.
+func (a *attacker) flood(from, n int, frame func(i int) []byte) int {
+	var buf []byte
+	var ends []int // where each frame in buf ends
+	sent := 0
+	for i := from; n <= 0 || i < n; i++ {
+		buf = append(buf, frame(i)...)
+		ends = append(ends, len(buf))
+		if len(buf) >= 16<<10 || i == n-1 || i-from >= 10_000_000 {
+			w, err := a.conn.Write(buf)
+			for _, e := range ends {
+				if e <= w {
+					sent++
+				}
+			}
+			if err != nil || i-from >= 10_000_000 { // the latter: the defence failed; the caller reports it
+				return sent
+			}
+			buf, ends = buf[:0], ends[:0]
+		}
+	}
+	return sent
+}
+
+// readFrame reads the victim's next frame, discarding DATA payloads.
+func (a *attacker) readFrame() (frameHeader, error) {
+	var b [headerSize]byte
+	if _, err := io.ReadFull(a.br, b[:]); err != nil {
+		return frameHeader{}, err
+	}
+	h, err := decodeHeader(b[:], maxFrameSizeLimit)
+	if err != nil {
+		return h, err
+	}
+	if h.typ == frameData {
+		_, err = a.br.Discard(int(h.length))
+	}
+	return h, err
+}
+
+// until reads the victim's frames until one satisfies match.
+func (a *attacker) until(match func(frameHeader) bool) (frameHeader, error) {
+	for {
+		h, err := a.readFrame()
+		if err != nil || match(h) {
+			return h, err
+		}
+	}
+}
+
+// sync makes sure the victim has processed everything sent so far: it
+// pings and waits for the answer.
+func (a *attacker) sync(t *testing.T) {
+	t.Helper()
+	if err := a.send(hdr(framePing, 0, 0, syncPing)); err != nil {
+		t.Fatalf("attacker ping: %v", err)
+	}
+	if _, err := a.until(func(h frameHeader) bool { return h.typ == framePing && h.flags == flagACK && h.length == syncPing }); err != nil {
+		t.Fatalf("waiting for the victim's answer to a ping: %v", err)
+	}
+}
+
+// syncPing is the ping value sync and drain use; floods avoid it.
+const syncPing = 0xfffffff0
+
+// drain reads and discards whatever the victim sends until the connection
+// closes, in a goroutine that the connection's closing ends. It returns a
+// channel that receives when the victim answers a ping of value syncPing.
+func (a *attacker) drain() <-chan struct{} {
+	acked := make(chan struct{}, 1)
+	go func() {
+		for {
+			h, err := a.readFrame()
+			if err != nil {
+				return
+			}
+			if h.typ == framePing && h.flags == flagACK && h.length == syncPing {
+				acked <- struct{}{}
+			}
+		}
+	}()
+	return acked
+}
+
+// syncDrained is sync for an attacker whose drain goroutine reads.
+func (a *attacker) syncDrained(t *testing.T, acked <-chan struct{}) {
+	t.Helper()
+	if err := a.send(hdr(framePing, 0, 0, syncPing)); err != nil {
+		t.Fatalf("attacker ping: %v", err)
+	}
+	select {
+	case <-acked:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the victim did not answer a ping")
+	}
+}
+
+// blockedRead opens a stream on s and starts a Read on it that blocks until
+// data arrives or the stream fails: the "real stream in use" of an attacked
+// session. The result arrives on the channel.
+func blockedRead(t *testing.T, s *Session) (*Stream, <-chan error) {
+	t.Helper()
+	st, err := s.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := st.Read(make([]byte, 64))
+		errc <- err
+	}()
+	return st, errc
+}
+
+// waitDone waits for s to end, failing t after a generous timeout (a hang
+// is the failure; no speed is asserted).
+func waitDone(t *testing.T, s *Session) {
+	t.Helper()
+	select {
+	case <-s.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatalf("session still alive: %v", s.Err())
+	}
+}
+
+func recvErr(t *testing.T, c <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-c:
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatal("blocked call did not return")
+		return nil
+	}
+}
+
+// bystander starts an honest client/server pair over TCP, beside the
+// attacked sessions, and returns a check that it still moves data intact
+// and that honest traffic counted no glitches.
+func bystander(t *testing.T) (check func()) {
+	t.Helper()
+	client, server := tcpSessions(t, nil, nil)
+	go func() { // owned by server: ends when it closes
+		for {
+			st, err := server.AcceptStream()
+			if err != nil {
+				return
+			}
+			go func() { // ends with the stream
+				io.Copy(st, st)
+				st.Close()
+			}()
+		}
+	}()
+	return func() {
+		t.Helper()
+		st, err := client.OpenStream()
+		if err != nil {
+			t.Fatalf("bystander: %v", err)
+		}
+		msg := pattern(256<<10, 42)
+		go func() {
+			st.Write(msg)
+			st.CloseWrite()
+		}()
+		got, err := io.ReadAll(st)
+		if err != nil || !bytes.Equal(got, msg) {
+			t.Errorf("bystander session echoed %d bytes (%v), want %d intact", len(got), err, len(msg))
+		}
+		st.Close()
+		closeAndWait(t, client)
+		closeAndWait(t, server)
+		if g := client.glitches + server.glitches; g != 0 {
+			t.Errorf("honest traffic counted %d glitches", g)
+		}
+	}
+}
+
+// pattern returns n pseudo-random bytes determined by seed.
+func pattern(n int, seed uint32) []byte {
+	b := make([]byte, n)
+	x := seed*2654435761 + 1
+	for i := range b {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		b[i] = byte(x)
+	}
+	return b
+}
+
+// liveHeap returns the bytes of live heap after a full collection.
+func liveHeap() int64 {
+	runtime.GC()
+	runtime.GC() // a second cycle frees what sync.Pools held
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapAlloc)
+}
+
+// checkNoLeaks fails t if goroutines started during the test outlive it.
+// Only for tests that do not run in parallel.
+func checkNoLeaks(t *testing.T) {
+	t.Helper()
+	opt := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, opt) }) // registered first, so it runs last
+}
+
+// TestFloods sends each flood at a victim session until its defence trips
+// (or, for floods it must survive, for many frames) and checks the outcome,
+// the live heap the attack left, that the victim's goroutines exit, and
+// that a bystander session is unaffected. It does not run in parallel, so
+// that the heap it measures is its own.
+func TestFloods(t *testing.T) {
+	checkNoLeaks(t)
+	check := bystander(t)
+	syn := func(i int) uint32 { return uint32(2*i + 1) }
+	hold := func(s *Session) { // an application that accepts streams and keeps them open
+		for {
+			if _, err := s.AcceptStream(); err != nil {
+				return
+			}
+		}
+	}
+	tests := []struct {
+		name  string
+		cfg   Config
+		setup []byte             // sent before the flood
+		frame func(i int) []byte // the i-th frame of the flood
+		n     int                // frames to send; 0: until the victim closes
+		reads bool               // the attacker reads what the victim sends
+		app   func(*Session)     // the victim's application, if any
+		want  string             // in the protocol error; "" if the victim must survive
+		bound int64              // live heap the attack may leave, in bytes
+		min   int                // frames the victim must take before it closes
+	}{
+		{name: "ping flood, answers not read",
+			frame: func(i int) []byte { return hdr(framePing, 0, 0, uint32(i)) },
+			want:  "more than 10000 control frames queued", bound: 512 << 10, min: 10000},
+		{name: "ping flood, answers read",
+			frame: func(i int) []byte { return hdr(framePing, 0, 0, uint32(i)) },
+			n:     200_000, reads: true, bound: 512 << 10},
+		{name: "window update flood on a stream",
+			setup: dataFrame(flagSYN, 1, nil),
+			frame: func(i int) []byte { return hdr(frameWindowUpdate, 0, 1, 1) },
+			want:  "WINDOW_UPDATE on stream 1 beyond one per 1024 bytes of DATA sent on it (window update flood)", bound: 256 << 10, min: 1000},
+		{name: "window update flood on the session",
+			frame: func(i int) []byte { return hdr(frameWindowUpdate, 0, 0, 1) },
+			want:  "session WINDOW_UPDATE beyond one per 1024 bytes of DATA sent (window update flood)", bound: 256 << 10, min: 1000},
+		{name: "zero-length DATA flood",
+			setup: dataFrame(flagSYN, 1, []byte("x")),
+			frame: func(i int) []byte { return hdr(frameData, 0, 1, 0) },
+			want:  "empty DATA frame without SYN or FIN on stream 1", bound: 256 << 10, min: 1000},
+		{name: "RST flood",
+			setup: append(dataFrame(flagSYN, 1, nil), hdr(frameReset, 0, 1, uint32(codeCancel))...),
+			frame: func(i int) []byte { return hdr(frameReset, 0, 1, uint32(codeCancel)) },
+			want:  "RST frame for stream 1, which had already finished or been reset", bound: 256 << 10, min: 999},
+		{name: "rapid reset",
+			frame: func(i int) []byte {
+				return append(dataFrame(flagSYN, syn(i), nil), hdr(frameReset, 0, syn(i), uint32(codeCancel))...)
+			},
+			app:  hold,
+			want: "which the peer opened and this side sent no DATA on (rapid reset)", bound: 1 << 20, min: 1000},
+		{name: "SYN flood past MaxIncomingStreams",
+			cfg:   Config{MaxIncomingStreams: 64},
+			frame: func(i int) []byte { return dataFrame(flagSYN, syn(i), []byte("GET /")) },
+			reads: true, app: hold,
+			want: "refused: MaxIncomingStreams (64) or AcceptBacklog (1024) full", bound: 1 << 20, min: 64 + 1000},
+		{name: "SYN flood past AcceptBacklog",
+			cfg:   Config{AcceptBacklog: 16},
+			frame: func(i int) []byte { return dataFrame(flagSYN, syn(i), []byte("GET /")) },
+			reads: true,
+			want:  "refused: MaxIncomingStreams (8192) or AcceptBacklog (16) full", bound: 1 << 20, min: 16 + 1000},
+		{name: "SYN flood within the glitch budget",
+			cfg:   Config{AcceptBacklog: 16},
+			frame: func(i int) []byte { return dataFrame(flagSYN, syn(i), []byte("GET /")) },
+			n:     16 + 900, reads: true, bound: 1 << 20},
+		{name: "unsolicited PING ACK flood",
+			frame: func(i int) []byte { return hdr(framePing, flagACK, 0, uint32(1000+i)) },
+			want:  "answering no ping", bound: 256 << 10, min: 1000},
+		{name: "GOAWAY flood",
+			// Last stream 2 keeps the victim's own stream open.
+			frame: func(i int) []byte { return hdr(frameGoAway, 0, 2, uint32(codeNoError)) },
+			want:  "repeated GOAWAY", bound: 256 << 10, min: 1001},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := liveHeap()
+			victim, a := newAttack(t, &tc.cfg, false)
+			var acked <-chan struct{}
+			if tc.reads {
+				acked = a.drain()
+			}
+			if tc.app != nil {
+				go tc.app(victim) // ends when the victim does
+			}
+			_, readErr := blockedRead(t, victim)
+			start := time.Now()
+			if err := a.send(tc.setup); err != nil {
+				t.Fatal(err)
+			}
+			if tc.want == "" {
+				// In rounds, each ended by a ping whose answer proves the
+				// victim processed (and answered) the round.
+				for sent := 0; sent < tc.n; {
+					k := min(5000, tc.n-sent)
+					if got := a.flood(sent, sent+k, tc.frame); got != k {
+						t.Fatalf("the victim closed after %d of %d frames: %v", sent+got, tc.n, victim.Err())
+					}
+					sent += k
+					a.syncDrained(t, acked)
+				}
+				if err := victim.Err(); err != nil {
+					t.Fatalf("victim closed: %v", err)
+				}
+				victim.wmu.Lock()
+				queued := len(victim.sched.ctrl)
+				victim.wmu.Unlock()
+				grown := liveHeap() - before
+				t.Logf("survived %d frames; %d control frames queued; session and attack hold %d B of live heap", tc.n, queued, grown)
+				if grown > tc.bound {
+					t.Errorf("the session holds %d bytes of live heap, bound %d", grown, tc.bound)
+				}
+				runtime.KeepAlive(victim)
+				return
+			}
+			sent := a.flood(0, tc.n, tc.frame)
+			waitDone(t, victim)
+			elapsed := time.Since(start)
+			if sent < tc.min {
+				t.Errorf("the victim closed after %d frames, want at least %d (its limit)", sent, tc.min)
+			}
+			err := victim.Err()
+			if !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("victim ended with %v\nwant ErrProtocol saying %q", err, tc.want)
+			}
+			if rerr := recvErr(t, readErr); !errors.Is(rerr, ErrProtocol) {
+				t.Errorf("the victim's own stream: %v, want the session's protocol error", rerr)
+			}
+			grown := liveHeap() - before
+			victim.smu.Lock()
+			streams := len(victim.streams)
+			victim.smu.Unlock()
+			t.Logf("closed after %d frames in %v; %d streams held; session and attack hold %d B of live heap", sent, elapsed.Round(time.Millisecond), streams, grown)
+			if grown > tc.bound {
+				t.Errorf("the session holds %d bytes of live heap, bound %d", grown, tc.bound)
+			}
+			runtime.KeepAlive(victim)
+		})
+	}
+	check()
+}
+
+// fill returns DATA frames carrying n bytes on stream id, the first with
+// SYN, in frames of 1024 bytes.
+func fill(id uint32, n int) []byte {
+	var b []byte
+	flags := flagSYN
+	for n > 0 {
+		k := min(n, 1024)
+		b = append(b, dataFrame(flags, id, make([]byte, k))...)
+		flags = 0
+		n -= k
+	}
+	return b
+}
+
+// TestMalformedFrames sends each frame a correct peer never sends, with a
+// stream of the victim's own blocked in Read, and checks the documented
+// outcome: the session closes with an error naming the fault (which the
+// blocked Read returns too), or, for frames that may be late, nothing
+// happens and the session still works. Never a panic.
+func TestMalformedFrames(t *testing.T) {
+	t.Parallel()
+	t.Cleanup(bystander(t)) // after the parallel subtests
+	const maxW = maxWindow
+	tests := []struct {
+		name   string
+		cfg    Config
+		frames []byte
+		eof    bool   // the attacker closes the connection after the frames
+		want   string // in the error; "" if the frames must be ignored
+		is     error  // what the error wraps
+	}{
+		{name: "frame longer than the maximum", frames: hdr(frameData, flagSYN, 1, 1025),
+			want: "length 1025 exceeds the maximum frame size 1024"},
+		{name: "frame longer than a larger maximum", cfg: Config{MaxFrameSize: 16 << 10}, frames: hdr(frameData, flagSYN, 1, 16<<10+1),
+			want: "length 16385 exceeds the maximum frame size 16384"},
+		{name: "length beyond the stream window", frames: append(fill(1, 256<<10), dataFrame(0, 1, []byte("x"))...),
+			want: "DATA on stream 1 overruns the stream window: 1 bytes, 0 allowed"},
+		{name: "length beyond the session window", cfg: Config{SessionWindow: 1 << 20},
+			frames: bytes.Join([][]byte{fill(1, 256<<10), fill(3, 256<<10), fill(5, 256<<10), fill(7, 256<<10), dataFrame(flagSYN, 9, []byte("x"))}, nil),
+			want:   "DATA on stream 9 overruns the session window by 1 bytes"},
+		{name: "stream credit overflow", frames: hdr(frameWindowUpdate, 0, 2, maxW),
+			want: "WINDOW_UPDATE of 2147483647 on stream 2 overflows the window"},
+		{name: "session credit overflow", frames: hdr(frameWindowUpdate, 0, 0, maxW),
+			want: "session WINDOW_UPDATE of 2147483647 overflows the window"},
+		{name: "increment of zero", frames: hdr(frameWindowUpdate, 0, 2, 0),
+			want: "increment 0 outside 1..2147483647"},
+		{name: "DATA for a stream never opened", frames: dataFrame(0, 7, []byte("x")),
+			want: "DATA frame for stream 7, which was never opened"},
+		{name: "WINDOW_UPDATE for a stream never opened", frames: hdr(frameWindowUpdate, 0, 9, 1),
+			want: "WINDOW_UPDATE frame for stream 9, which was never opened"},
+		{name: "RST for a stream never opened", frames: hdr(frameReset, 0, 11, uint32(codeCancel)),
+			want: "RST frame for stream 11, which was never opened"},
+		{name: "frame for a stream of ours never opened", frames: hdr(frameWindowUpdate, 0, 4, 1),
+			want: "WINDOW_UPDATE frame for stream 4, which was never opened"},
+		{name: "SYN with our parity", frames: dataFrame(flagSYN, 4, nil),
+			want: "SYN for stream 4, an ID of this side's parity"},
+		{name: "SYN reusing an ID", frames: append(dataFrame(flagSYN, 5, nil), dataFrame(flagSYN, 3, nil)...),
+			want: "SYN for stream 3, not above the peer's last stream 5"},
+		{name: "DATA after FIN", frames: append(dataFrame(flagSYN|flagFIN, 1, []byte("a")), dataFrame(0, 1, []byte("b"))...),
+			want: "DATA on stream 1 after its FIN"},
+		{name: "unknown frame type", frames: []byte{9, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0},
+			want: "unknown frame type 9"},
+		{name: "reserved bytes set", frames: []byte{byte(framePing), 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0},
+			want: "reserved bytes 0x0001 are not zero"},
+		{name: "flag not allowed", frames: hdr(frameData, flagACK, 1, 0),
+			want: "flags 0x4 not allowed"},
+		{name: "PING on a stream", frames: hdr(framePing, 0, 3, 0),
+			want: "PING frame on stream 3, want 0"},
+		{name: "DATA on stream 0", frames: hdr(frameData, 0, 0, 0),
+			want: "DATA frame on stream 0"},
+		{name: "RST on stream 0", frames: hdr(frameReset, 0, 0, 0),
+			want: "RST frame on stream 0"},
+		{name: "truncated header at EOF", frames: hdr(frameData, flagSYN, 1, 10)[:7], eof: true,
+			want: "connection closed in the middle of a frame", is: io.ErrUnexpectedEOF},
+		{name: "truncated payload at EOF", frames: dataFrame(flagSYN, 1, make([]byte, 100))[:headerSize+50], eof: true,
+			want: "connection closed in the middle of a frame", is: io.ErrUnexpectedEOF},
+		{name: "EOF between frames", eof: true,
+			want: "connection closed by peer", is: io.ErrUnexpectedEOF},
+		{name: "GOAWAY with an error", frames: hdr(frameGoAway, 0, 2, uint32(codeProtocol)),
+			want: "the peer is closing the session: protocol error", is: ErrGoAway},
+		{name: "GOAWAY with an unknown code", frames: hdr(frameGoAway, 0, 2, 77),
+			want: "the peer is closing the session: code 77", is: ErrGoAway},
+
+		// Ignored: frames that may be late, a few glitches, a reset
+		// stream's data.
+		{name: "DATA for a stream it reset", frames: bytes.Join([][]byte{
+			dataFrame(flagSYN, 1, []byte("a")), hdr(frameReset, 0, 1, uint32(codeCancel)), dataFrame(0, 1, []byte("late")), dataFrame(flagFIN, 1, nil)}, nil)},
+		{name: "frames for a refused stream", cfg: Config{AcceptBacklog: 1}, frames: bytes.Join([][]byte{
+			dataFrame(flagSYN, 1, nil), dataFrame(flagSYN, 3, []byte("a")), dataFrame(0, 3, []byte("late")), dataFrame(flagFIN, 3, nil), hdr(frameWindowUpdate, 0, 3, 10)}, nil)},
+		{name: "RST with an unknown code", frames: append(dataFrame(flagSYN, 1, nil), hdr(frameReset, 0, 1, 1234)...)},
+		{name: "PING ACK answering nothing", frames: hdr(framePing, flagACK, 0, 12345)},
+		{name: "empty DATA", frames: append(dataFrame(flagSYN, 1, nil), hdr(frameData, 0, 1, 0)...)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			victim, a := newAttack(t, &tc.cfg, false)
+			own, readErr := blockedRead(t, victim)
+			if own.ID() != 2 {
+				t.Fatalf("the victim's stream is %d, want 2", own.ID())
+			}
+			if tc.eof {
+				// Cut only once the victim's writer is idle, so that the
+				// victim's reader, not its writer, meets the end first.
+				a.sync(t)
+			}
+			a.send(tc.frames) // may fail once the victim closes
+			if tc.eof {
+				a.conn.Close()
+			}
+			if tc.want == "" {
+				a.sync(t)
+				if err := victim.Err(); err != nil {
+					t.Fatalf("the session closed: %v", err)
+				}
+				// The victim's own stream still works.
+				if err := a.send(dataFrame(0, 2, []byte("ok"))); err != nil {
+					t.Fatal(err)
+				}
+				if err := recvErr(t, readErr); err != nil {
+					t.Errorf("the victim's stream after the frames: %v", err)
+				}
+				return
+			}
+			waitDone(t, victim)
+			is := tc.is
+			if is == nil {
+				is = ErrProtocol
+			}
+			err := victim.Err()
+			if !errors.Is(err, is) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("session ended with %v\nwant an error wrapping %v saying %q", err, is, tc.want)
+			}
+			if rerr := recvErr(t, readErr); rerr == nil || rerr.Error() != err.Error() {
+				t.Errorf("blocked Read: %v, want the session's error", rerr)
+			}
+			// Accept may still hand out streams that arrived before the
+			// end; then it fails with the session's error.
+			for range 10 {
+				if _, aerr := victim.AcceptStream(); aerr != nil {
+					if aerr.Error() != err.Error() {
+						t.Errorf("AcceptStream: %v, want the session's error", aerr)
+					}
+					break
+				}
+			}
+		})
+	}
+}
+
+// TestFramesForFinishedStreams finishes a stream normally, then sends what
+// may still be in flight for it: all of it is ignored.
+func TestFramesForFinishedStreams(t *testing.T) {
+	t.Parallel()
+	victim, a := newAttack(t, nil, false)
+	go func() { // the victim's application: read one stream, answer, close
+		st, err := victim.AcceptStream()
+		if err != nil {
+			return
+		}
+		io.ReadAll(st)
+		st.Write([]byte("bye"))
+		st.Close()
+	}()
+	if err := a.send(dataFrame(flagSYN|flagFIN, 1, []byte("hi"))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.until(func(h frameHeader) bool { return h.typ == frameData && h.streamID == 1 && h.flags&flagFIN != 0 }); err != nil {
+		t.Fatal(err)
+	}
+	a.send(dataFrame(0, 1, []byte("late")), hdr(frameWindowUpdate, 0, 1, 100), hdr(frameReset, 0, 1, uint32(codeCancel)))
+	a.sync(t)
+	if err := victim.Err(); err != nil {
+		t.Fatalf("frames for a finished stream closed the session: %v", err)
+	}
+	if n := victim.NumStreams(); n != 0 {
+		t.Errorf("%d streams open, want 0", n)
+	}
+}
+
+// TestRapidResetHoldsStreamSlots opens streams and resets each once the
+// application has accepted it (the HTTP/2 rapid reset): the streams keep
+// their places under MaxIncomingStreams until the application closes them,
+// so the application never works on more than that many at once, and the
+// excess is refused. The glitch budget is off to test this alone.
+func TestRapidResetHoldsStreamSlots(t *testing.T) {
+	t.Parallel()
+	const limit = 8
+	victim, a := newAttack(t, &Config{MaxIncomingStreams: limit, MaxGlitches: -1}, false)
+	accepted := make(chan *Stream)
+	go func() { // the victim's application: accept, and keep every stream
+		for {
+			st, err := victim.AcceptStream()
+			if err != nil {
+				close(accepted)
+				return
+			}
+			accepted <- st
+		}
+	}()
+	var held []*Stream
+	for i := range limit {
+		id := uint32(2*i + 1)
+		if err := a.send(dataFrame(flagSYN, id, []byte("work"))); err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, <-accepted)
+		if err := a.send(hdr(frameReset, 0, id, uint32(codeCancel))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.sync(t)
+	// The next stream is refused: the reset ones still count.
+	if err := a.send(dataFrame(flagSYN, 2*limit+1, []byte("work"))); err != nil {
+		t.Fatal(err)
+	}
+	h, err := a.until(func(h frameHeader) bool { return h.typ == frameReset })
+	if err != nil || h.streamID != 2*limit+1 || errCode(h.length) != codeRefused {
+		t.Fatalf("after %d reset streams the application still holds, got %v (%v), want RST REFUSED for stream %d", limit, h, err, 2*limit+1)
+	}
+	for _, st := range held {
+		if _, err := st.Read(make([]byte, 8)); !errors.Is(err, ErrStreamReset) {
+			t.Errorf("Read on a stream the peer reset: %v, want ErrStreamReset", err)
+		}
+	}
+	// The application closing one frees its place.
+	held[0].Close()
+	if err := a.send(dataFrame(flagSYN, 2*limit+3, []byte("work"))); err != nil {
+		t.Fatal(err)
+	}
+	if st := <-accepted; st == nil || st.ID() != 2*limit+3 {
+		t.Errorf("after a Close, accepted %v, want stream %d", st, 2*limit+3)
+	}
+	if n := victim.NumStreams(); n != limit {
+		t.Errorf("NumStreams = %d, want %d", n, limit)
+	}
+}
+
+// TestResetBeforeAcceptSkipped: a stream reset before the application
+// accepted it is never returned by Accept, and its place is freed.
+func TestResetBeforeAcceptSkipped(t *testing.T) {
+	t.Parallel()
+	victim, a := newAttack(t, &Config{MaxIncomingStreams: 1}, false)
+	a.send(dataFrame(flagSYN, 1, []byte("x")), hdr(frameReset, 0, 1, uint32(codeCancel)))
+	a.sync(t)
+	// Stream 3 is accepted only if Accept skipped stream 1 and freed its
+	// place. (The send ends when the victim has read it, or at cleanup.)
+	go a.send(dataFrame(flagSYN, 3, []byte("y")))
+	st, err := victim.AcceptStream()
+	if err != nil || st.ID() != 3 {
+		t.Fatalf("AcceptStream = %v, %v; want stream 3 (stream 1 was reset before it was accepted)", st, err)
+	}
+}
+
+// TestHandshakeAttacks: what a peer that is not a tcpchan peer of our
+// version sends fails the handshake at once, or at HandshakeTimeout for
+// one that sends too little; the session ends with ErrHandshake saying why.
+func TestHandshakeAttacks(t *testing.T) {
+	t.Parallel()
+	preface := func(mutate func([]byte)) []byte {
+		b := appendPreface(nil, attackerSettings)
+		mutate(b)
+		return b
+	}
+	tests := []struct {
+		name    string
+		send    []byte
+		hangUp  bool
+		elapsed time.Duration
+		want    string
+	}{
+		{"TLS ClientHello", []byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01}, false, 0, `did not send the tcpchan preface (got "\x16")`},
+		{"SSH banner", []byte("SSH-2.0-OpenSSH_9.6\r\n"), false, 0, `(got "S")`},
+		{"magic cut short by a wrong byte", []byte("TCPCHAT"), false, 0, `(got "TCPCHAT")`},
+		{"version 0", preface(func(b []byte) { b[7] = 0 }), false, 0, "protocol version 0, want 1"},
+		{"version 255", preface(func(b []byte) { b[7] = 255 }), false, 0, "protocol version 255, want 1"},
+		{"stream window too small", preface(func(b []byte) { binary.BigEndian.PutUint32(b[8:], 65535) }), false, 0, "stream window 65535 outside"},
+		{"stream window too large", preface(func(b []byte) { binary.BigEndian.PutUint32(b[8:], 1<<31) }), false, 0, "stream window 2147483648 outside"},
+		{"session window too small", preface(func(b []byte) { binary.BigEndian.PutUint32(b[12:], 1<<20-1) }), false, 0, "session window 1048575 outside"},
+		{"frame size too small", preface(func(b []byte) { binary.BigEndian.PutUint32(b[16:], 1023) }), false, 0, "max frame size 1023 outside"},
+		{"frame size too large", preface(func(b []byte) { binary.BigEndian.PutUint32(b[16:], 1<<16+1) }), false, 0, "max frame size 65537 outside"},
+		{"preface cut by EOF", appendPreface(nil, attackerSettings)[:20], true, time.Millisecond, "reading the preface: unexpected EOF"},
+		{"preface trickled too slowly", nil, false, 3 * time.Second, "no preface from the peer within 3s"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			synctest.Test(t, func(t *testing.T) {
+				c1, c2 := net.Pipe()
+				var peer sync.WaitGroup
+				defer peer.Wait()
+				defer c2.Close()
+				peer.Go(func() { io.Copy(io.Discard, c2) }) // the peer reads all; ends when c2 closes
+				peer.Go(func() {                            // the peer writes; ends when c2 closes
+					if tc.send == nil { // one byte of the preface a second
+						for _, c := range appendPreface(nil, attackerSettings) {
+							if _, err := c2.Write([]byte{c}); err != nil {
+								return
+							}
+							time.Sleep(time.Second)
+						}
+					}
+					c2.Write(tc.send)
+					if tc.hangUp {
+						// A moment later, so that the victim's own preface
+						// has gone out and its reader meets the EOF first.
+						time.Sleep(time.Millisecond)
+						c2.Close()
+					}
+				})
+				start := time.Now()
+				s, err := Server(c1, &Config{HandshakeTimeout: 3 * time.Second})
+				if err != nil {
+					t.Fatal(err)
+				}
+				<-s.Done()
+				if got := time.Since(start); got != tc.elapsed {
+					t.Errorf("handshake failed after %v, want %v", got, tc.elapsed)
+				}
+				if err := s.Err(); !errors.Is(err, ErrHandshake) || !strings.Contains(err.Error(), tc.want) {
+					t.Errorf("Err() = %v\nwant ErrHandshake saying %q", err, tc.want)
+				}
+			})
+		})
+	}
+}
+
+// TestPeerStopsReading: the peer completes the handshake and then never
+// reads. Writes block (nothing piles up on our side beyond the one batch
+// the writer holds), a write deadline returns on time with an honest
+// count, and WriteTimeout closes the session exactly WriteTimeout after the
+// stuck write began.
+func TestPeerStopsReading(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c1, c2 := net.Pipe()
+		defer c2.Close()
+		go func() { // the peer: preface, reads ours and our first ping, then never again
+			c2.Write(appendPreface(nil, attackerSettings))
+			io.ReadFull(c2, make([]byte, prefaceSize+headerSize))
+		}()
+		s, err := Client(c1, &Config{WriteTimeout: 10 * time.Second, KeepAliveInterval: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		start := time.Now()
+		type result struct {
+			n   int
+			err error
+			at  time.Duration
+		}
+		results := make(chan result, 4)
+		for i := range 4 {
+			st, err := s.OpenStream()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i == 0 {
+				st.SetWriteDeadline(start.Add(2 * time.Second))
+			}
+			go func() {
+				n, err := st.Write(make([]byte, 1<<20))
+				results <- result{n, err, time.Since(start)}
+			}()
+		}
+		synctest.Wait()
+		s.wmu.Lock()
+		queued := len(s.sched.ctrl)
+		s.wmu.Unlock()
+		if queued != 0 {
+			t.Errorf("%d control frames queued for a peer that does not read", queued)
+		}
+		taken := 0
+		for range 4 {
+			r := <-results
+			taken += r.n
+			switch {
+			case r.at == 2*time.Second:
+				if !isTimeout(r.err) {
+					t.Errorf("Write with a deadline: %v, want a timeout", r.err)
+				}
+			case r.at == 10*time.Second:
+				if !errors.Is(r.err, ErrWriteTimeout) {
+					t.Errorf("stuck Write: %v, want ErrWriteTimeout", r.err)
+				}
+			default:
+				t.Errorf("a Write returned after %v (%v), want 2s (deadline) or 10s (WriteTimeout)", r.at, r.err)
+			}
+		}
+		// Writes hand their data to the writer only as it frames it: at
+		// most one batch was taken from them.
+		if max := maxBatch + minFrameSize + headerSize; taken > max {
+			t.Errorf("Writes returned %d bytes taken, more than the writer's one batch (%d)", taken, max)
+		}
+		<-s.Done()
+		if got := time.Since(start); got != 10*time.Second {
+			t.Errorf("session closed after %v, want WriteTimeout = 10s", got)
+		}
+		if err := s.Err(); !errors.Is(err, ErrWriteTimeout) {
+			t.Errorf("Err() = %v, want ErrWriteTimeout", err)
+		}
+	})
+}
+
+// TestSlowReaderIsolation: one stream's reader trickles; its window fills
+// and stays within InitialStreamWindow, while four other streams of the
+// same session each move 8 MiB to completion. No speed is asserted.
+func TestSlowReaderIsolation(t *testing.T) {
+	t.Parallel()
+	check := bystander(t)
+	client, server := tcpSessions(t, nil, nil)
+	slowW, slowR := streamPair(t, client, server)
+	go slowW.Write(make([]byte, 16<<20)) // ends when the stream is closed
+	stop := make(chan struct{})
+	trickled := make(chan int)
+	go func() { // the slow reader: 1 KiB per millisecond until stopped
+		n := 0
+		buf := make([]byte, 1024)
+		for {
+			select {
+			case <-stop:
+				trickled <- n
+				return
+			case <-time.After(time.Millisecond):
+			}
+			k, err := slowR.Read(buf)
+			n += k
+			if err != nil {
+				trickled <- n
+				return
+			}
+		}
+	}()
+	const size = 8 << 20
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for range 4 {
+		a, b := streamPair(t, client, server)
+		wg.Go(func() {
+			go func() {
+				a.Write(pattern(size, a.ID()))
+				a.CloseWrite()
+			}()
+			got, err := io.ReadAll(b)
+			if err == nil && !bytes.Equal(got, pattern(size, a.ID())) {
+				err = fmt.Errorf("stream %d: %d bytes, corrupted", a.ID(), len(got))
+			}
+			errs <- err
+			a.Close()
+			b.Close()
+		})
+	}
+	peak := 0
+	sample := func() {
+		slowR.mu.Lock()
+		defer slowR.mu.Unlock()
+		peak = max(peak, slowR.buffered)
+		if slowR.recvWindow != int64(DefaultConfig().InitialStreamWindow) {
+			t.Errorf("the slow stream's window grew to %d", slowR.recvWindow)
+		}
+	}
+	fast := make(chan struct{})
+	go func() { wg.Wait(); close(fast) }()
+	for done := false; !done; {
+		select {
+		case <-fast:
+			done = true
+		case <-time.After(time.Millisecond):
+		}
+		sample()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	close(stop)
+	n := <-trickled
+	if n >= 16<<20 {
+		t.Fatalf("the slow reader read everything (%d bytes) before the others finished", n)
+	}
+	if peak > DefaultConfig().InitialStreamWindow {
+		t.Errorf("the slow stream buffered %d bytes, over its window %d", peak, DefaultConfig().InitialStreamWindow)
+	}
+	t.Logf("4 x %d MiB moved while the slow stream read %d bytes; it buffered at most %d bytes (window %d)", size>>20, n, peak, DefaultConfig().InitialStreamWindow)
+	slowR.Close()
+	slowW.Close()
+	check()
+}
+
+// TestConnectionCut cuts the connection under a session in the middle of
+// a transfer: closed, reset (RST via SetLinger(0)), or closed halfway
+// through a frame. Every pending Read, Write and Accept returns an error
+// wrapping the cause, and the session's goroutines exit.
+func TestConnectionCut(t *testing.T) {
+	t.Parallel()
+	t.Cleanup(bystander(t)) // after the parallel subtests
+	tests := []struct {
+		name string
+		cut  func(a *attacker)
+		is   error
+		want string
+	}{
+		// A clean close (FIN); Close itself would send RST if the
+		// victim's latest bytes were still unread.
+		{"closed", func(a *attacker) { a.conn.(*net.TCPConn).CloseWrite() }, io.ErrUnexpectedEOF, "connection closed by peer"},
+		{"reset", func(a *attacker) {
+			a.conn.(*net.TCPConn).SetLinger(0)
+			a.conn.Close()
+		}, syscall.ECONNRESET, "reading from the connection"},
+		{"half-written frame", func(a *attacker) {
+			a.send(dataFrame(0, 1, make([]byte, 1000))[:500])
+			a.conn.(*net.TCPConn).CloseWrite()
+		}, io.ErrUnexpectedEOF, "connection closed in the middle of a frame"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			victim, a := newAttack(t, nil, true)
+			acked := a.drain()
+			// A transfer in progress: the attacker's stream 1 half-sent
+			// into the victim's application, which reads it.
+			if err := a.send(fill(1, 100<<10)); err != nil {
+				t.Fatal(err)
+			}
+			in, err := victim.AcceptStream()
+			if err != nil {
+				t.Fatal(err)
+			}
+			pending := make(chan error, 4)
+			go func() {
+				_, err := io.Copy(io.Discard, in)
+				pending <- err
+			}()
+			// The victim's own streams: one waits to read, one to write
+			// (the attacker gives no credit beyond its 256 KiB window).
+			_, readErr := blockedRead(t, victim)
+			out, err := victim.OpenStream()
+			if err != nil {
+				t.Fatal(err)
+			}
+			go func() {
+				_, err := out.Write(make([]byte, 1<<20))
+				pending <- err
+			}()
+			go func() {
+				_, err := victim.AcceptStream()
+				pending <- err
+			}()
+			a.syncDrained(t, acked)
+			tc.cut(a)
+			waitDone(t, victim)
+			err = victim.Err()
+			if !errors.Is(err, tc.is) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("session ended with %v\nwant an error wrapping %v saying %q", err, tc.is, tc.want)
+			}
+			if rerr := recvErr(t, readErr); !errors.Is(rerr, tc.is) {
+				t.Errorf("pending Read: %v, want one wrapping %v", rerr, tc.is)
+			}
+			for _, what := range []string{"Read", "Write", "Accept"} { // in any order
+				if perr := recvErr(t, pending); !errors.Is(perr, tc.is) {
+					t.Errorf("pending %s call: %v, want one wrapping %v", what, perr, tc.is)
+				}
+			}
+		})
+	}
+}
+
+// link is one end of a net.Pipe that a test can slow down or cut. With
+// pace set, it writes 4 KiB at a time, pace apart: a saturated link that
+// still delivers bytes steadily. Once cut, it is a black hole: writes are
+// swallowed, reads wait for Close, and Close reaches only this end, as
+// across a network path that drops everything. The test closes the pipe.
+type link struct {
+	net.Conn
+	pace time.Duration
+	cut  sync.Mutex // guards gone
+	gone bool
+}
+
+func (l *link) Close() error {
+	l.cut.Lock()
+	gone := l.gone
+	l.cut.Unlock()
+	if gone {
+		return l.Conn.SetReadDeadline(time.Unix(1, 0)) // wakes this end's Read only
+	}
+	return l.Conn.Close()
+}
+
+func (l *link) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		k := len(p)
+		if l.pace > 0 {
+			k = min(k, 4<<10)
+			time.Sleep(l.pace)
+		}
+		l.cut.Lock()
+		gone := l.gone
+		l.cut.Unlock()
+		if gone {
+			return n + len(p), nil
+		}
+		w, err := l.Conn.Write(p[:k])
+		n += w
+		if err != nil {
+			return n, err
+		}
+		p = p[k:]
+	}
+	return n, nil
+}
+
+func (l *link) blackHole() {
+	l.cut.Lock()
+	l.gone = true
+	l.cut.Unlock()
+}
+
+// TestKeepAliveBlackHole: an honest pair whose link silently starts
+// dropping everything in both directions. Each side closes with
+// ErrKeepAliveTimeout exactly KeepAliveInterval+KeepAliveTimeout after it
+// last heard from the other, so within that sum of the cut, and pending
+// Reads fail with it.
+func TestKeepAliveBlackHole(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		const interval, timeout = 10 * time.Second, 5 * time.Second
+		c1, c2 := net.Pipe()
+		defer c1.Close()
+		defer c2.Close()
+		l1, l2 := &link{Conn: c1}, &link{Conn: c2}
+		cfg := &Config{KeepAliveInterval: interval, KeepAliveTimeout: timeout}
+		client, _ := Client(l1, cfg)
+		server, _ := Server(l2, cfg)
+		a, b := streamPair(t, client, server)
+		for range 3 { // some traffic, some idle time with keepalive pings
+			a.Write([]byte("hello"))
+			b.Read(make([]byte, 5))
+			time.Sleep(13 * time.Second)
+		}
+		synctest.Wait()
+		l1.blackHole()
+		l2.blackHole()
+		cut := time.Now()
+		reads := make(chan error, 2)
+		for _, st := range []*Stream{a, b} {
+			go func() {
+				_, err := st.Read(make([]byte, 1))
+				reads <- err
+			}()
+		}
+		type end struct {
+			s  *Session
+			at time.Time
+		}
+		ended := make(chan end, 2)
+		for _, s := range []*Session{client, server} {
+			go func() {
+				<-s.Done()
+				ended <- end{s, time.Now()}
+			}()
+		}
+		for range 2 {
+			e := <-ended
+			heard := e.s.start.Add(time.Duration(e.s.lastRecv.Load()))
+			if got := e.at.Sub(heard); got != interval+timeout {
+				t.Errorf("closed %v after it last heard from the peer, want KeepAliveInterval+KeepAliveTimeout = %v", got, interval+timeout)
+			}
+			if after := e.at.Sub(cut); after <= 0 || after > interval+timeout {
+				t.Errorf("closed %v after the cut, want within %v", after, interval+timeout)
+			}
+			if err := e.s.Err(); !errors.Is(err, ErrKeepAliveTimeout) {
+				t.Errorf("Err() = %v, want ErrKeepAliveTimeout", err)
+			}
+			t.Logf("black hole detected %v after the cut", e.at.Sub(cut))
+		}
+		for range 2 {
+			if err := <-reads; !errors.Is(err, ErrKeepAliveTimeout) {
+				t.Errorf("pending Read: %v, want ErrKeepAliveTimeout", err)
+			}
+		}
+	})
+}
+
+// TestKeepAliveUnderBulk saturates a slow link (40 KiB/s, so a 64 KiB
+// batch takes 1.6 s, more than the 1 s keepalive interval) in both
+// directions for about half a minute: keepalive never fires, because bytes
+// keep arriving, and every byte arrives intact.
+func TestKeepAliveUnderBulk(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c1, c2 := net.Pipe()
+		l1, l2 := &link{Conn: c1, pace: 100 * time.Millisecond}, &link{Conn: c2, pace: 100 * time.Millisecond}
+		cfg := &Config{KeepAliveInterval: time.Second, KeepAliveTimeout: time.Second}
+		client, _ := Client(l1, cfg)
+		server, _ := Server(l2, cfg)
+		const size = 512 << 10
+		start := time.Now()
+		var wg sync.WaitGroup
+		for _, dir := range [][2]*Session{{client, server}, {server, client}, {client, server}, {server, client}} {
+			a, b := streamPair(t, dir[0], dir[1])
+			wg.Go(func() {
+				a.Write(pattern(size, a.ID()))
+				a.CloseWrite()
+			})
+			wg.Go(func() {
+				got, err := io.ReadAll(b)
+				if err != nil || !bytes.Equal(got, pattern(size, a.ID())) {
+					t.Errorf("stream %d: %d bytes, %v", a.ID(), len(got), err)
+				}
+			})
+		}
+		wg.Wait()
+		if err := errors.Join(client.Err(), server.Err()); err != nil {
+			t.Errorf("keepalive fired under bulk: %v", err)
+		}
+		t.Logf("moved 2 x %d KiB each way in %v of link time", size>>10, time.Since(start))
+		client.Close()
+		server.Close()
+	})
+}
+
+// TestGlitchBudget checks the token bucket exactly: MaxGlitches at once,
+// then GlitchesPerSecond; one more closes the session.
+func TestGlitchBudget(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c1, c2 := net.Pipe()
+		defer c2.Close()
+		victim, err := Server(c1, &Config{MaxGlitches: 10, GlitchesPerSecond: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer victim.Close()
+		a := handshake(t, c2)
+		acked := a.drain()
+		a.send(dataFrame(flagSYN, 1, []byte("x")))
+		empty := hdr(frameData, 0, 1, 0)
+		a.flood(0, 10, func(int) []byte { return empty })
+		a.syncDrained(t, acked)
+		if err := victim.Err(); err != nil {
+			t.Fatalf("closed within the budget: %v", err)
+		}
+		time.Sleep(500 * time.Millisecond) // regains one
+		a.send(empty)
+		a.syncDrained(t, acked)
+		if err := victim.Err(); err != nil {
+			t.Fatalf("closed within the regained budget: %v", err)
+		}
+		a.send(empty)
+		<-victim.Done()
+		if err := victim.Err(); !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), "glitch budget (10, regaining 2 per second)") {
+			t.Errorf("Err() = %v, want ErrProtocol naming the glitch budget", err)
+		}
+		if victim.glitches != 12 {
+			t.Errorf("counted %d glitches, want 12", victim.glitches)
+		}
+	})
+}
+
+// TestUnansweredPingsForgotten: a peer that never answers pings but stays
+// alive (it sends a frame now and then) does not make the session's table
+// of pings awaiting an answer grow.
+func TestUnansweredPingsForgotten(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c1, c2 := net.Pipe()
+		defer c2.Close()
+		s, err := Client(c1, &Config{KeepAliveInterval: 10 * time.Second, KeepAliveTimeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		a := handshake(t, c2)
+		a.drain()
+		for range 100 { // 20 minutes: a keepalive ping every 12 s, never answered
+			time.Sleep(12 * time.Second)
+			a.send(hdr(framePing, 0, 0, 1))
+		}
+		synctest.Wait()
+		if err := s.Err(); err != nil {
+			t.Fatalf("session closed: %v", err)
+		}
+		s.pingMu.Lock()
+		n := len(s.pings)
+		s.pingMu.Unlock()
+		if n > len(s.ownPings) {
+			t.Errorf("%d unanswered pings remembered, want at most %d", n, len(s.ownPings))
+		}
+	})
+}
+
+// TestGracefulCloseLosesNothing: 1,000 streams each write a checksummed
+// payload and Close at once; the peer reads every byte of every stream,
+// then io.EOF. Either the session stays open, or it is shut down
+// (Shutdown) the moment the last Close returns.
+func TestGracefulCloseLosesNothing(t *testing.T) {
+	t.Parallel()
+	for _, shutdown := range []bool{false, true} {
+		t.Run(fmt.Sprintf("shutdown=%v", shutdown), func(t *testing.T) {
+			t.Parallel()
+			testGracefulClose(t, shutdown)
+		})
+	}
+}
+
+func testGracefulClose(t *testing.T, shutdown bool) {
+	const streams = 1000
+	cfg := &Config{MaxIncomingStreams: streams, AcceptBacklog: streams}
+	client, server := tcpSessions(t, cfg, cfg)
+	// Payload: 4-byte index, body, SHA-256 of both.
+	payload := func(i int) []byte {
+		b := binary.BigEndian.AppendUint32(nil, uint32(i))
+		b = append(b, pattern(500+i*37%20000, uint32(i))...)
+		sum := sha256.Sum256(b)
+		return append(b, sum[:]...)
+	}
+	results := make(chan error, 2*streams) // the writer and the reader may each fail
+	go func() {                            // owned by server: ends when it has ended and its backlog is drained
+		for {
+			st, err := server.AcceptStream()
+			if err != nil {
+				return
+			}
+			go func() {
+				got, err := io.ReadAll(st)
+				switch {
+				case err != nil:
+				case len(got) < 36:
+					err = fmt.Errorf("stream %d: %d bytes", st.ID(), len(got))
+				case !bytes.Equal(got, payload(int(binary.BigEndian.Uint32(got)))):
+					err = fmt.Errorf("stream %d: %d bytes, corrupted", st.ID(), len(got))
+				}
+				results <- err
+				st.Close()
+			}()
+		}
+	}()
+	var wg sync.WaitGroup
+	for i := range streams {
+		wg.Go(func() {
+			st, err := client.OpenStream()
+			if err != nil {
+				results <- err
+				return
+			}
+			if _, err := st.Write(payload(i)); err != nil {
+				results <- err
+			}
+			st.Close()
+		})
+	}
+	wg.Wait()
+	shut := make(chan error, 1)
+	if shutdown {
+		go func() { shut <- client.Shutdown(context.Background()) }()
+	}
+	for i := range streams {
+		if err := recvErr(t, results); err != nil {
+			t.Fatalf("stream %d of %d: %v", i, streams, err)
+		}
+	}
+	if shutdown {
+		if err := recvErr(t, shut); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	}
+}
+
+// TestReceiveMemory measures what a peer can make a session hold in
+// receive buffers: streams nobody reads (here waiting in the accept
+// backlog), each sent a little more than 1 KiB, the worst case for the
+// buffer chunks. Not parallel: it measures the heap.
+func TestReceiveMemory(t *testing.T) {
+	checkNoLeaks(t)
+	for _, tc := range []struct {
+		name    string
+		streams int
+		each    int
+	}{
+		{"1000 streams x 1025 bytes", 1000, 1025},
+		{"1000 streams x 16385 bytes", 1000, 16385},
+		{"64 streams x 256 KiB", 64, 256 << 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := liveHeap()
+			victim, a := newAttack(t, nil, false)
+			acked := a.drain()
+			for i := range tc.streams {
+				// The payload in two frames: the first fills the 1 KiB
+				// chunk a fresh stream starts with.
+				if err := a.send(fill(uint32(2*i+1), tc.each-1), dataFrame(0, uint32(2*i+1), []byte{1})); err != nil {
+					t.Fatal(err)
+				}
+			}
+			a.syncDrained(t, acked)
+			if err := victim.Err(); err != nil {
+				t.Fatal(err)
+			}
+			held := liveHeap() - before
+			data := int64(tc.streams * tc.each)
+			t.Logf("%d bytes of unread data held in %d B of live heap (%.2fx)", data, held, float64(held)/float64(data))
+			// Bound: SECURITY.md, receive buffers.
+			if bound := 2*data + int64(tc.streams)*smallChunkSize + 2<<20; held > bound {
+				t.Errorf("held %d bytes, bound %d", held, bound)
+			}
+			runtime.KeepAlive(victim)
+		})
+	}
+}
