@@ -242,6 +242,7 @@ type Session struct {
 	goAwaySent bool // Shutdown: refuse new streams
 	goAwayRecv bool // peer's GOAWAY: open no new streams
 	acceptCh   chan *Stream
+	lastFound  atomic.Pointer[Stream] // the reader's last lookup, while in streams
 
 	// Receive budget.
 	recvWindow   atomic.Int64 // session credit the peer still has
@@ -518,24 +519,51 @@ func (s *Session) Accept() (net.Conn, error) {
 	return st, nil
 }
 
-// closeFlushTimeout bounds how long Close waits for queued data to drain.
+// closeFlushTimeout bounds how long Close waits for queued data to drain and
+// for the peer to close its end.
 const closeFlushTimeout = time.Second
 
 // Close closes the session and waits for its goroutines to exit. Like
 // closing a TCP socket, it first lets the writer send what is already queued
-// (data of Writes that returned, FINs of closed streams, control frames),
-// for at most one second; then it closes the connection. Blocked and later
-// calls on the session's streams fail with an error matching net.ErrClosed.
-// Streams still open are cut off: use Shutdown to let them finish. Close
-// returns nil, also when the session had already ended.
+// (data of Writes that returned, FINs of closed streams, control frames);
+// then it half-closes the connection and waits for the peer to close its
+// end, so that nothing in flight is destroyed by a reset. Both steps
+// together take at most one second; then the connection is closed. Blocked
+// and later calls on the session's streams fail with an error matching
+// net.ErrClosed, and the peer's with an error wrapping
+// io.ErrUnexpectedEOF. Streams still open are cut off: use Shutdown to let
+// them finish. Close returns nil, also when the session had already ended.
 func (s *Session) Close() error {
-	if s.Err() == nil {
+	if s.Err() == nil && !s.writeShut.Load() {
 		ctx, cancel := context.WithTimeout(context.Background(), closeFlushTimeout)
-		s.flush(ctx)
+		s.closeGracefully(ctx, ctx)
 		cancel()
 	}
 	s.fail(errSessionClosed)
 	<-s.done
+	return nil
+}
+
+// closeGracefully writes what is queued (until flushCtx ends), then, like
+// net/http's closeWriteAndWait, half-closes the connection and waits (until
+// lingerCtx ends) for the peer to close its end. Closing at once instead
+// would make the kernel reset the connection if anything the peer sent is
+// still unread here, and a reset can destroy data the peer has received but
+// not yet read.
+func (s *Session) closeGracefully(flushCtx, lingerCtx context.Context) error {
+	if err := s.flush(flushCtx); err != nil {
+		return err
+	}
+	cw, ok := s.conn.(interface{ CloseWrite() error })
+	if !ok {
+		return nil
+	}
+	s.writeShut.Store(true)
+	cw.CloseWrite()
+	select {
+	case <-s.dying:
+	case <-lingerCtx.Done():
+	}
 	return nil
 }
 
@@ -569,23 +597,10 @@ func (s *Session) Shutdown(ctx context.Context) error {
 			timer.Reset(wait)
 		}
 	}
-	if err := s.flush(ctx); err != nil && ctx.Err() != nil {
+	linger, cancel := context.WithTimeout(ctx, closeFlushTimeout)
+	defer cancel()
+	if err := s.closeGracefully(ctx, linger); err != nil && ctx.Err() != nil {
 		return err
-	}
-	// Like net/http's closeWriteAndWait: half-close and give the peer a
-	// moment to see our EOF and close its end, so that nothing it sends
-	// meanwhile (a ping, a window update) meets a closed socket and makes
-	// the kernel reset the connection under unread data.
-	if cw, ok := s.conn.(interface{ CloseWrite() error }); ok {
-		s.writeShut.Store(true)
-		cw.CloseWrite()
-		wait := time.NewTimer(closeFlushTimeout)
-		defer wait.Stop()
-		select {
-		case <-s.dying:
-		case <-wait.C:
-		case <-ctx.Done():
-		}
 	}
 	return s.Close()
 }
@@ -859,6 +874,7 @@ func (s *Session) removeStream(st *Stream) {
 	}
 	s.allowLate() // before the reader can find the stream gone
 	delete(s.streams, st.id)
+	s.lastFound.CompareAndSwap(st, nil)
 	if s.isPeerID(st.id) {
 		s.incoming--
 	}
@@ -1059,9 +1075,17 @@ func (s *Session) wasOpenedLocked(id uint32) bool {
 // lookup returns the open stream id, or nil if it has finished; a stream
 // that never existed is a protocol error.
 func (s *Session) lookup(h frameHeader) (*Stream, error) {
+	// Frames of one stream tend to come in runs: remember the last one
+	// found, saving the table lock per frame. A stream removed meanwhile is
+	// handled as when the table lookup races with its removal: its state
+	// says it is finished.
+	if st := s.lastFound.Load(); st != nil && st.id == h.streamID {
+		return st, nil
+	}
 	s.smu.Lock()
 	defer s.smu.Unlock()
 	if st := s.streams[h.streamID]; st != nil {
+		s.lastFound.Store(st)
 		return st, nil
 	}
 	if s.wasOpenedLocked(h.streamID) {
