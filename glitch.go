@@ -1,0 +1,105 @@
+package tcpchan
+
+import (
+	"fmt"
+	"time"
+)
+
+// Accounting of the peer's misbehaviour that the protocol allows but a
+// correct peer rarely shows: see Config.MaxGlitches and SECURITY.md.
+
+// glitchKind names a frame that cost work and did nothing; see
+// Config.MaxGlitches.
+type glitchKind uint8
+
+const (
+	glitchEmptyData  glitchKind = iota // empty DATA without SYN or FIN
+	glitchIdleUpdate                   // WINDOW_UPDATE with no data sent since the last
+	glitchRapidReset                   // RST on a peer's stream this side sent nothing on
+	glitchFinished                     // frame for a finished or reset stream
+	glitchRefused                      // SYN refused: stream limit or backlog full
+	glitchPingAck                      // PING ACK answering no ping
+	glitchGoAway                       // GOAWAY after the first
+)
+
+func (s *Session) describeGlitch(k glitchKind, h frameHeader) string {
+	switch k {
+	case glitchEmptyData:
+		return fmt.Sprintf("empty DATA frame without SYN or FIN on stream %d", h.streamID)
+	case glitchIdleUpdate:
+		if h.streamID == 0 {
+			return fmt.Sprintf("session WINDOW_UPDATE beyond one per %d bytes of DATA sent (window update flood)", bytesPerUpdate)
+		}
+		return fmt.Sprintf("WINDOW_UPDATE on stream %d beyond one per %d bytes of DATA sent on it (window update flood)", h.streamID, bytesPerUpdate)
+	case glitchRapidReset:
+		return fmt.Sprintf("RST on stream %d, which the peer opened and this side sent no DATA on (rapid reset)", h.streamID)
+	case glitchFinished:
+		return fmt.Sprintf("%v frame for stream %d, which had already finished or been reset", h.typ, h.streamID)
+	case glitchRefused:
+		return fmt.Sprintf("SYN for stream %d refused: MaxIncomingStreams (%d) or AcceptBacklog (%d) full", h.streamID, s.cfg.MaxIncomingStreams, s.cfg.AcceptBacklog)
+	case glitchPingAck:
+		return fmt.Sprintf("PING ACK %d answering no ping", h.length)
+	case glitchGoAway:
+		return "repeated GOAWAY"
+	}
+	return h.String()
+}
+
+// glitch charges the peer one glitch, caused by frame h. The budget is a
+// token bucket (kept as the time it is full again, as in GCRA): it holds
+// MaxGlitches and regains GlitchesPerSecond. A glitch that finds it empty
+// returns an error that closes the session. Reader goroutine only; it takes
+// no lock.
+func (s *Session) glitch(k glitchKind, h frameHeader) error {
+	s.glitches++
+	if s.cfg.MaxGlitches < 0 {
+		return nil
+	}
+	cost := int64(time.Second) / int64(s.cfg.GlitchesPerSecond)
+	now := s.clock()
+	tat := max(s.glitchTAT, now) + cost
+	if tat-now > int64(s.cfg.MaxGlitches)*cost {
+		return protocolErrorf("the peer exhausted its glitch budget (%d, regaining %d per second) of frames that do nothing; the last: %s",
+			s.cfg.MaxGlitches, s.cfg.GlitchesPerSecond, s.describeGlitch(k, h))
+	}
+	s.glitchTAT = tat
+	return nil
+}
+
+// bytesPerUpdate is how many bytes of DATA this side must have sent on a
+// stream (or the session) for each WINDOW_UPDATE the peer sends on it,
+// beyond the first. A correct peer credits data it consumed, at most one
+// frame's worth at a time (the reference implementation: a quarter window,
+// 16 KiB or more), so more updates than that are a flood.
+const bytesPerUpdate = minFrameSize
+
+// sentLocked returns the bytes of DATA this side has sent on st: the
+// credit the peer gave (its window and every increment) less what is
+// left. st.mu is held; reader goroutine only.
+func (s *Session) sentLocked(st *Stream) int64 {
+	return int64(s.peer.streamWindow) + st.credited - st.sendCredit
+}
+
+// Frames for a finished stream may have crossed its end on the wire: each
+// stream that ends (or is refused) excuses lateFramesPerStream of them, up
+// to maxLateFrames excused at once; beyond that they are glitches.
+const (
+	lateFramesPerStream = 2
+	maxLateFrames       = 4096
+)
+
+func (s *Session) allowLate() {
+	if s.lateFrames.Load() < maxLateFrames {
+		s.lateFrames.Add(lateFramesPerStream)
+	}
+}
+
+// excuseLate charges a frame h for a finished stream: excused while the
+// allowance lasts, a glitch after.
+func (s *Session) excuseLate(h frameHeader) error {
+	if s.lateFrames.Add(-1) >= 0 {
+		return nil
+	}
+	s.lateFrames.Add(1)
+	return s.glitch(glitchFinished, h)
+}
