@@ -226,9 +226,16 @@ func (s *Session) fillBatch(b []byte) []byte {
 		if outcome != emitIdle {
 			s.wmu.Lock()
 			if !st.queued {
-				// Checked under wmu: a session WINDOW_UPDATE adds credit
-				// before it takes wmu to unpark, so none is missed.
-				if outcome == emitParked && s.sendWindow.Load()-(start-avail) <= 0 {
+				if outcome == emitParked {
+					// Credit that arrived since the batch began joins it.
+					// Read under wmu: a session WINDOW_UPDATE adds credit
+					// before it takes wmu to unpark, so none is missed.
+					if now := s.sendWindow.Load(); now > start {
+						avail += now - start
+						start = now
+					}
+				}
+				if outcome == emitParked && avail <= 0 {
 					s.sched.park(st)
 				} else {
 					s.sched.push(st)

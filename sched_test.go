@@ -1,7 +1,9 @@
 package tcpchan
 
 import (
+	"runtime"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -145,5 +147,52 @@ func TestSchedulerBatchLimit(t *testing.T) {
 		if f.Length > 1024 {
 			t.Fatalf("frame of %d bytes exceeds MaxFrameSize", f.Length)
 		}
+	}
+}
+
+// TestSchedulerCreditDuringBatch: session credit that arrives while a batch
+// is being filled must be used (or the stream parked), never leave the
+// writer re-queueing a stream that emits nothing.
+func TestSchedulerCreditDuringBatch(t *testing.T) {
+	t.Parallel()
+	s := idleSession(t)
+	a := offer(t, s, 4096)
+	a.mu.Lock()
+	a.sendCredit = maxWindow
+	a.mu.Unlock()
+	b := offer(t, s, 4096)
+	b.mu.Lock()
+	b.sendCredit = maxWindow
+	b.mu.Unlock()
+	s.sendWindow.Store(1024)
+	// The peer's credit lands after the batch read the session window,
+	// as when the reader handles a WINDOW_UPDATE meanwhile.
+	a.mu.Lock()
+	done := make(chan []byte)
+	go func() { done <- s.fillBatch(nil) }()
+	for {
+		s.wmu.Lock()
+		popped := !a.queued
+		s.wmu.Unlock()
+		if popped {
+			break
+		}
+		runtime.Gosched()
+	}
+	s.sendWindow.Add(8192)
+	a.mu.Unlock()
+	var got []frameSummary
+	select {
+	case batch := <-done:
+		got = summarize(t, batch)
+	case <-time.After(10 * time.Second):
+		t.Fatal("fillBatch spins when session credit arrives during a batch")
+	}
+	var sent uint32
+	for _, f := range got {
+		sent += f.Length
+	}
+	if sent != 8192 {
+		t.Errorf("batch carried %d bytes, want all 8192 (1024 + 8192 credit, 8192 offered): %v", sent, got)
 	}
 }
