@@ -4,6 +4,7 @@ package tcpchan
 
 import (
 	"io"
+	"net"
 	"syscall"
 )
 
@@ -14,11 +15,19 @@ type rawWriter interface {
 }
 
 // newRawWriter returns a non-blocking writer for connections backed by a
-// socket (TCP, Unix), or nil for the others (TLS, pipes), which then always
+// socket (TCP, Unix), or nil for the others (TLS, pipes, wrappers), which then always
 // go through the writer goroutine.
 func newRawWriter(conn io.ReadWriteCloser) rawWriter {
-	sc, ok := conn.(syscall.Conn)
-	if !ok {
+	// Only the socket types themselves: a wrapper that embeds one (for
+	// metrics, throttling, a cipher) has SyscallConn too, and writing to
+	// its socket would bypass its Write.
+	var sc syscall.Conn
+	switch c := conn.(type) {
+	case *net.TCPConn:
+		sc = c
+	case *net.UnixConn:
+		sc = c
+	default:
 		return nil
 	}
 	rc, err := sc.SyscallConn()

@@ -82,9 +82,11 @@ func (s *Session) sentLocked(st *Stream) int64 {
 
 // Frames for a finished stream may have crossed its end on the wire: each
 // stream that ends (or is refused) excuses lateFramesPerStream of them, up
-// to maxLateFrames excused at once; beyond that they are glitches.
+// to maxLateFrames excused at once; beyond that they are glitches. A peer
+// crediting every quarter window can have four WINDOW_UPDATEs in flight
+// when our FIN arrives, plus its own FIN or RST.
 const (
-	lateFramesPerStream = 2
+	lateFramesPerStream = 6
 	maxLateFrames       = 4096
 )
 

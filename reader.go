@@ -99,6 +99,9 @@ func (s *Session) readPreface() error {
 			if e := s.Err(); e != nil {
 				return e
 			}
+			if s.writeShut.Load() {
+				return errSessionClosed // closed here before the peer's preface came
+			}
 			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
 			}

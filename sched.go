@@ -47,6 +47,7 @@ func (q *writeScheduler) pop() *Stream {
 
 func (q *writeScheduler) park(st *Stream) {
 	st.queued = true
+	st.parked = true
 	st.schedNext = nil
 	if q.parkedTail == nil {
 		q.parkedHead = st
@@ -61,6 +62,9 @@ func (q *writeScheduler) park(st *Stream) {
 func (q *writeScheduler) unpark() bool {
 	if q.parkedHead == nil {
 		return false
+	}
+	for st := q.parkedHead; st != nil; st = st.schedNext {
+		st.parked = false
 	}
 	if q.tail == nil {
 		q.head = q.parkedHead
@@ -112,12 +116,20 @@ func (s *Session) enqueueLocked(st *Stream) bool {
 		return false
 	}
 	s.wmu.Lock()
-	queued := st.queued
-	if !queued {
+	defer s.wmu.Unlock()
+	if !st.queued {
 		s.sched.push(st)
+		return true
 	}
-	s.wmu.Unlock()
-	return !queued
+	if st.parked && len(st.pendingLocked()) == 0 {
+		// Parked for session credit, but all it owes now is a SYN or FIN,
+		// which need none (Close or CloseWrite after a Write gave up).
+		// Back to the ring with the others: the writer parks again those
+		// that still lack credit.
+		s.sched.unpark()
+		return true
+	}
+	return false
 }
 
 // emit outcomes.

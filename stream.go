@@ -51,7 +51,8 @@ type Stream struct {
 
 	// Guarded by sess.wmu: membership in the write scheduler's ring.
 	schedNext *Stream
-	queued    bool
+	queued    bool // in the ring or the parked list
+	parked    bool // in the parked list
 
 	state streamState
 	dl    *deadlines // allocated by the first Set*Deadline
