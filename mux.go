@@ -92,7 +92,7 @@ type Config struct {
 	// of data this side sent on it, plus one; an RST on a stream the peer
 	// opened and this side sent no data on ("rapid reset"); an RST or
 	// WINDOW_UPDATE for a stream already reset; an RST, WINDOW_UPDATE or
-	// empty DATA frame for a finished stream, beyond two per stream that
+	// empty DATA frame for a finished stream, beyond six per stream that
 	// ended (those may have crossed its end on the wire); a stream refused
 	// because MaxIncomingStreams or AcceptBacklog is full; a PING ACK
 	// answering no ping; every GOAWAY after the first. The budget is a
