@@ -192,6 +192,26 @@ func (s *Session) lookup(h frameHeader) (*Stream, error) {
 	return nil, protocolErrorf("%v frame for stream %d, which was never opened", h.typ, h.streamID)
 }
 
+// lockedStream returns the live stream a WINDOW_UPDATE or RST is for, with
+// its lock held; or nil and the verdict on a frame for a stream that is
+// finished (excused while it may have crossed the end) or already reset (a
+// glitch).
+func (s *Session) lockedStream(h frameHeader) (*Stream, error) {
+	st, err := s.lookup(h)
+	if err != nil {
+		return nil, err
+	}
+	if st == nil {
+		return nil, s.excuseLate(h)
+	}
+	st.mu.Lock()
+	if st.has(stReset) {
+		st.mu.Unlock()
+		return nil, s.glitch(glitchFinished, h)
+	}
+	return st, nil
+}
+
 // streamForData returns the stream a DATA frame is for, opening it on SYN.
 // It returns nil for a finished or refused stream, whose data is dropped.
 func (s *Session) streamForData(h frameHeader) (*Stream, error) {
@@ -322,17 +342,9 @@ func (s *Session) handleWindowUpdate(h frameHeader) error {
 		}
 		return nil
 	}
-	st, err := s.lookup(h)
-	if err != nil {
-		return err
-	}
+	st, err := s.lockedStream(h)
 	if st == nil {
-		return s.excuseLate(h)
-	}
-	st.mu.Lock()
-	if st.has(stReset) {
-		st.mu.Unlock()
-		return s.glitch(glitchFinished, h)
+		return err
 	}
 	st.sendCredit += inc
 	if st.sendCredit > maxWindow {
@@ -369,17 +381,9 @@ func (s *Session) handlePing(h frameHeader) error {
 // counted against MaxIncomingStreams until the application closes it (see
 // removableLocked).
 func (s *Session) handleReset(h frameHeader) error {
-	st, err := s.lookup(h)
-	if err != nil {
-		return err
-	}
+	st, err := s.lockedStream(h)
 	if st == nil {
-		return s.excuseLate(h)
-	}
-	st.mu.Lock()
-	if st.has(stReset) {
-		st.mu.Unlock()
-		return s.glitch(glitchFinished, h)
+		return err
 	}
 	rapid := s.isPeerID(st.id) && s.sentLocked(st) == 0
 	flags := stResetByPeer
