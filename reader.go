@@ -1,6 +1,7 @@
 package tcpchan
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -192,6 +193,33 @@ func (s *Session) lookup(h frameHeader) (*Stream, error) {
 	return nil, protocolErrorf("%v frame for stream %d, which was never opened", h.typ, h.streamID)
 }
 
+// takeRunLocked delivers to st the plain DATA frames for it that follow in
+// the read buffer, under the lock already held: a bulk transfer is runs of
+// such frames, and taking the stream's lock once per run rather than once
+// per KiB keeps the reader, the serial stage of every transfer, short. It
+// stops at the first frame that needs more than delivery (another stream,
+// flags, an empty or incomplete frame, one over a window); the main loop
+// then handles that frame, errors included. st.mu is held and st is open.
+func (s *Session) takeRunLocked(st *Stream) {
+	for s.br.Buffered() >= headerSize {
+		b, _ := s.br.Peek(headerSize)
+		if frameType(b[0]) != frameData || b[1] != 0 || b[2] != 0 || b[3] != 0 ||
+			binary.BigEndian.Uint32(b[4:]) != st.id {
+			return
+		}
+		n := int(binary.BigEndian.Uint32(b[8:]))
+		if n == 0 || n > s.cfg.MaxFrameSize || s.br.Buffered() < headerSize+n ||
+			int64(n) > st.recvAvail || int64(n) > s.recvWindow.Load() {
+			return
+		}
+		frame, _ := s.br.Peek(headerSize + n)
+		s.recvWindow.Add(-int64(n)) // only this goroutine spends it
+		st.recvAvail -= int64(n)
+		st.deliverLocked(frame[headerSize:])
+		s.br.Discard(headerSize + n)
+	}
+}
+
 // lockedStream returns the live stream a WINDOW_UPDATE or RST is for, with
 // its lock held; or nil and the verdict on a frame for a stream that is
 // finished (excused while it may have crossed the end) or already reset (a
@@ -304,6 +332,11 @@ func (s *Session) handleData(h frameHeader) error {
 		reset = n > 0 && !fin
 	case n > 0:
 		st.deliverLocked(payload)
+		if !fin {
+			s.br.Discard(n)
+			n = 0
+			s.takeRunLocked(st)
+		}
 	}
 	s.br.Discard(n)
 	if fin && !st.has(stReset) {
