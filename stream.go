@@ -314,11 +314,12 @@ func (st *Stream) Write(p []byte) (int, error) {
 }
 
 // writtenOrStuck reports whether a direct writer can stop for this
-// stream: its Write is done or cannot progress (no credit, closed).
+// stream: its Write is done, cannot progress (no credit, closed), or has
+// passed its deadline.
 func (st *Stream) writtenOrStuck() bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	return len(st.pendingLocked()) == 0 || !st.readyLocked()
+	return len(st.pendingLocked()) == 0 || !st.readyLocked() || st.dl != nil && st.dl.write.expired
 }
 
 func (st *Stream) writeErrLocked() error {
