@@ -106,13 +106,6 @@ func BenchmarkPingPong(b *testing.B) {
 // BenchmarkOpenEchoClose opens a stream, echoes 64 bytes and closes it; the
 // baseline opens a new TCP connection per operation.
 func BenchmarkOpenEchoClose(b *testing.B) {
-	echo := func(c net.Conn) {
-		buf := make([]byte, 64)
-		if _, err := io.ReadFull(c, buf); err == nil {
-			c.Write(buf)
-		}
-		c.Close()
-	}
 	b.Run("tcp", func(b *testing.B) {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -123,60 +116,49 @@ func BenchmarkOpenEchoClose(b *testing.B) {
 			ln.Close()
 			wg.Wait()
 		}()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				echo(c)
-			}
-		}()
-		buf := make([]byte, 64)
-		b.SetBytes(64)
-		b.ReportAllocs()
-		b.ResetTimer()
-		for range b.N {
-			c, err := net.Dial("tcp", ln.Addr().String())
-			if err != nil {
-				b.Fatal(err)
-			}
-			c.Write(buf)
-			if _, err := io.ReadFull(c, buf); err != nil {
-				b.Fatal(err)
-			}
-			c.Close()
-		}
+		wg.Go(func() { serveEchoOnce(ln) })
+		benchOpenEchoClose(b, func() (net.Conn, error) { return net.Dial("tcp", ln.Addr().String()) })
 	})
 	b.Run("tcpchan", func(b *testing.B) {
 		client, server := tcpSessions(b, nil, nil)
-		go func() {
-			for {
-				st, err := server.AcceptStream()
-				if err != nil {
-					return
-				}
-				echo(st)
-			}
-		}()
-		buf := make([]byte, 64)
-		b.SetBytes(64)
-		b.ReportAllocs()
-		b.ResetTimer()
-		for range b.N {
-			st, err := client.OpenStream()
-			if err != nil {
-				b.Fatal(err)
-			}
-			st.Write(buf)
-			if _, err := io.ReadFull(st, buf); err != nil {
-				b.Fatal(err)
-			}
-			st.Close()
-		}
+		go serveEchoOnce(server) // a Session is a net.Listener; ends with it
+		benchOpenEchoClose(b, client.Dial)
 	})
+}
+
+// serveEchoOnce answers each connection ln accepts with one 64-byte echo,
+// until ln is closed.
+func serveEchoOnce(ln net.Listener) {
+	buf := make([]byte, 64)
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		if _, err := io.ReadFull(c, buf); err == nil {
+			c.Write(buf)
+		}
+		c.Close()
+	}
+}
+
+// benchOpenEchoClose times open, one 64-byte echo, close.
+func benchOpenEchoClose(b *testing.B, open func() (net.Conn, error)) {
+	buf := make([]byte, 64)
+	b.SetBytes(64)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		c, err := open()
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.Write(buf)
+		if _, err := io.ReadFull(c, buf); err != nil {
+			b.Fatal(err)
+		}
+		c.Close()
+	}
 }
 
 // BenchmarkWriteRead is steady-state Write and Read of 1 KiB on an open
