@@ -8,7 +8,7 @@
 //
 // Opening a stream costs no round trip: the SYN travels with the first data.
 // Writes are cut into frames of MaxFrameSize bytes (1 KiB by default) that
-// one writer goroutine per session interleaves round robin, so a bulk
+// one round-robin scheduler per session interleaves, so a bulk
 // transfer never starves a small request. Every stream has its own
 // credit-based flow control, so a stream whose reader stalls never blocks
 // the others, and a session window bounds the memory a peer can make a

@@ -41,8 +41,8 @@ type Stream struct {
 	lastUpdate    int64  // session clock when the last WINDOW_UPDATE was queued
 	updatePending bool   // Read queued a WINDOW_UPDATE without waking the writer
 
-	// Send side. Write parks its slice in wbuf; the session writer frames it
-	// and advances wbuf. Once the stream is closed or reset the writer
+	// Send side. Write parks its slice in wbuf; whoever holds the write
+	// token (see writer.go) frames it and advances wbuf. Once the stream is closed or reset the writer
 	// ignores wbuf, and the blocked Write returns the count taken so far.
 	wbuf       []byte
 	sendCredit int64
