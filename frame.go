@@ -124,17 +124,6 @@ func (h frameHeader) String() string {
 	return fmt.Sprintf("%v flags=%#x stream=%d length=%d", h.typ, h.flags, h.streamID, h.length)
 }
 
-// encode writes h into b, which must hold headerSize bytes.
-func (h frameHeader) encode(b []byte) {
-	_ = b[headerSize-1]
-	b[0] = byte(h.typ)
-	b[1] = h.flags
-	b[2] = 0
-	b[3] = 0
-	binary.BigEndian.PutUint32(b[4:], h.streamID)
-	binary.BigEndian.PutUint32(b[8:], h.length)
-}
-
 // appendHeader appends the encoding of h to b.
 func appendHeader(b []byte, h frameHeader) []byte {
 	return append(b, byte(h.typ), h.flags, 0, 0,

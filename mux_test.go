@@ -1,7 +1,6 @@
 package tcpchan
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -371,19 +370,17 @@ func TestShutdownContext(t *testing.T) {
 
 func TestGoAwayRefusesUnprocessedStreams(t *testing.T) {
 	t.Parallel()
-	c1, c2 := tcpConnPair(t)
-	client, err := Client(c1, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closeAndWait(t, client)
-	peer := newRawPeer(t, c2)
-	st1, _ := client.OpenStream()
-	st3, _ := client.OpenStream()
+	victim, a := newAttack(t, nil, true)
+	st1, _ := victim.OpenStream()
+	st3, _ := victim.OpenStream()
 	st1.Write([]byte("a"))
 	st3.Write([]byte("b"))
-	peer.readFrames(t, 2) // the two SYNs (with their data)
-	peer.send(t, appendHeader(nil, frameHeader{typ: frameGoAway, streamID: st1.ID()}))
+	// Both SYNs (with their data) have reached the peer, which then
+	// accepts only the first.
+	if _, err := a.until(func(h frameHeader) bool { return h.typ == frameData && h.streamID == st3.ID() }); err != nil {
+		t.Fatal(err)
+	}
+	a.send(hdr(frameGoAway, 0, st1.ID(), uint32(codeNoError)))
 	if _, err := st3.Read(make([]byte, 1)); !errors.Is(err, ErrStreamRefused) {
 		t.Errorf("stream above GOAWAY's last ID: %v, want ErrStreamRefused", err)
 	}
@@ -443,77 +440,19 @@ func TestStreamStateFreed(t *testing.T) {
 
 func TestSessionErrorsWrapCause(t *testing.T) {
 	t.Parallel()
-	c1, c2 := tcpConnPair(t)
-	client, err := Client(c1, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closeAndWait(t, client)
-	peer := newRawPeer(t, c2)
-	st, _ := client.OpenStream()
+	victim, a := newAttack(t, nil, true)
+	st, _ := victim.OpenStream()
 	blocked := make(chan error, 1)
 	go func() {
 		_, err := st.Read(make([]byte, 1))
 		blocked <- err
 	}()
-	// A frame type nobody defined.
-	peer.send(t, []byte{9, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0})
-	err = <-blocked
+	a.send([]byte{9, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0}) // a frame type nobody defined
+	err := <-blocked
 	if !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), "unknown frame type 9") {
 		t.Errorf("stream Read when the peer broke the protocol: %v, want ErrProtocol naming the frame type", err)
 	}
-	if _, err := client.AcceptStream(); !errors.Is(err, ErrProtocol) {
+	if _, err := victim.AcceptStream(); !errors.Is(err, ErrProtocol) {
 		t.Errorf("AcceptStream: %v, want ErrProtocol", err)
 	}
-}
-
-// rawPeer speaks the wire protocol by hand, to test what a session does
-// with frames a correct peer would never send.
-type rawPeer struct {
-	conn net.Conn
-	br   *bufio.Reader
-}
-
-func newRawPeer(t *testing.T, conn net.Conn) *rawPeer {
-	t.Helper()
-	p := &rawPeer{conn: conn, br: bufio.NewReader(conn)}
-	t.Cleanup(func() { conn.Close() })
-	p.send(t, appendPreface(nil, settings{streamWindow: 256 << 10, sessionWindow: 16 << 20, maxFrameSize: 1024, maxStreams: 100}))
-	pre := make([]byte, prefaceSize)
-	if _, err := io.ReadFull(p.br, pre); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := decodePreface(pre); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-func (p *rawPeer) send(t *testing.T, b []byte) {
-	t.Helper()
-	if _, err := p.conn.Write(b); err != nil {
-		t.Fatalf("raw peer write: %v", err)
-	}
-}
-
-// readFrames reads frames until n DATA frames have arrived, answering
-// nothing, and returns them.
-func (p *rawPeer) readFrames(t *testing.T, n int) []frameHeader {
-	t.Helper()
-	var got []frameHeader
-	for len(got) < n {
-		var hb [headerSize]byte
-		if _, err := io.ReadFull(p.br, hb[:]); err != nil {
-			t.Fatalf("raw peer read: %v", err)
-		}
-		h, err := decodeHeader(hb[:], maxFrameSizeLimit)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if h.typ == frameData {
-			io.CopyN(io.Discard, p.br, int64(h.length))
-			got = append(got, h)
-		}
-	}
-	return got
 }

@@ -129,13 +129,8 @@ func TestWrappedConnWritesGoThroughWrapper(t *testing.T) {
 // forgotten the stream; they must be excused, not counted as glitches.
 func TestLateWindowUpdatesAreNotGlitches(t *testing.T) {
 	t.Parallel()
-	c1, c2 := tcpConnPair(t)
-	server, err := Server(c2, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := newRawPeer(t, c1) // the client, announcing a 256 KiB stream window
-	p.send(t, dataFrame(flagSYN|flagFIN, 1, []byte("get")))
+	server, a := newAttack(t, nil, true) // a client announcing a 256 KiB stream window
+	a.send(dataFrame(flagSYN|flagFIN, 1, []byte("get")))
 	st, err := server.AcceptStream()
 	if err != nil {
 		t.Fatal(err)
@@ -144,40 +139,17 @@ func TestLateWindowUpdatesAreNotGlitches(t *testing.T) {
 		st.Write(make([]byte, 256<<10))
 		st.Close()
 	}()
-	for { // the response arrives, FIN last
-		var hb [headerSize]byte
-		if _, err := io.ReadFull(p.br, hb[:]); err != nil {
-			t.Fatal(err)
-		}
-		h, err := decodeHeader(hb[:], maxFrameSizeLimit)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if h.typ != frameData {
-			continue
-		}
-		io.CopyN(io.Discard, p.br, int64(h.length))
-		if h.flags&flagFIN != 0 {
-			break
-		}
+	// The response arrives, FIN last.
+	if _, err := a.until(func(h frameHeader) bool { return h.typ == frameData && h.flags&flagFIN != 0 }); err != nil {
+		t.Fatal(err)
 	}
 	waitFor(t, "stream removed", func() bool { return server.NumStreams() == 0 })
 	// The client read the response a quarter window at a time and sent its
 	// credit before the FIN reached it: the updates cross the FIN.
 	for range 3 {
-		p.send(t, hdr(frameWindowUpdate, 0, 1, 64<<10))
+		a.send(hdr(frameWindowUpdate, 0, 1, 64<<10))
 	}
-	p.send(t, hdr(framePing, 0, 0, 7))
-	for { // the PING ACK: the updates were handled
-		var hb [headerSize]byte
-		if _, err := io.ReadFull(p.br, hb[:]); err != nil {
-			t.Fatal(err)
-		}
-		h, _ := decodeHeader(hb[:], maxFrameSizeLimit)
-		if h.typ == framePing && h.flags&flagACK != 0 && h.length == 7 {
-			break
-		}
-	}
+	a.sync(t) // the updates were handled
 	closeAndWait(t, server)
 	if server.glitches != 0 {
 		t.Errorf("honest late WINDOW_UPDATEs counted %d glitches", server.glitches)
