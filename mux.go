@@ -723,18 +723,6 @@ func (s *Session) queueReply(h frameHeader) error {
 	return nil
 }
 
-// removableLocked reports whether the session can forget st: it is
-// finished, and if the peer reset a stream it opened, the application has
-// closed it too, so that the stream keeps its place under
-// MaxIncomingStreams while the application may still be working on it.
-// st.mu is held.
-func (s *Session) removableLocked(st *Stream) bool {
-	if !st.finishedLocked() {
-		return false
-	}
-	return st.has(stClosed) || !st.has(stResetByPeer) || !s.isPeerID(st.id)
-}
-
 func (s *Session) wakeWriter() {
 	select {
 	case s.wake <- struct{}{}:

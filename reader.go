@@ -346,7 +346,7 @@ func (s *Session) handleData(h frameHeader) error {
 	if reset {
 		st.resetLocked(0)
 	}
-	done := s.removableLocked(st)
+	done := st.removableLocked()
 	st.mu.Unlock()
 	if done {
 		s.removeStream(st)
@@ -412,7 +412,7 @@ func (s *Session) handlePing(h frameHeader) error {
 // an RST for a stream already reset, or one for a finished stream beyond
 // the few that may cross its end. A stream the peer opened and reset stays
 // counted against MaxIncomingStreams until the application closes it (see
-// removableLocked).
+// Stream.removableLocked).
 func (s *Session) handleReset(h frameHeader) error {
 	st, err := s.lockedStream(h)
 	if st == nil {
@@ -424,7 +424,7 @@ func (s *Session) handleReset(h frameHeader) error {
 		flags |= stRefused
 	}
 	st.resetLocked(flags)
-	done := s.removableLocked(st)
+	done := st.removableLocked()
 	st.mu.Unlock()
 	if done {
 		s.removeStream(st)

@@ -178,7 +178,7 @@ func (st *Stream) emitLocked(b []byte, frameSize int, sessAvail *int64) (out []b
 	st.state &^= stSynPending
 	if flags&flagFIN != 0 {
 		st.state = st.state&^stFinPending | stSentFIN
-		done = st.finishedLocked()
+		done = st.removableLocked()
 	}
 	if st.readyLocked() {
 		if *sessAvail <= 0 && len(st.pendingLocked()) > 0 && !st.has(stSynPending) {

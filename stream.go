@@ -388,7 +388,7 @@ func (st *Stream) Close() error {
 	st.stopDeadlinesLocked()
 	st.rcond.Broadcast()
 	st.wcond.Broadcast()
-	done := st.finishedLocked()
+	done := st.removableLocked()
 	st.mu.Unlock()
 	if done {
 		st.sess.removeStream(st)
@@ -410,13 +410,20 @@ func (st *Stream) discardLocked() {
 	st.rhead, st.rtail, st.buffered = nil, nil, 0
 }
 
-// finishedLocked reports whether both directions are done, so the session
-// can forget the stream.
-func (st *Stream) finishedLocked() bool {
-	if st.has(stRemoved) {
+// removableLocked reports whether the session can forget the stream: both
+// directions are done (each side sent FIN, or either sent RST) and it is
+// not forgotten yet. A stream the peer opened and then reset is kept,
+// counted under MaxIncomingStreams, until the application has closed it
+// too, so that opening and resetting streams ("rapid reset") cannot leave
+// the application with more streams than the limit.
+func (st *Stream) removableLocked() bool {
+	switch {
+	case st.has(stRemoved):
 		return false
+	case st.has(stReset):
+		return st.has(stClosed) || !st.has(stResetByPeer) || !st.sess.isPeerID(st.id)
 	}
-	return st.has(stReset) || st.has(stSentFIN) && st.has(stRecvFIN)
+	return st.has(stSentFIN) && st.has(stRecvFIN)
 }
 
 // resetLocked finishes the stream after an RST sent or received.
