@@ -301,15 +301,22 @@ func BenchmarkBulkConcurrent(b *testing.B) {
 // another stream of the same session (for the baseline, another TCP
 // connection) carries a bulk transfer: p50 and p99 round trips, and the
 // bulk throughput meanwhile.
+//
+// The tcpchan cases vary the stream window (256 KiB is the default): the
+// ping waits behind at most one window of the bulk stream's frames, so its
+// tail latency follows the window.
 func BenchmarkPingPongUnderBulk(b *testing.B) {
-	for _, kind := range kinds {
+	for _, kind := range []string{"tcp", "tcpchan/window=64KiB", "tcpchan/window=128KiB", "tcpchan/window=256KiB"} {
 		b.Run(kind, func(b *testing.B) {
 			var ping, echo, bulkW, bulkR net.Conn
 			if kind == "tcp" {
 				ping, echo = benchPair(b, "tcp")
 				bulkW, bulkR = benchPair(b, "tcp")
 			} else {
-				client, server := tcpSessions(b, nil, nil)
+				var kib int
+				fmt.Sscanf(kind, "tcpchan/window=%dKiB", &kib)
+				cfg := &Config{InitialStreamWindow: kib << 10}
+				client, server := tcpSessions(b, cfg, cfg)
 				ping, echo = streamPair(b, client, server)
 				bulkW, bulkR = streamPair(b, client, server)
 			}
