@@ -2,7 +2,10 @@
 
 package tcpchan
 
-import "io"
+import (
+	"io"
+	"time"
+)
 
 type rawWriter interface {
 	tryWrite(b []byte) (int, error)
@@ -11,3 +14,12 @@ type rawWriter interface {
 // newRawWriter returns nil: without a portable non-blocking write, all
 // writes go through the writer goroutine.
 func newRawWriter(io.ReadWriteCloser) rawWriter { return nil }
+
+type readDeadliner interface{ SetReadDeadline(time.Time) error }
+
+type rawReader interface {
+	tryRead(b []byte) (int, error)
+}
+
+// newRawReader returns nils: the reader goroutine always reads.
+func newRawReader(io.ReadWriteCloser) (rawReader, readDeadliner) { return nil, nil }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"syscall"
+	"time"
 )
 
 // rawWriter writes without blocking: tryWrite returns how much the socket
@@ -83,4 +84,80 @@ func (w *socketWriter) write(fd uintptr) bool {
 		}
 	}
 	return true
+}
+
+// readDeadliner interrupts a blocked read of the connection.
+type readDeadliner interface{ SetReadDeadline(time.Time) error }
+
+// rawReader reads without blocking: tryRead returns 0 and no error when
+// nothing has arrived.
+type rawReader interface {
+	tryRead(b []byte) (int, error)
+}
+
+// newRawReader returns a non-blocking reader and the means to interrupt a
+// blocked read for connections backed by a socket (TCP, Unix), whose
+// deadlines are known to interrupt reads, or nils for the others (see
+// reader.go).
+func newRawReader(conn io.ReadWriteCloser) (rawReader, readDeadliner) {
+	var sc interface {
+		syscall.Conn
+		readDeadliner
+	}
+	switch c := conn.(type) {
+	case *net.TCPConn:
+		sc = c
+	case *net.UnixConn:
+		sc = c
+	default:
+		return nil, nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, nil
+	}
+	r := &socketReader{rc: rc}
+	r.readFD = r.read // bound once: a closure per call would allocate
+	return r, sc
+}
+
+// socketReader is used only by the read token's holder, so its fields need
+// no lock.
+type socketReader struct {
+	rc     syscall.RawConn
+	readFD func(fd uintptr) bool
+	b      []byte
+	n      int
+	err    error
+}
+
+func (r *socketReader) tryRead(b []byte) (int, error) {
+	r.b, r.n, r.err = b, 0, nil
+	err := r.rc.Read(r.readFD)
+	if err == nil {
+		err = r.err
+	}
+	n := r.n
+	r.b, r.err = nil, nil
+	return n, err
+}
+
+// read is the RawConn callback: one read, never asking to wait.
+func (r *socketReader) read(fd uintptr) bool {
+	for {
+		k, err := syscall.Read(int(fd), r.b)
+		switch err {
+		case nil:
+			if k == 0 {
+				r.err = io.EOF
+			}
+			r.n = k
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+		default:
+			r.err = err
+		}
+		return true
+	}
 }

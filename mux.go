@@ -219,7 +219,8 @@ type Session struct {
 	client bool
 	start  time.Time
 
-	br *bufio.Reader // reader goroutine only
+	br *bufio.Reader // the read token's holder only
+	rt readToken     // who reads the connection (see reader.go)
 
 	// Write side. wmu guards the scheduler and the write token; only the
 	// token's holder writes to conn (see writer.go).
@@ -344,6 +345,7 @@ func buildSession(conn io.ReadWriteCloser, cfg *Config, client bool) (*Session, 
 		done:       make(chan struct{}),
 	}
 	s.br = bufio.NewReaderSize(connReader{s}, max(64<<10, c.MaxFrameSize+headerSize))
+	s.rt.init(conn)
 	s.nextID = 2
 	if client {
 		s.nextID = 1
@@ -489,15 +491,18 @@ func (s *Session) AcceptStream() (*Stream, error) {
 			return nil, s.Err()
 		}
 		var st *Stream
+		s.lurk()
 		select {
 		case st = <-s.acceptCh:
 		case <-s.dying:
 			select {
 			case st = <-s.acceptCh:
 			default:
+				s.doneLurking()
 				return nil, s.Err()
 			}
 		}
+		s.doneLurking()
 		st.mu.Lock()
 		dead := st.has(stResetByPeer)
 		st.mu.Unlock()
@@ -559,10 +564,12 @@ func (s *Session) closeGracefully(flushCtx, lingerCtx context.Context) error {
 	}
 	s.writeShut.Store(true)
 	cw.CloseWrite()
+	s.lurk() // for the peer's end
 	select {
 	case <-s.dying:
 	case <-lingerCtx.Done():
 	}
+	s.doneLurking()
 	return nil
 }
 
@@ -632,6 +639,8 @@ func (s *Session) Ping() (time.Duration, error) {
 	id := s.registerPing(ch)
 	start := time.Now()
 	s.queueControl(frameHeader{typ: framePing, length: id})
+	s.lurk()
+	defer s.doneLurking()
 	select {
 	case <-ch:
 		return time.Since(start), nil

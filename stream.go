@@ -74,6 +74,10 @@ const (
 	stReading                             // a Read holds rwait
 	stWriting                             // a Write holds wbuf
 	stRemoved                             // deleted from the session's table
+	stReadToken                           // the Read holding rwait holds the read token (see reader.go)
+	stWriteToken                          // the Write holding wbuf holds the read token, waiting for credit
+	stWaitCounted                         // the Read holding rwait waits, counted in the read token's waiters
+	stCreditWait                          // the Write holding wbuf waits for credit, counted likewise
 )
 
 func (st *Stream) has(f streamState) bool { return st.state&f != 0 }
@@ -149,7 +153,7 @@ func (st *Stream) readLocked(p []byte) (int, error) {
 			st.state |= stReading
 			st.rwait, st.rgot = p, 0
 			for st.rgot == 0 && st.readErrLocked() == nil && !st.has(stRecvFIN) && st.sess.Err() == nil {
-				st.rcond.Wait()
+				st.awaitDataLocked()
 			}
 			n := st.rgot
 			st.rwait, st.rgot = nil, 0
@@ -163,6 +167,72 @@ func (st *Stream) readLocked(p []byte) (int, error) {
 		}
 		st.rcond.Wait()
 	}
+}
+
+// awaitDataLocked waits once for data for the Read holding rwait: reading
+// the connection itself if it can take the read token, or else waiting for
+// the token's holder to deliver.
+func (st *Stream) awaitDataLocked() {
+	s := st.sess
+	if (st.dl == nil || st.dl.read.when.IsZero()) && s.takeReadToken(st, stReadToken) {
+		st.mu.Unlock()
+		s.readForStream(st)
+		st.mu.Lock()
+		st.state &^= stReadToken
+		return
+	}
+	st.state |= stWaitCounted
+	s.needReader()
+	st.rcond.Wait()
+	st.uncountLocked()
+}
+
+// uncountLocked stops counting the Read holding rwait as a waiter.
+func (st *Stream) uncountLocked() {
+	if st.has(stWaitCounted) {
+		st.state &^= stWaitCounted
+		st.sess.doneWaiting()
+	}
+}
+
+// awaitCreditLocked waits once for send credit for the Write holding wbuf:
+// reading the connection itself if it can take the read token, then
+// writing what the credit allows; or else waiting for the token's holder
+// to deliver the credit and the writer to frame the data.
+func (st *Stream) awaitCreditLocked() {
+	s := st.sess
+	if (st.dl == nil || st.dl.write.when.IsZero()) && s.takeReadToken(st, stWriteToken) {
+		st.mu.Unlock()
+		s.readForStream(st)
+		s.writeDirect(st)
+		st.mu.Lock()
+		st.state &^= stWriteToken
+		return
+	}
+	st.state |= stCreditWait
+	s.needReader()
+	st.wcond.Wait()
+	st.uncountWriteLocked()
+}
+
+// uncountWriteLocked stops counting the Write holding wbuf as a waiter.
+func (st *Stream) uncountWriteLocked() {
+	if st.has(stCreditWait) {
+		st.state &^= stCreditWait
+		st.sess.doneWaiting()
+	}
+}
+
+// ready reports whether the Read or Write of st that holds the read token
+// can stop reading the connection: it has data or credit, or a reason to
+// stop waiting.
+func (st *Stream) ready() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.has(stWriteToken) {
+		return len(st.wbuf) == 0 || st.sendCredit > 0 && st.sess.sendWindow.Load() > 0 || st.writeErrLocked() != nil
+	}
+	return st.rgot > 0 || st.has(stRecvFIN) || st.readErrLocked() != nil
 }
 
 // readErrLocked reports why a Read must not proceed, before looking at data:
@@ -304,7 +374,11 @@ func (st *Stream) Write(p []byte) (int, error) {
 		if err = st.writeErrLocked(); err != nil {
 			break
 		}
-		st.wcond.Wait()
+		if st.sendCredit > 0 && st.sess.sendWindow.Load() > 0 {
+			st.wcond.Wait() // for the write token's holder to frame it
+			continue
+		}
+		st.awaitCreditLocked()
 	}
 	n := len(p) - len(st.wbuf)
 	st.wbuf = nil
@@ -362,6 +436,7 @@ func (st *Stream) CloseWrite() error {
 	st.state |= stFinPending
 	st.sess.scheduleLocked(st)
 	st.wcond.Broadcast()
+	st.sess.interruptRead(st)
 	return nil
 }
 
@@ -388,6 +463,7 @@ func (st *Stream) Close() error {
 	st.stopDeadlinesLocked()
 	st.rcond.Broadcast()
 	st.wcond.Broadcast()
+	st.sess.interruptRead(st)
 	done := st.removableLocked()
 	st.mu.Unlock()
 	if done {
@@ -441,6 +517,7 @@ func (st *Stream) SetDeadline(t time.Time) error {
 	defer st.mu.Unlock()
 	st.deadlinesLocked().read.set(st, &st.rcond, t)
 	st.dl.write.set(st, &st.wcond, t)
+	st.sess.interruptRead(st)
 	return nil
 }
 
@@ -450,6 +527,7 @@ func (st *Stream) SetReadDeadline(t time.Time) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.deadlinesLocked().read.set(st, &st.rcond, t)
+	st.sess.interruptRead(st)
 	return nil
 }
 
@@ -459,6 +537,7 @@ func (st *Stream) SetWriteDeadline(t time.Time) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.deadlinesLocked().write.set(st, &st.wcond, t)
+	st.sess.interruptRead(st)
 	return nil
 }
 
@@ -572,6 +651,10 @@ func (st *Stream) deliverLocked(p []byte) {
 		n := copy(st.rwait[st.rgot:], p)
 		st.rgot += n
 		p = p[n:]
+		if st.has(stWaitCounted) {
+			st.uncountLocked()
+			st.sess.rt.delivered = true
+		}
 		st.rcond.Broadcast()
 	}
 	if len(p) == 0 {

@@ -1,0 +1,390 @@
+package tcpchan
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Tests of the read token (reader.go): a Read that finds no data, or a
+// Write waiting for credit, reads the connection itself.
+
+// holderOf reports which stream's call holds s's read token, or nil.
+func holderOf(s *Session) *Stream { return s.rt.holder.Load() }
+
+// freeToken leaves s's read token free for the next Read or Write that
+// waits, and keeps it free: the reader goroutine gives it up after serving a
+// waiting Read (own, on s, sent a byte by peer), and with a long grace it
+// does not take it back by itself.
+func freeToken(t *testing.T, s *Session, own, peer *Stream) {
+	t.Helper()
+	s.rt.mu.Lock()
+	s.rt.grace = time.Hour
+	s.rt.mu.Unlock()
+	got := make(chan error, 1)
+	go func() {
+		_, err := own.Read(make([]byte, 1))
+		got <- err
+	}()
+	waitFor(t, "the Read to wait for the reader goroutine", func() bool {
+		own.mu.Lock()
+		defer own.mu.Unlock()
+		return own.has(stWaitCounted)
+	})
+	if _, err := peer.Write([]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the token to be free", func() bool { return !s.rt.held.Load() })
+}
+
+// blockedHolder starts a Read on st and waits until it holds the read token.
+func blockedHolder(t *testing.T, st, peer *Stream) <-chan error {
+	t.Helper()
+	freeToken(t, st.sess, st, peer)
+	done := make(chan error, 1)
+	go func() {
+		_, err := st.Read(make([]byte, 64))
+		done <- err
+	}()
+	waitFor(t, "the blocked Read to take the read token", func() bool { return holderOf(st.sess) == st })
+	return done
+}
+
+// TestReadTokenTakenAndReturned: a blocked Read over TCP holds the token,
+// gets its data directly, and gives the token up; within readTokenGrace the
+// reader goroutine takes it again, so frames nobody waits for are handled.
+func TestReadTokenTakenAndReturned(t *testing.T) {
+	t.Parallel()
+	client, server := tcpSessions(t, nil, nil)
+	a, b := streamPair(t, client, server)
+	freeToken(t, server, b, a)
+	server.rt.mu.Lock()
+	server.rt.grace = 0 // back to the default
+	server.rt.mu.Unlock()
+	done := make(chan []byte, 1)
+	go func() {
+		buf := make([]byte, 64)
+		n, _ := b.Read(buf)
+		done <- buf[:n]
+	}()
+	waitFor(t, "the Read to take the token", func() bool { return holderOf(server) == b })
+	if _, err := a.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-done; string(got) != "hello" {
+		t.Fatalf("Read %q, want hello", got)
+	}
+	waitFor(t, "the reader goroutine to take the free token", func() bool {
+		return server.rt.held.Load() && holderOf(server) == nil
+	})
+	// Frames nobody waits for are handled: a stream the client opens is
+	// queued for Accept without anyone reading.
+	c, err := client.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("x"))
+	waitFor(t, "the new stream to be queued", func() bool { return len(server.acceptCh) == 1 })
+}
+
+// TestReadTokenInterrupted: whatever ends the wait of a Read holding the
+// token from outside stops its read of the connection at once, and the
+// session goes on: the interrupt's deadline on the connection is cleared.
+func TestReadTokenInterrupted(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		do    func(st *Stream)
+		check func(err error) bool
+	}{
+		{"Close", func(st *Stream) { st.Close() }, func(err error) bool { return errors.Is(err, net.ErrClosed) }},
+		{"past read deadline", func(st *Stream) { st.SetReadDeadline(time.Now().Add(-time.Second)) }, isTimeout},
+		{"read deadline", func(st *Stream) { st.SetReadDeadline(time.Now().Add(20 * time.Millisecond)) }, isTimeout},
+		{"deadline", func(st *Stream) { st.SetDeadline(time.Now().Add(20 * time.Millisecond)) }, isTimeout},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			client, server := tcpSessions(t, nil, nil)
+			a, b := streamPair(t, client, server)
+			done := blockedHolder(t, b, a)
+			tc.do(b)
+			select {
+			case err := <-done:
+				if !tc.check(err) {
+					t.Fatalf("Read returned %v", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("Read still blocked")
+			}
+			// The session still works, in both directions, with the
+			// token taken again by new Reads.
+			for range 3 {
+				x, y := streamPair(t, client, server)
+				go func() {
+					io.Copy(y, y)
+					y.Close()
+				}()
+				msg := []byte("still alive")
+				if _, err := x.Write(msg); err != nil {
+					t.Fatal(err)
+				}
+				got := make([]byte, len(msg))
+				if _, err := io.ReadFull(x, got); err != nil || !bytes.Equal(got, msg) {
+					t.Fatalf("echo after the interrupt: %q, %v", got, err)
+				}
+				x.Close()
+			}
+			if err := server.Err(); err != nil {
+				t.Fatalf("session failed: %v", err)
+			}
+		})
+	}
+}
+
+// TestReadTokenSessionEnds: a Read holding the token returns the session's
+// error when the session is closed on either side or the connection is cut.
+func TestReadTokenSessionEnds(t *testing.T) {
+	t.Parallel()
+	for _, how := range []string{"local Close", "peer Close", "connection closed"} {
+		t.Run(how, func(t *testing.T) {
+			t.Parallel()
+			client, server := tcpSessions(t, nil, nil)
+			a, b := streamPair(t, client, server)
+			done := blockedHolder(t, b, a)
+			switch how {
+			case "local Close":
+				server.Close()
+			case "peer Close":
+				client.Close()
+			case "connection closed":
+				server.conn.Close()
+			}
+			select {
+			case err := <-done:
+				if err == nil || err == io.EOF {
+					t.Fatalf("Read returned %v, want the session's error", err)
+				}
+				if serr := server.Err(); serr == nil || !errors.Is(err, serr) && err.Error() != serr.Error() {
+					t.Errorf("Read returned %v, session ended with %v", err, serr)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("Read still blocked")
+			}
+			waitDoneT(t, server)
+		})
+	}
+}
+
+func waitDoneT(t *testing.T, s *Session) {
+	t.Helper()
+	select {
+	case <-s.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("session goroutines did not exit")
+	}
+}
+
+// TestReadTokenServesOthers: the holder handles every stream's frames.
+// While one Read holds the token waiting for data that never comes, other
+// streams' Reads, Accept and a Ping are served; and a Read that has its
+// data leaves the token free for whoever needs it next.
+func TestReadTokenServesOthers(t *testing.T) {
+	t.Parallel()
+	client, server := tcpSessions(t, nil, nil)
+	peer, idle := streamPair(t, client, server)
+	blocked := blockedHolder(t, idle, peer)
+
+	const streams = 20
+	var wg sync.WaitGroup
+	for i := range streams {
+		x, err := client.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			msg := bytes.Repeat([]byte{byte(i)}, 5000+i)
+			if _, err := x.Write(msg); err != nil {
+				t.Error(err)
+				return
+			}
+			got := make([]byte, len(msg))
+			if _, err := io.ReadFull(x, got); err != nil || !bytes.Equal(got, msg) {
+				t.Errorf("stream %d: echo %v", i, err)
+			}
+			x.Close()
+		}()
+	}
+	for range streams {
+		y, err := server.AcceptStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			io.Copy(y, y)
+			y.Close()
+		}()
+	}
+	if _, err := server.Ping(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	select {
+	case err := <-blocked:
+		t.Fatalf("the idle stream's Read returned %v", err)
+	default:
+	}
+	idle.Close()
+	<-blocked
+}
+
+// TestWriteTokenWaitsForCredit: a Write waiting for credit holds the read
+// token, reads the peer's window updates itself and completes; Close and a
+// write deadline stop it.
+func TestWriteTokenWaitsForCredit(t *testing.T) {
+	t.Parallel()
+	cfg := &Config{InitialStreamWindow: 64 << 10}
+	t.Run("completes", func(t *testing.T) {
+		t.Parallel()
+		client, server := tcpSessions(t, cfg, cfg)
+		a, b := streamPair(t, client, server)
+		data := make([]byte, 4<<20)
+		for i := range data {
+			data[i] = byte(i * 7)
+		}
+		got := make(chan []byte, 1)
+		go func() {
+			var buf bytes.Buffer
+			tmp := make([]byte, 3000)
+			for buf.Len() < len(data) {
+				n, err := b.Read(tmp)
+				buf.Write(tmp[:n])
+				if err != nil {
+					break
+				}
+				time.Sleep(time.Duration(rand.IntN(20)) * time.Microsecond)
+			}
+			got <- buf.Bytes()
+		}()
+		if _, err := a.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		if g := <-got; !bytes.Equal(g, data) {
+			t.Fatalf("peer read %d bytes, not the %d written", len(g), len(data))
+		}
+	})
+	for _, how := range []string{"Close", "write deadline", "CloseWrite"} {
+		t.Run(how, func(t *testing.T) {
+			t.Parallel()
+			client, server := tcpSessions(t, cfg, cfg)
+			a, b := streamPair(t, client, server) // the peer never reads
+			freeToken(t, client, a, b)
+			done := make(chan error, 1)
+			go func() {
+				_, err := a.Write(make([]byte, 1<<20))
+				done <- err
+			}()
+			waitFor(t, "the Write to take the read token", func() bool { return holderOf(client) == a })
+			switch how {
+			case "Close":
+				a.Close()
+			case "write deadline":
+				a.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
+			case "CloseWrite":
+				a.CloseWrite()
+			}
+			select {
+			case err := <-done:
+				if err == nil {
+					t.Fatal("Write returned nil")
+				}
+				if how == "write deadline" && !isTimeout(err) {
+					t.Fatalf("Write returned %v, want a timeout", err)
+				}
+				if how != "write deadline" && !errors.Is(err, net.ErrClosed) {
+					t.Fatalf("Write returned %v, want net.ErrClosed", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("Write still blocked")
+			}
+			if _, err := client.Ping(); err != nil {
+				t.Fatalf("session after the interrupt: %v", err)
+			}
+		})
+	}
+}
+
+// TestReadTokenDeadlineStress: Reads with deadlines that keep moving,
+// interrupting holders at every stage, while data flows on several streams;
+// nothing is lost or reordered and the session never fails.
+func TestReadTokenDeadlineStress(t *testing.T) {
+	t.Parallel()
+	client, server := tcpSessions(t, nil, nil)
+	const streams, size = 4, 1 << 20
+	var wg sync.WaitGroup
+	for i := range streams {
+		a, b := streamPair(t, client, server)
+		data := make([]byte, size)
+		for j := range data {
+			data[j] = byte(j*31 + i)
+		}
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for off := 0; off < size; {
+				n := min(size-off, 1+rand.IntN(40000))
+				if _, err := a.Write(data[off : off+n]); err != nil {
+					t.Error(err)
+					return
+				}
+				off += n
+				if rand.IntN(4) == 0 {
+					time.Sleep(time.Duration(rand.IntN(300)) * time.Microsecond)
+				}
+			}
+			a.CloseWrite()
+		}()
+		go func() {
+			defer wg.Done()
+			var got []byte
+			buf := make([]byte, 8000)
+			for {
+				switch rand.IntN(3) {
+				case 0:
+					b.SetReadDeadline(time.Now().Add(time.Duration(rand.IntN(200)) * time.Microsecond))
+				case 1:
+					b.SetReadDeadline(time.Time{})
+				}
+				n, err := b.Read(buf[:1+rand.IntN(len(buf))])
+				got = append(got, buf[:n]...)
+				if err == io.EOF {
+					break
+				}
+				if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+					t.Errorf("stream %d: %v", i, err)
+					return
+				}
+			}
+			if !bytes.Equal(got, data) {
+				t.Errorf("stream %d: got %d bytes, not the %d sent in order", i, len(got), size)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, s := range []*Session{client, server} {
+		if err := s.Err(); err != nil {
+			t.Fatalf("session failed: %v", err)
+		}
+	}
+}
