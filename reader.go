@@ -13,33 +13,36 @@ import (
 
 // The connection has one reader at a time: whoever holds the read token
 // reads it and handles the frames, for every stream. Usually that is the
-// session's reader goroutine, but a Read that finds no data takes the token
-// when it is free and reads the socket itself, so the data it waits for
-// wakes it directly. Through the reader goroutine the same data costs a
-// second wake-up, the reader goroutine's and then the Read's; on two cores
-// that hand-off sets the tail of a round trip (p99 45 µs against 5 µs for a
-// 64-byte echo over loopback, in a Go program that does only that).
+// session's reader goroutine, but a Read that finds no data, or a Write
+// waiting for credit, takes the token when it is free and reads the socket
+// itself, so what it waits for wakes it directly. Through the reader
+// goroutine the same data costs a second wake-up, the reader goroutine's
+// and then the caller's; on two cores that hand-off sets the tail of a
+// round trip (p99 45 µs against 5 µs for a 64-byte echo over loopback, in a
+// Go program that does only that), and a bulk sender waited for each window
+// update through three goroutines.
 //
-// A Read gives the token up once it has data, leaving it free: its next
-// Read, usually a moment later, takes it again. So that frames never wait
-// long for a reader, the token's holder wakes the reader goroutine on
-// release when anybody else waits for the connection (a Read that cannot
-// take the token, a Write waiting for credit, Accept, Ping, Close), and
-// otherwise the reader goroutine takes the free token after readTokenGrace.
-// The reader goroutine gives the token up only after it delivered data to a
-// waiting Read and nobody else waits, which is when that Read is likely to
-// come back for more.
+// A holder gives the token up as soon as its own call can go on, leaving
+// the token free: its next call, usually a moment later, takes it again.
+// If others wait for the connection meanwhile (Reads and Writes that could
+// not take the token), it first handles what has already arrived, reading
+// without blocking, so that their frames do not wait behind its own. A free
+// token is taken by the reader goroutine after readTokenGrace, or
+// readTokenWaitGrace while Reads or Writes wait, or at once when Accept,
+// Ping or Close start waiting with nobody reading. The reader goroutine
+// gives the token up when it is about to block after delivering data or
+// credit to a waiting Read or Write, which is likely to come back.
 //
-// A Read holding the token blocks in conn.Read, so what ends its wait from
-// outside (Close, a new deadline) must stop that read: it sets a past read
+// A holder blocks in conn.Read, so what ends its wait from outside (Close,
+// CloseWrite, a new deadline) must stop that read: it sets a past read
 // deadline on the connection, which the holder clears. Hence only
 // connections whose deadlines are known to work (*net.TCPConn,
-// *net.UnixConn) lend the token to Reads; on the others the reader
-// goroutine keeps it. Frames are consumed only once wholly buffered, so an
-// interrupted read loses nothing.
+// *net.UnixConn) lend the token; on the others the reader goroutine keeps
+// it. Frames are consumed only once wholly buffered, so an interrupted read
+// loses nothing. Calls with a deadline wait for the token's holder instead.
 
 // readTokenGrace is how long the token may stay free before the reader
-// goroutine takes it: long enough for a Read to come back for more (a
+// goroutine takes it: long enough for a caller to come back for more (a
 // request/response round trip on loopback takes about 5 µs), short enough
 // that frames nobody waits for yet (a ping, the peer's GOAWAY) are not
 // delayed noticeably.
@@ -60,7 +63,7 @@ var errInterrupted = errors.New("tcpchan: read interrupted")
 type readToken struct {
 	mu          sync.Mutex
 	held        atomic.Bool
-	holder      atomic.Pointer[Stream] // the stream whose Read holds the token; nil: the reader goroutine
+	holder      atomic.Pointer[Stream] // the stream whose Read or Write holds the token; nil: the reader goroutine
 	interrupted bool                   // a past read deadline is set on the connection
 	lastFree    int64                  // session clock of the last release
 	armed       bool                   // timer is running
@@ -567,14 +570,14 @@ func (s *Session) takeRunLocked(st *Stream) {
 		}
 		n := int(binary.BigEndian.Uint32(b[8:]))
 		if n == 0 || n > s.cfg.MaxFrameSize || s.br.Buffered() < headerSize+n ||
-			int64(n) > st.recvAvail || int64(n) > s.recvWindow.Load() {
+			int64(n) > st.recvAvail || s.recvSpent+int64(n) > s.recvCredit.Load() {
 			return
 		}
 		if st.has(stReadToken) && st.rgot == len(st.rwait) {
 			return // the Read reading has its fill: leave the rest for its next
 		}
 		frame, _ := s.br.Peek(headerSize + n)
-		s.recvWindow.Add(-int64(n)) // only this goroutine spends it
+		s.recvSpent += int64(n)
 		st.recvAvail -= int64(n)
 		st.deliverLocked(frame[headerSize:])
 		s.br.Discard(headerSize + n)
@@ -643,8 +646,9 @@ func (s *Session) handleData(h frameHeader) error {
 		}
 		payload = p
 	}
-	if left := s.recvWindow.Add(-int64(n)); left < 0 {
-		return fmt.Errorf("%w: DATA on stream %d overruns the session window by %d bytes", ErrProtocol, h.streamID, -left)
+	s.recvSpent += int64(n)
+	if over := s.recvSpent - s.recvCredit.Load(); over > 0 {
+		return fmt.Errorf("%w: DATA on stream %d overruns the session window by %d bytes", ErrProtocol, h.streamID, over)
 	}
 	st, err := s.streamForData(h)
 	if err != nil {
