@@ -121,6 +121,9 @@ type connReader struct{ s *Session }
 func (r connReader) Read(p []byte) (int, error) {
 	rt := &r.s.rt
 	if err := rt.readErr; err != nil {
+		if rt.nonBlocking {
+			return 0, errWouldBlock // keep it for a blocking read
+		}
 		rt.readErr = nil
 		return 0, err
 	}
@@ -354,7 +357,10 @@ func (s *Session) readForStream(st *Stream) {
 // connection was interrupted, or the session's cause on a connection or
 // protocol error.
 func (s *Session) readHeld(own *Stream) error {
-	done := false // own can stop waiting
+	// done: own can stop waiting. Its state may have changed since it
+	// decided to wait (a session WINDOW_UPDATE needs no stream lock).
+	done := own != nil && own.ready()
+	fills := 0 // non-blocking reads since done
 	for {
 		if !s.frameBuffered() {
 			switch {
@@ -364,8 +370,14 @@ func (s *Session) readHeld(own *Stream) error {
 				s.releaseReadToken()
 				return nil
 			case own == nil:
-			case done && (s.rt.waiters.Load() == 0 || !s.fillAvailable()):
+			case !done:
+			case s.rt.waiters.Load() == 0 || fills == maxDoneFills || !s.fillAvailable():
 				return nil
+			default:
+				// Never block for a frame once done: what arrived
+				// may end in the middle of one.
+				fills++
+				continue
 			}
 		} else if done && s.rt.waiters.Load() == 0 {
 			return nil
@@ -382,6 +394,11 @@ func (s *Session) readHeld(own *Stream) error {
 		}
 	}
 }
+
+// maxDoneFills bounds what a holder whose own call is done reads for
+// others, so that a busy connection cannot keep it from returning: four
+// buffers' worth (256 KiB by default).
+const maxDoneFills = 4
 
 // frameBuffered reports whether a whole frame is in the read buffer.
 func (s *Session) frameBuffered() bool {
@@ -773,8 +790,11 @@ func (s *Session) handleWindowUpdate(h frameHeader) error {
 	st.updates++
 	idle := st.updates > s.sentLocked(st)/bytesPerUpdate+1
 	switch {
-	case st.has(stWriteToken):
-		s.enqueueLocked(st) // its Write, reading, writes it next
+	case st.has(stWriteToken) && s.rt.holder.Load() == st:
+		// This is its Write, reading; it writes next. (The flag
+		// outlives the Write's hold on the token: then the writer
+		// goroutine must be woken as for any other stream.)
+		s.enqueueLocked(st)
 	case st.has(stCreditWait):
 		st.uncountWriteLocked()
 		s.rt.delivered = true

@@ -388,3 +388,122 @@ func TestReadTokenDeadlineStress(t *testing.T) {
 		}
 	}
 }
+
+// TestReadTokenDoneHolderNeverBlocks: a Read holding the token whose data
+// has arrived handles, for a Read waiting beside it, only what has arrived;
+// when that ends in the middle of a frame it returns rather than wait for
+// the rest. (Found in review: it blocked in about half the runs under
+// -race, for as long as the peer withheld the rest of the frame.)
+func TestReadTokenDoneHolderNeverBlocks(t *testing.T) {
+	t.Parallel()
+	victim, a := newAttack(t, nil, true)
+	a.drain()
+	if err := a.send(dataFrame(flagSYN, 1, []byte{1}), dataFrame(flagSYN, 3, []byte{1}),
+		dataFrame(flagSYN, 5, []byte{1}), dataFrame(flagSYN, 7, []byte{1})); err != nil {
+		t.Fatal(err)
+	}
+	var sts []*Stream
+	for range 4 {
+		st, err := victim.AcceptStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sts = append(sts, st)
+	}
+	s1, s3 := sts[0], sts[1]
+	for _, st := range sts {
+		st.Read(make([]byte, 1))
+	}
+	// Hand the token to s1's next Read, as freeToken does.
+	victim.rt.mu.Lock()
+	victim.rt.grace = time.Hour
+	victim.rt.mu.Unlock()
+	got := make(chan error, 1)
+	go func() {
+		_, err := s1.Read(make([]byte, 1))
+		got <- err
+	}()
+	waitFor(t, "s1's Read to wait", func() bool {
+		s1.mu.Lock()
+		defer s1.mu.Unlock()
+		return s1.has(stWaitCounted)
+	})
+	a.send(dataFrame(0, 1, []byte{2}))
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the token to be free", func() bool { return !victim.rt.held.Load() })
+
+	res := make(chan error, 1)
+	go func() {
+		_, err := s1.Read(make([]byte, 64))
+		res <- err
+	}()
+	waitFor(t, "s1's Read to hold the token", func() bool { return holderOf(victim) == s1 })
+	// A Read with a deadline waits beside it, counted.
+	s3.SetReadDeadline(time.Now().Add(time.Hour))
+	go s3.Read(make([]byte, 64))
+	waitFor(t, "s3's Read to wait", func() bool {
+		s3.mu.Lock()
+		defer s3.mu.Unlock()
+		return s3.has(stWaitCounted)
+	})
+	// s1's data, frames for others, and the start of one more frame.
+	w := dataFrame(0, 1, []byte("z"))
+	for i := range 3000 {
+		w = append(w, dataFrame(0, uint32(5+2*(i%2)), []byte("filler!!"))...)
+	}
+	next := dataFrame(0, 5, []byte("tail"))
+	w = append(w, next[:3]...)
+	a.send(w)
+	time.Sleep(100 * time.Microsecond)
+	a.send(next[3:5])
+	select {
+	case err := <-res:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("s1's Read, whose data arrived, is still blocked")
+	}
+	a.send(next[5:])
+	s3.Close()
+}
+
+// TestWindowUpdateWakesWriter: credit for a stream whose Write took the
+// read token and has given it up again must wake the writer goroutine like
+// credit for any other stream; only the Write still holding the token
+// writes next itself. (Found in review: the Write could stall until a
+// keepalive tick.)
+func TestWindowUpdateWakesWriter(t *testing.T) {
+	t.Parallel()
+	for _, holds := range []bool{false, true} {
+		s := idleSession(t)
+		st := offer(t, s, 100)
+		st.mu.Lock()
+		st.sendCredit = 0
+		st.state |= stWriteToken
+		st.mu.Unlock()
+		s.fillBatch(nil) // the SYN; the stream has no credit left
+		select {
+		case <-s.wake:
+		default:
+		}
+		if holds {
+			s.rt.holder.Store(st)
+		}
+		if err := s.handleWindowUpdate(frameHeader{typ: frameWindowUpdate, streamID: st.id, length: 1000}); err != nil {
+			t.Fatal(err)
+		}
+		woken := len(s.wake) == 1
+		if woken == holds {
+			t.Errorf("Write holding the token: %v; writer goroutine woken: %v", holds, woken)
+		}
+		s.wmu.Lock()
+		queued := st.queued
+		s.wmu.Unlock()
+		if !queued {
+			t.Errorf("Write holding the token: %v; the credited stream is not queued", holds)
+		}
+	}
+}
