@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -345,7 +346,15 @@ func (s *Session) readForStream(st *Stream) {
 	if err := s.readHeld(st); err != nil && err != errInterrupted {
 		s.fail(err)
 	}
+	woke := s.rt.delivered
 	s.releaseReadToken()
+	if woke {
+		// It woke a Read or Write waiting for data or credit, which
+		// now waits for a processor; this goroutine may not block
+		// again for a long while (a bulk reader always finds data),
+		// so it lets the woken one run first.
+		runtime.Gosched()
+	}
 }
 
 // readHeld reads and handles frames while holding the read token. A Read or
