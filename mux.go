@@ -212,7 +212,11 @@ var errSessionClosed = fmt.Errorf("tcpchan: session closed: %w", net.ErrClosed)
 // returns the streams the peer opens).
 //
 // Each Session runs two goroutines, one reading and one writing the
-// connection; they exit when the session ends, which Close waits for.
+// connection; they exit when the session ends, which Close waits for. On
+// TCP and Unix sockets a Read that finds no data, a Write waiting for
+// credit, and a Write that finds the connection idle read or write it
+// themselves instead, saving a goroutine hand-off each (see reader.go and
+// writer.go).
 type Session struct {
 	conn   io.ReadWriteCloser
 	cfg    Config
