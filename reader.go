@@ -248,10 +248,10 @@ func (s *Session) takeReadToken(st *Stream, flag streamState) bool {
 	return true
 }
 
-// releaseReadToken gives the token up, waking the reader goroutine at once
-// if anybody waits for the connection, or else after readTokenGrace unless
-// somebody takes it first. The caller holds no lock.
-func (s *Session) releaseReadToken() {
+// releaseReadToken gives the token up. The reader goroutine takes it after
+// the grace (see graceLocked) unless somebody takes it first, or at once if
+// now. The caller holds no lock.
+func (s *Session) releaseReadToken(now bool) {
 	rt := &s.rt
 	rt.mu.Lock()
 	if rt.interrupted {
@@ -262,8 +262,13 @@ func (s *Session) releaseReadToken() {
 	rt.holder.Store(nil)
 	rt.held.Store(false)
 	rt.lastFree = s.clock()
-	s.armLocked(s.graceLocked())
+	if !now {
+		s.armLocked(s.graceLocked())
+	}
 	rt.mu.Unlock()
+	if now {
+		s.kickReader()
+	}
 }
 
 // armLocked makes the timer fire within d. rt.mu is held.
@@ -347,7 +352,7 @@ func (s *Session) readForStream(st *Stream) {
 		s.fail(err)
 	}
 	woke := s.rt.delivered
-	s.releaseReadToken()
+	s.releaseReadToken(s.othersBuffered(st))
 	if woke {
 		// It woke a Read or Write waiting for data or credit, which
 		// now waits for a processor; this goroutine may not block
@@ -376,7 +381,7 @@ func (s *Session) readHeld(own *Stream) error {
 			case own == nil && s.rt.delivered && s.rt.raw != nil:
 				// About to block, having served a Read or Write that
 				// is likely to come back for more.
-				s.releaseReadToken()
+				s.releaseReadToken(false)
 				return nil
 			case own == nil:
 			case !done:
@@ -408,6 +413,18 @@ func (s *Session) readHeld(own *Stream) error {
 // others, so that a busy connection cannot keep it from returning: four
 // buffers' worth (256 KiB by default).
 const maxDoneFills = 4
+
+// othersBuffered reports whether the read buffer holds the start of a frame
+// other than plain data for st. A holder leaves only its own data for its
+// next call; anything else (a SYN for Accept, a PING, another stream's data)
+// deserves the reader goroutine at once, not after the grace.
+func (s *Session) othersBuffered(st *Stream) bool {
+	if s.br.Buffered() < headerSize {
+		return false
+	}
+	b, _ := s.br.Peek(headerSize) // buffered: does not read
+	return frameType(b[0]) != frameData || b[1] != 0 || binary.BigEndian.Uint32(b[4:]) != st.id
+}
 
 // frameBuffered reports whether a whole frame is in the read buffer.
 func (s *Session) frameBuffered() bool {

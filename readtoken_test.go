@@ -507,3 +507,57 @@ func TestWindowUpdateWakesWriter(t *testing.T) {
 		}
 	}
 }
+
+// TestReadTokenLeavesOnlyOwnData: a Read holding the token returns as soon
+// as its data is in, leaving what follows in the buffer for its next call;
+// but only its own data: anything else (here a PING) goes to the reader
+// goroutine at once, not after the grace (here an hour).
+func TestReadTokenLeavesOnlyOwnData(t *testing.T) {
+	t.Parallel()
+	victim, a := newAttack(t, nil, true)
+	acked := a.drain()
+	if err := a.send(dataFrame(flagSYN, 1, []byte{1})); err != nil {
+		t.Fatal(err)
+	}
+	s1, err := victim.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s1.Read(make([]byte, 1))
+	victim.rt.mu.Lock()
+	victim.rt.grace = time.Hour
+	victim.rt.mu.Unlock()
+	// Hand the token to s1's next Read, as freeToken does.
+	got := make(chan error, 1)
+	go func() {
+		_, err := s1.Read(make([]byte, 1))
+		got <- err
+	}()
+	waitFor(t, "s1's Read to wait", func() bool {
+		s1.mu.Lock()
+		defer s1.mu.Unlock()
+		return s1.has(stWaitCounted)
+	})
+	a.send(dataFrame(0, 1, []byte{2}))
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the token to be free", func() bool { return !victim.rt.held.Load() })
+	res := make(chan error, 1)
+	go func() {
+		_, err := s1.Read(make([]byte, 1))
+		res <- err
+	}()
+	waitFor(t, "s1's Read to hold the token", func() bool { return holderOf(victim) == s1 })
+	// s1's data, then the attacker's ping, in one write: s1's Read takes
+	// its byte and returns with the ping still buffered.
+	a.send(dataFrame(0, 1, []byte{3, 4}), hdr(framePing, 0, 0, syncPing))
+	if err := <-res; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-acked:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the ping left in the buffer was not answered")
+	}
+}
