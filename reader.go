@@ -415,15 +415,15 @@ func (s *Session) readHeld(own *Stream) error {
 const maxDoneFills = 4
 
 // othersBuffered reports whether the read buffer holds the start of a frame
-// other than plain data for st. A holder leaves only its own data for its
-// next call; anything else (a SYN for Accept, a PING, another stream's data)
-// deserves the reader goroutine at once, not after the grace.
+// for anything but st. A holder leaves only its own stream's frames for its
+// next call; anything else (a SYN for Accept, a PING, another stream's
+// data) deserves the reader goroutine at once, not after the grace.
 func (s *Session) othersBuffered(st *Stream) bool {
 	if s.br.Buffered() < headerSize {
 		return false
 	}
 	b, _ := s.br.Peek(headerSize) // buffered: does not read
-	return frameType(b[0]) != frameData || b[1] != 0 || binary.BigEndian.Uint32(b[4:]) != st.id
+	return binary.BigEndian.Uint32(b[4:]) != st.id
 }
 
 // frameBuffered reports whether a whole frame is in the read buffer.
