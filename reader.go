@@ -49,6 +49,12 @@ import (
 // delayed noticeably.
 const readTokenGrace = 100 * time.Microsecond
 
+// maxReaderAbsence is how long the reader goroutine leaves the token to
+// Reads and Writes at most before it takes a turn, so that frames they do
+// not read for (a PING, a SYN, another stream's data still in the socket)
+// wait no longer than that.
+const maxReaderAbsence = readTokenGrace << maxGraceShift
+
 // maxGraceShift bounds the lengthening of the graces while the token's
 // holders keep coming back before they end, which spares the reader
 // goroutine a wake-up each time: 16 times, so at most 1.6 ms, or 320 µs
@@ -75,6 +81,7 @@ type readToken struct {
 	lastFree    int64                  // session clock of the last release
 	armed       bool                   // timer is running
 	fireAt      int64                  // session clock when it fires
+	turnDue     int64                  // session clock when the reader goroutine takes a turn
 	timer       *time.Timer            // wakes the reader goroutine to take a token left free
 	kick        chan struct{}          // capacity 1: the reader goroutine should take the token now
 	grace       time.Duration          // if set, replaces readTokenGrace (tests)
@@ -99,6 +106,7 @@ type readToken struct {
 	deadliner readDeadliner
 
 	// Owned by the holder.
+	holderWrite bool  // the holder is a Write waiting for credit, not a Read
 	delivered   bool  // it gave data or credit to a waiting Read or Write since it last blocked
 	nonBlocking bool  // connReader reads only what has arrived
 	readErr     error // what a non-blocking read saw, for the next blocking one
@@ -213,17 +221,22 @@ func (s *Session) awaitReadToken() bool {
 		}
 		rt.mu.Lock()
 		if !rt.held.Load() {
-			idle := s.clock() - rt.lastFree
+			clock := s.clock()
+			idle := clock - rt.lastFree
 			grace := int64(s.graceLocked())
-			if now || idle >= grace {
-				if !now {
+			if now || idle >= grace || clock >= rt.turnDue {
+				if !now && idle >= grace {
 					rt.shift = 0 // nobody came back in time
+				}
+				if rt.armed {
+					rt.timer.Stop()
+					rt.armed = false
 				}
 				rt.held.Store(true)
 				rt.mu.Unlock()
 				return true
 			}
-			s.armLocked(time.Duration(grace - idle))
+			s.armLocked(time.Duration(min(grace-idle, rt.turnDue-clock)))
 		}
 		rt.mu.Unlock()
 	}
@@ -244,6 +257,7 @@ func (s *Session) takeReadToken(st *Stream, flag streamState) bool {
 	rt.held.Store(true)
 	rt.holder.Store(st)
 	rt.takes++
+	rt.holderWrite = flag == stWriteToken
 	st.state |= flag
 	return true
 }
@@ -373,14 +387,21 @@ func (s *Session) readForStream(st *Stream) {
 func (s *Session) readHeld(own *Stream) error {
 	// done: own can stop waiting. Its state may have changed since it
 	// decided to wait (a session WINDOW_UPDATE needs no stream lock).
-	done := own != nil && own.ready()
+	done := own != nil && own.ready(s.rt.holderWrite)
 	fills := 0 // non-blocking reads since done
 	for {
 		if !s.frameBuffered() {
 			switch {
 			case own == nil && s.rt.delivered && s.rt.raw != nil:
 				// About to block, having served a Read or Write that
-				// is likely to come back for more.
+				// is likely to come back for more. It takes a turn
+				// again at the latest maxReaderAbsence from now: with
+				// the token free most of the time but always taken
+				// back in time, nobody might read the socket for
+				// others (a caller reads only for its own needs).
+				s.rt.mu.Lock()
+				s.rt.turnDue = s.clock() + int64(maxReaderAbsence)
+				s.rt.mu.Unlock()
 				s.releaseReadToken(false)
 				return nil
 			case own == nil:
@@ -404,7 +425,7 @@ func (s *Session) readHeld(own *Stream) error {
 			return err
 		}
 		if own != nil && !done && (h.streamID == own.id || h.streamID == 0 || h.typ == frameGoAway) {
-			done = own.ready()
+			done = own.ready(s.rt.holderWrite)
 		}
 	}
 }
@@ -418,12 +439,21 @@ const maxDoneFills = 4
 // for anything but st. A holder leaves only its own stream's frames for its
 // next call; anything else (a SYN for Accept, a PING, another stream's
 // data) deserves the reader goroutine at once, not after the grace.
+// Every buffered header counts: a PING behind the stream's own data would
+// otherwise wait until the application has read all of that.
 func (s *Session) othersBuffered(st *Stream) bool {
-	if s.br.Buffered() < headerSize {
-		return false
+	b, _ := s.br.Peek(s.br.Buffered()) // buffered: does not read
+	for len(b) >= headerSize {
+		if binary.BigEndian.Uint32(b[4:]) != st.id {
+			return true
+		}
+		n := headerSize
+		if frameType(b[0]) == frameData {
+			n += int(binary.BigEndian.Uint32(b[8:]))
+		}
+		b = b[min(n, len(b)):]
 	}
-	b, _ := s.br.Peek(headerSize) // buffered: does not read
-	return binary.BigEndian.Uint32(b[4:]) != st.id
+	return false
 }
 
 // frameBuffered reports whether a whole frame is in the read buffer.
@@ -816,10 +846,10 @@ func (s *Session) handleWindowUpdate(h frameHeader) error {
 	st.updates++
 	idle := st.updates > s.sentLocked(st)/bytesPerUpdate+1
 	switch {
-	case st.has(stWriteToken) && s.rt.holder.Load() == st:
-		// This is its Write, reading; it writes next. (The flag
-		// outlives the Write's hold on the token: then the writer
-		// goroutine must be woken as for any other stream.)
+	case s.rt.holder.Load() == st && s.rt.holderWrite:
+		// This is its Write, reading; it writes next. (Not the
+		// stream's flag: it outlives the Write's hold on the token,
+		// and its Read may hold the token meanwhile.)
 		s.enqueueLocked(st)
 	case st.has(stCreditWait):
 		st.uncountWriteLocked()

@@ -24,26 +24,37 @@ func holderOf(s *Session) *Stream { return s.rt.holder.Load() }
 // does not take it back by itself.
 func freeToken(t *testing.T, s *Session, own, peer *Stream) {
 	t.Helper()
-	s.rt.mu.Lock()
-	s.rt.grace = time.Hour
-	s.rt.mu.Unlock()
+	freeTokenAttacked(t, s, own, func() {
+		if _, err := peer.Write([]byte{1}); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+// freeTokenAttacked is freeToken with feed sending st one byte (from a
+// stream or from the attacker of hostile_test.go). Whether the reader goroutine still holds the token (st's
+// Read then waits for it) or has given it up already (st's Read then takes
+// it), the token ends up free, with the long grace.
+func freeTokenAttacked(t *testing.T, victim *Session, st *Stream, feed func()) {
+	t.Helper()
+	victim.rt.mu.Lock()
+	victim.rt.grace = time.Hour
+	victim.rt.mu.Unlock()
 	got := make(chan error, 1)
 	go func() {
-		_, err := own.Read(make([]byte, 1))
+		_, err := st.Read(make([]byte, 1))
 		got <- err
 	}()
-	waitFor(t, "the Read to wait for the reader goroutine", func() bool {
-		own.mu.Lock()
-		defer own.mu.Unlock()
-		return own.has(stWaitCounted)
+	waitFor(t, "a Read to wait or to hold the token", func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return st.has(stWaitCounted) || holderOf(victim) == st
 	})
-	if _, err := peer.Write([]byte{1}); err != nil {
-		t.Fatal(err)
-	}
+	feed()
 	if err := <-got; err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the token to be free", func() bool { return !s.rt.held.Load() })
+	waitFor(t, "the token to be free", func() bool { return !victim.rt.held.Load() })
 }
 
 // blockedHolder starts a Read on st and waits until it holds the read token.
@@ -414,25 +425,7 @@ func TestReadTokenDoneHolderNeverBlocks(t *testing.T) {
 	for _, st := range sts {
 		st.Read(make([]byte, 1))
 	}
-	// Hand the token to s1's next Read, as freeToken does.
-	victim.rt.mu.Lock()
-	victim.rt.grace = time.Hour
-	victim.rt.mu.Unlock()
-	got := make(chan error, 1)
-	go func() {
-		_, err := s1.Read(make([]byte, 1))
-		got <- err
-	}()
-	waitFor(t, "s1's Read to wait", func() bool {
-		s1.mu.Lock()
-		defer s1.mu.Unlock()
-		return s1.has(stWaitCounted)
-	})
-	a.send(dataFrame(0, 1, []byte{2}))
-	if err := <-got; err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the token to be free", func() bool { return !victim.rt.held.Load() })
+	freeTokenAttacked(t, victim, s1, func() { a.send(dataFrame(0, 1, []byte{2})) })
 
 	res := make(chan error, 1)
 	go func() {
@@ -470,48 +463,81 @@ func TestReadTokenDoneHolderNeverBlocks(t *testing.T) {
 	s3.Close()
 }
 
-// TestWindowUpdateWakesWriter: credit for a stream whose Write took the
-// read token and has given it up again must wake the writer goroutine like
-// credit for any other stream; only the Write still holding the token
-// writes next itself. (Found in review: the Write could stall until a
-// keepalive tick.)
+// TestWindowUpdateWakesWriter: credit for a stream must wake the writer
+// goroutine unless the stream's Write holds the read token and so writes
+// next itself. (Found in review, twice: the Write could stall until a
+// keepalive tick when its flag outlived its hold on the token, the second
+// time with the stream's own Read holding the token meanwhile.)
 func TestWindowUpdateWakesWriter(t *testing.T) {
 	t.Parallel()
-	for _, holds := range []bool{false, true} {
+	tests := []struct {
+		name      string
+		holds     bool // the stream's call holds the read token
+		write     bool // that call is its Write
+		wantWoken bool
+	}{
+		{"Write gave the token back", false, false, true},
+		{"Write holds the token", true, true, false},
+		{"its Read holds the token", true, false, true},
+	}
+	for _, tc := range tests {
 		s := idleSession(t)
 		st := offer(t, s, 100)
 		st.mu.Lock()
 		st.sendCredit = 0
-		st.state |= stWriteToken
+		st.state |= stWriteToken // set while a Write holds the token, cleared after
 		st.mu.Unlock()
 		s.fillBatch(nil) // the SYN; the stream has no credit left
 		select {
 		case <-s.wake:
 		default:
 		}
-		if holds {
+		if tc.holds {
 			s.rt.holder.Store(st)
+			s.rt.holderWrite = tc.write
 		}
 		if err := s.handleWindowUpdate(frameHeader{typ: frameWindowUpdate, streamID: st.id, length: 1000}); err != nil {
 			t.Fatal(err)
 		}
-		woken := len(s.wake) == 1
-		if woken == holds {
-			t.Errorf("Write holding the token: %v; writer goroutine woken: %v", holds, woken)
+		if woken := len(s.wake) == 1; woken != tc.wantWoken {
+			t.Errorf("%s: writer goroutine woken: %v, want %v", tc.name, woken, tc.wantWoken)
 		}
 		s.wmu.Lock()
 		queued := st.queued
 		s.wmu.Unlock()
 		if !queued {
-			t.Errorf("Write holding the token: %v; the credited stream is not queued", holds)
+			t.Errorf("%s: the credited stream is not queued", tc.name)
 		}
+	}
+}
+
+// TestReadyIsForTheHolder: whether the call holding the token can stop
+// depends on which call it is, not on the stream's flags: a Read holding it
+// is done once it has data, even while its stream's Write (no credit) has
+// just given the token back.
+func TestReadyIsForTheHolder(t *testing.T) {
+	t.Parallel()
+	s := idleSession(t)
+	st := offer(t, s, 100)
+	st.mu.Lock()
+	st.sendCredit = 0
+	st.state |= stWriteToken | stReading
+	st.rwait, st.rgot = make([]byte, 10), 5
+	st.mu.Unlock()
+	if !st.ready(false) {
+		t.Error("a Read holding the token with 5 bytes in is not done")
+	}
+	if st.ready(true) {
+		t.Error("a Write holding the token with no credit is done")
 	}
 }
 
 // TestReadTokenLeavesOnlyOwnData: a Read holding the token returns as soon
 // as its data is in, leaving what follows in the buffer for its next call;
-// but only its own data: anything else (here a PING) goes to the reader
-// goroutine at once, not after the grace (here an hour).
+// but only its own data: anything else (here a PING, behind more of its own
+// data) goes to the reader goroutine at once, not after the grace (here an
+// hour). (Found in review: a PING behind a stream's own frames waited until
+// the application had read them all.)
 func TestReadTokenLeavesOnlyOwnData(t *testing.T) {
 	t.Parallel()
 	victim, a := newAttack(t, nil, true)
@@ -524,34 +550,17 @@ func TestReadTokenLeavesOnlyOwnData(t *testing.T) {
 		t.Fatal(err)
 	}
 	s1.Read(make([]byte, 1))
-	victim.rt.mu.Lock()
-	victim.rt.grace = time.Hour
-	victim.rt.mu.Unlock()
-	// Hand the token to s1's next Read, as freeToken does.
-	got := make(chan error, 1)
-	go func() {
-		_, err := s1.Read(make([]byte, 1))
-		got <- err
-	}()
-	waitFor(t, "s1's Read to wait", func() bool {
-		s1.mu.Lock()
-		defer s1.mu.Unlock()
-		return s1.has(stWaitCounted)
-	})
-	a.send(dataFrame(0, 1, []byte{2}))
-	if err := <-got; err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the token to be free", func() bool { return !victim.rt.held.Load() })
+	freeTokenAttacked(t, victim, s1, func() { a.send(dataFrame(0, 1, []byte{2})) })
 	res := make(chan error, 1)
 	go func() {
 		_, err := s1.Read(make([]byte, 1))
 		res <- err
 	}()
 	waitFor(t, "s1's Read to hold the token", func() bool { return holderOf(victim) == s1 })
-	// s1's data, then the attacker's ping, in one write: s1's Read takes
-	// its byte and returns with the ping still buffered.
-	a.send(dataFrame(0, 1, []byte{3, 4}), hdr(framePing, 0, 0, syncPing))
+	// s1's data in two frames, then the attacker's ping, in one write:
+	// s1's Read takes its byte and returns with its second frame and the
+	// ping still buffered.
+	a.send(dataFrame(0, 1, []byte{3, 4}), dataFrame(0, 1, []byte{5}), hdr(framePing, 0, 0, syncPing))
 	if err := <-res; err != nil {
 		t.Fatal(err)
 	}

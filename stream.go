@@ -223,13 +223,13 @@ func (st *Stream) uncountWriteLocked() {
 	}
 }
 
-// ready reports whether the Read or Write of st that holds the read token
-// can stop reading the connection: it has data or credit, or a reason to
-// stop waiting.
-func (st *Stream) ready() bool {
+// ready reports whether the Read (or, if write, the Write) of st that holds
+// the read token can stop reading the connection: it has data or credit,
+// or a reason to stop waiting.
+func (st *Stream) ready(write bool) bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if st.has(stWriteToken) {
+	if write {
 		return len(st.wbuf) == 0 || st.sendCredit > 0 && st.sess.sendWindow.Load() > 0 || st.writeErrLocked() != nil
 	}
 	return st.rgot > 0 || st.has(stRecvFIN) || st.readErrLocked() != nil
