@@ -19,20 +19,8 @@ type rawWriter interface {
 // socket (TCP, Unix), or nil for the others (TLS, pipes, wrappers), which then always
 // go through the writer goroutine.
 func newRawWriter(conn io.ReadWriteCloser) rawWriter {
-	// Only the socket types themselves: a wrapper that embeds one (for
-	// metrics, throttling, a cipher) has SyscallConn too, and writing to
-	// its socket would bypass its Write.
-	var sc syscall.Conn
-	switch c := conn.(type) {
-	case *net.TCPConn:
-		sc = c
-	case *net.UnixConn:
-		sc = c
-	default:
-		return nil
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
+	rc, _ := socketOf(conn)
+	if rc == nil {
 		return nil
 	}
 	w := &socketWriter{rc: rc}
@@ -100,6 +88,21 @@ type rawReader interface {
 // deadlines are known to interrupt reads, or nils for the others (see
 // reader.go).
 func newRawReader(conn io.ReadWriteCloser) (rawReader, readDeadliner) {
+	rc, dl := socketOf(conn)
+	if rc == nil {
+		return nil, nil
+	}
+	r := &socketReader{rc: rc}
+	r.readFD = r.read // bound once: a closure per call would allocate
+	return r, dl
+}
+
+// socketOf returns the raw socket of a *net.TCPConn or *net.UnixConn, and
+// the conn itself for its read deadline; nils for anything else. Only the
+// socket types themselves: a wrapper that embeds one (for metrics,
+// throttling, a cipher) has SyscallConn too, and using its socket would
+// bypass its Read and Write.
+func socketOf(conn io.ReadWriteCloser) (syscall.RawConn, readDeadliner) {
 	var sc interface {
 		syscall.Conn
 		readDeadliner
@@ -116,9 +119,7 @@ func newRawReader(conn io.ReadWriteCloser) (rawReader, readDeadliner) {
 	if err != nil {
 		return nil, nil
 	}
-	r := &socketReader{rc: rc}
-	r.readFD = r.read // bound once: a closure per call would allocate
-	return r, sc
+	return rc, sc
 }
 
 // socketReader is used only by the read token's holder, so its fields need

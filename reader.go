@@ -852,7 +852,7 @@ func (s *Session) handleWindowUpdate(h frameHeader) error {
 		// and its Read may hold the token meanwhile.)
 		s.enqueueLocked(st)
 	case st.has(stCreditWait):
-		st.uncountWriteLocked()
+		st.uncountLocked(stCreditWait)
 		s.rt.delivered = true
 		fallthrough
 	default:

@@ -184,13 +184,14 @@ func (st *Stream) awaitDataLocked() {
 	st.state |= stWaitCounted
 	s.needReader()
 	st.rcond.Wait()
-	st.uncountLocked()
+	st.uncountLocked(stWaitCounted)
 }
 
-// uncountLocked stops counting the Read holding rwait as a waiter.
-func (st *Stream) uncountLocked() {
-	if st.has(stWaitCounted) {
-		st.state &^= stWaitCounted
+// uncountLocked stops counting the Read holding rwait (stWaitCounted) or
+// the Write holding wbuf (stCreditWait) as a waiter for the read token.
+func (st *Stream) uncountLocked(flag streamState) {
+	if st.has(flag) {
+		st.state &^= flag
 		st.sess.doneWaiting()
 	}
 }
@@ -212,15 +213,7 @@ func (st *Stream) awaitCreditLocked() {
 	st.state |= stCreditWait
 	s.needReader()
 	st.wcond.Wait()
-	st.uncountWriteLocked()
-}
-
-// uncountWriteLocked stops counting the Write holding wbuf as a waiter.
-func (st *Stream) uncountWriteLocked() {
-	if st.has(stCreditWait) {
-		st.state &^= stCreditWait
-		st.sess.doneWaiting()
-	}
+	st.uncountLocked(stCreditWait)
 }
 
 // ready reports whether the Read (or, if write, the Write) of st that holds
@@ -652,7 +645,7 @@ func (st *Stream) deliverLocked(p []byte) {
 		st.rgot += n
 		p = p[n:]
 		if st.has(stWaitCounted) {
-			st.uncountLocked()
+			st.uncountLocked(stWaitCounted)
 			st.sess.rt.delivered = true
 		}
 		st.rcond.Broadcast()
