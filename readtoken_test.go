@@ -3,6 +3,7 @@ package tcpchan
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -568,5 +569,116 @@ func TestReadTokenLeavesOnlyOwnData(t *testing.T) {
 	case <-acked:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the ping left in the buffer was not answered")
+	}
+}
+
+// TestReadTokenRandomTraffic: a peer sends frames for several streams cut
+// at random places into writes with pauses between them, pings among them,
+// while the victim's Reads (some with deadlines that keep moving) take and
+// give up the token: every stream arrives whole and in order, then EOF,
+// and the session stays up.
+func TestReadTokenRandomTraffic(t *testing.T) {
+	t.Parallel()
+	for seed := range uint64(6) {
+		t.Run(fmt.Sprint("seed=", seed), func(t *testing.T) {
+			t.Parallel()
+			rng := rand.New(rand.NewPCG(seed, 99))
+			victim, a := newAttack(t, nil, true)
+			a.drain()
+			const streams = 4
+			want := make([][]byte, streams)
+			var syns, wire []byte
+			for i := range streams {
+				syns = append(syns, dataFrame(flagSYN, uint32(2*i+1), nil)...)
+			}
+			if err := a.send(syns); err != nil {
+				t.Fatal(err)
+			}
+			// Interleaved DATA (each stream stays within its window),
+			// pings, then FINs.
+			for range 2000 {
+				i := rng.IntN(streams)
+				if len(want[i]) > 200<<10 {
+					continue
+				}
+				p := make([]byte, 1+rng.IntN(1024))
+				for j := range p {
+					p[j] = byte(rng.Uint32())
+				}
+				want[i] = append(want[i], p...)
+				wire = append(wire, dataFrame(0, uint32(2*i+1), p)...)
+				if rng.IntN(10) == 0 {
+					wire = append(wire, hdr(framePing, 0, 0, rng.Uint32()&0xffff)...)
+				}
+			}
+			for i := range streams {
+				wire = append(wire, dataFrame(flagFIN, uint32(2*i+1), nil)...)
+			}
+			results := make(chan error, streams)
+			for range streams {
+				st, err := victim.AcceptStream()
+				if err != nil {
+					t.Fatal(err)
+				}
+				i := int(st.ID()-1) / 2
+				deadlines := rng.IntN(2) == 0
+				seed := rng.Uint64()
+				go func() {
+					r := rand.New(rand.NewPCG(seed, 1))
+					var got []byte
+					buf := make([]byte, 4096)
+					for {
+						if deadlines {
+							st.SetReadDeadline(time.Now().Add(time.Duration(r.IntN(300)) * time.Microsecond))
+						}
+						n, err := st.Read(buf[:1+r.IntN(len(buf))])
+						got = append(got, buf[:n]...)
+						if err == io.EOF {
+							break
+						}
+						if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+							results <- fmt.Errorf("stream %d: %w", i, err)
+							return
+						}
+					}
+					if !bytes.Equal(got, want[i]) {
+						results <- fmt.Errorf("stream %d: got %d bytes, not the %d sent in order", i, len(got), len(want[i]))
+						return
+					}
+					results <- nil
+				}()
+			}
+			go func() {
+				for len(wire) > 0 {
+					n := min(len(wire), 1+rng.IntN(3000))
+					if a.send(wire[:n]) != nil {
+						return
+					}
+					wire = wire[n:]
+					if rng.IntN(3) == 0 {
+						time.Sleep(time.Duration(rng.IntN(200)) * time.Microsecond)
+					}
+				}
+			}()
+			for range streams {
+				select {
+				case err := <-results:
+					if err != nil {
+						t.Error(err)
+					}
+				case <-time.After(20 * time.Second):
+					t.Fatal("a stream did not reach EOF")
+				}
+			}
+			if err := victim.Err(); err != nil {
+				t.Fatalf("session failed: %v", err)
+			}
+			victim.rt.mu.Lock()
+			takes := victim.rt.takes
+			victim.rt.mu.Unlock()
+			if takes == 0 {
+				t.Error("no Read took the read token: the test did not test it")
+			}
+		})
 	}
 }
