@@ -242,9 +242,9 @@ func (s *Session) awaitReadToken() bool {
 	}
 }
 
-// takeReadToken gives the token to st's Read or Write (flag says which) if
-// it is free. st.mu is held.
-func (s *Session) takeReadToken(st *Stream, flag streamState) bool {
+// takeReadToken gives the token to st's Read, or its Write if write, if it
+// is free. st.mu is held.
+func (s *Session) takeReadToken(st *Stream, write bool) bool {
 	rt := &s.rt
 	if rt.deadliner == nil || rt.held.Load() {
 		return false
@@ -257,8 +257,7 @@ func (s *Session) takeReadToken(st *Stream, flag streamState) bool {
 	rt.held.Store(true)
 	rt.holder.Store(st)
 	rt.takes++
-	rt.holderWrite = flag == stWriteToken
-	st.state |= flag
+	rt.holderWrite = write
 	return true
 }
 
@@ -665,7 +664,7 @@ func (s *Session) takeRunLocked(st *Stream) {
 			int64(n) > st.recvAvail || s.recvSpent+int64(n) > s.recvCredit.Load() {
 			return
 		}
-		if st.has(stReadToken) && st.rgot == len(st.rwait) {
+		if s.rt.holder.Load() == st && !s.rt.holderWrite && st.rgot == len(st.rwait) {
 			return // the Read reading has its fill: leave the rest for its next
 		}
 		frame, _ := s.br.Peek(headerSize + n)
@@ -847,9 +846,9 @@ func (s *Session) handleWindowUpdate(h frameHeader) error {
 	idle := st.updates > s.sentLocked(st)/bytesPerUpdate+1
 	switch {
 	case s.rt.holder.Load() == st && s.rt.holderWrite:
-		// This is its Write, reading; it writes next. (Not the
-		// stream's flag: it outlives the Write's hold on the token,
-		// and its Read may hold the token meanwhile.)
+		// This is its Write, reading; it writes next. Any other
+		// time (its Write gave the token back, or its Read holds it)
+		// the writer goroutine must be woken as for any stream.
 		s.enqueueLocked(st)
 	case st.has(stCreditWait):
 		st.uncountLocked(stCreditWait)

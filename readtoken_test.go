@@ -486,7 +486,6 @@ func TestWindowUpdateWakesWriter(t *testing.T) {
 		st := offer(t, s, 100)
 		st.mu.Lock()
 		st.sendCredit = 0
-		st.state |= stWriteToken // set while a Write holds the token, cleared after
 		st.mu.Unlock()
 		s.fillBatch(nil) // the SYN; the stream has no credit left
 		select {
@@ -513,16 +512,15 @@ func TestWindowUpdateWakesWriter(t *testing.T) {
 }
 
 // TestReadyIsForTheHolder: whether the call holding the token can stop
-// depends on which call it is, not on the stream's flags: a Read holding it
-// is done once it has data, even while its stream's Write (no credit) has
-// just given the token back.
+// depends on which call it is: a Read holding it is done once it has data,
+// even while its stream's Write waits for credit.
 func TestReadyIsForTheHolder(t *testing.T) {
 	t.Parallel()
 	s := idleSession(t)
 	st := offer(t, s, 100)
 	st.mu.Lock()
 	st.sendCredit = 0
-	st.state |= stWriteToken | stReading
+	st.state |= stReading
 	st.rwait, st.rgot = make([]byte, 10), 5
 	st.mu.Unlock()
 	if !st.ready(false) {

@@ -74,8 +74,6 @@ const (
 	stReading                             // a Read holds rwait
 	stWriting                             // a Write holds wbuf
 	stRemoved                             // deleted from the session's table
-	stReadToken                           // the Read holding rwait holds the read token (see reader.go)
-	stWriteToken                          // the Write holding wbuf holds the read token, waiting for credit
 	stWaitCounted                         // the Read holding rwait waits, counted in the read token's waiters
 	stCreditWait                          // the Write holding wbuf waits for credit, counted likewise
 )
@@ -174,11 +172,10 @@ func (st *Stream) readLocked(p []byte) (int, error) {
 // the token's holder to deliver.
 func (st *Stream) awaitDataLocked() {
 	s := st.sess
-	if (st.dl == nil || st.dl.read.when.IsZero()) && s.takeReadToken(st, stReadToken) {
+	if (st.dl == nil || st.dl.read.when.IsZero()) && s.takeReadToken(st, false) {
 		st.mu.Unlock()
 		s.readForStream(st)
 		st.mu.Lock()
-		st.state &^= stReadToken
 		return
 	}
 	st.state |= stWaitCounted
@@ -202,12 +199,11 @@ func (st *Stream) uncountLocked(flag streamState) {
 // to deliver the credit and the writer to frame the data.
 func (st *Stream) awaitCreditLocked() {
 	s := st.sess
-	if (st.dl == nil || st.dl.write.when.IsZero()) && s.takeReadToken(st, stWriteToken) {
+	if (st.dl == nil || st.dl.write.when.IsZero()) && s.takeReadToken(st, true) {
 		st.mu.Unlock()
 		s.readForStream(st)
 		s.writeDirect(st)
 		st.mu.Lock()
-		st.state &^= stWriteToken
 		return
 	}
 	st.state |= stCreditWait
