@@ -236,7 +236,7 @@ func (s *Session) awaitReadToken() bool {
 				rt.mu.Unlock()
 				return true
 			}
-			s.armLocked(time.Duration(min(grace-idle, rt.turnDue-clock)))
+			s.armLocked(clock, time.Duration(min(grace-idle, rt.turnDue-clock)))
 		}
 		rt.mu.Unlock()
 	}
@@ -276,7 +276,7 @@ func (s *Session) releaseReadToken(now bool) {
 	rt.held.Store(false)
 	rt.lastFree = s.clock()
 	if !now {
-		s.armLocked(s.graceLocked())
+		s.armLocked(rt.lastFree, s.graceLocked())
 	}
 	rt.mu.Unlock()
 	if now {
@@ -284,10 +284,11 @@ func (s *Session) releaseReadToken(now bool) {
 	}
 }
 
-// armLocked makes the timer fire within d. rt.mu is held.
-func (s *Session) armLocked(d time.Duration) {
+// armLocked makes the timer fire within d of clock, the session clock now.
+// rt.mu is held.
+func (s *Session) armLocked(clock int64, d time.Duration) {
 	rt := &s.rt
-	at := s.clock() + int64(d)
+	at := clock + int64(d)
 	if !rt.armed || rt.fireAt > at {
 		rt.armed = true
 		rt.fireAt = at
@@ -384,9 +385,11 @@ func (s *Session) readForStream(st *Stream) {
 // connection was interrupted, or the session's cause on a connection or
 // protocol error.
 func (s *Session) readHeld(own *Stream) error {
-	// done: own can stop waiting. Its state may have changed since it
-	// decided to wait (a session WINDOW_UPDATE needs no stream lock).
-	done := own != nil && own.ready(s.rt.holderWrite)
+	// done: own can stop waiting. A Read decided to wait and took the
+	// token under its stream's lock, so nothing changed since; a Write's
+	// session credit may have (a session WINDOW_UPDATE needs no stream
+	// lock).
+	done := own != nil && s.rt.holderWrite && own.ready(true)
 	fills := 0 // non-blocking reads since done
 	for {
 		if !s.frameBuffered() {
