@@ -27,10 +27,13 @@ import (
 // the token free: its next call, usually a moment later, takes it again.
 // If others wait for the connection meanwhile (Reads and Writes that could
 // not take the token), it first handles what has already arrived, reading
-// without blocking, so that their frames do not wait behind its own. A free
-// token is taken by the reader goroutine after readTokenGrace, or
-// readTokenWaitGrace while Reads or Writes wait, or at once when Accept,
-// Ping or Close start waiting with nobody reading. The reader goroutine
+// without blocking, so that their frames do not wait behind its own, and
+// if it woke one of them it yields. It leaves only its own stream's frames
+// in the buffer for its next call. The reader goroutine takes a free token
+// at once when another stream's frame is buffered or Accept, Ping or Close
+// start waiting; otherwise after readTokenGrace (readTokenWaitGrace while
+// Reads or Writes wait), a grace that lengthens while holders keep coming
+// back in time, and in any case it takes a turn every maxReaderAbsence. It
 // gives the token up when it is about to block after delivering data or
 // credit to a waiting Read or Write, which is likely to come back.
 //
