@@ -1,6 +1,8 @@
 package tcpchan
 
 import (
+	"bytes"
+	"io"
 	"runtime"
 	"testing"
 	"time"
@@ -194,5 +196,63 @@ func TestSchedulerCreditDuringBatch(t *testing.T) {
 	}
 	if sent != 8192 {
 		t.Errorf("batch carried %d bytes, want all 8192 (1024 + 8192 credit, 8192 offered): %v", sent, got)
+	}
+}
+
+// TestWriteAloneParks: a Write on the fast path (token free, nothing else
+// queued) that finds the session window empty parks, and completes once the
+// peer's reading returns session credit.
+func TestWriteAloneParks(t *testing.T) {
+	t.Parallel()
+	scfg := &Config{InitialStreamWindow: 1 << 20, SessionWindow: 1 << 20}
+	client, server := tcpSessions(t, nil, scfg)
+	a, sa := streamPair(t, client, server)
+	if _, err := a.Write(make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the writer idle", func() bool {
+		client.wmu.Lock()
+		defer client.wmu.Unlock()
+		return !client.w.held && len(client.w.pending) == 0 && client.sendWindow.Load() == 0
+	})
+	b, err := client.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := server.AcceptStream() // the SYN needs no credit
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the writer idle again", func() bool {
+		client.wmu.Lock()
+		defer client.wmu.Unlock()
+		return !client.w.held && !b.queued
+	})
+	msg := bytes.Repeat([]byte("tcpchan "), 400)
+	written := make(chan error, 1)
+	go func() {
+		_, err := b.Write(msg)
+		written <- err
+	}()
+	waitFor(t, "the Write parked", func() bool {
+		client.wmu.Lock()
+		defer client.wmu.Unlock()
+		return b.parked
+	})
+	select {
+	case err := <-written:
+		t.Fatalf("Write returned %v with no session credit", err)
+	default:
+	}
+	if _, err := io.ReadFull(sa, make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(msg))
+	sb.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(sb, got); err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("peer read %d bytes, %v; want the message", len(got), err)
+	}
+	if err := <-written; err != nil {
+		t.Errorf("Write: %v", err)
 	}
 }

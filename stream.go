@@ -351,7 +351,7 @@ func (st *Stream) Write(p []byte) (int, error) {
 	st.wbuf = p
 	if s := st.sess; s.w.raw == nil {
 		s.scheduleLocked(st)
-	} else if s.enqueueLocked(st) {
+	} else if !s.writeAloneLocked(st) && s.enqueueLocked(st) {
 		// Write it from here if the connection is free; if it is not,
 		// its holder wakes the writer goroutine when it lets go.
 		st.mu.Unlock()
