@@ -59,13 +59,20 @@ func (s *Session) acquireToken(writer bool) bool {
 // for it or if work is left that nobody else will do.
 func (s *Session) releaseToken() {
 	s.wmu.Lock()
-	s.w.held = false
-	wake := s.w.waiting || len(s.sched.ctrl) > 0 || s.sched.head != nil || len(s.w.pending) > 0
-	s.w.waiting = false
+	wake := s.releaseTokenLocked()
 	s.wmu.Unlock()
 	if wake {
 		s.wakeWriter()
 	}
+}
+
+// releaseTokenLocked is releaseToken under wmu, reporting whether to wake
+// the writer goroutine (after unlocking).
+func (s *Session) releaseTokenLocked() bool {
+	s.w.held = false
+	wake := s.w.waiting || len(s.sched.ctrl) > 0 || s.sched.head != nil || len(s.w.pending) > 0
+	s.w.waiting = false
+	return wake
 }
 
 // writeDirect lets the calling goroutine write queued frames itself if the
@@ -175,25 +182,29 @@ func (s *Session) writeAloneLocked(st *Stream) bool {
 	more := len(b) > 0 && s.writeHeld(b) && outcome == emitMore
 	st.mu.Lock()
 	more = more && !(st.dl != nil && st.dl.write.expired)
-	if outcome != emitIdle {
-		s.wmu.Lock()
-		if !st.queued {
-			// Parked only if no credit came meanwhile; a session
-			// WINDOW_UPDATE adds it before taking wmu to unpark.
-			if outcome == emitParked && s.sendWindow.Load() <= 0 {
-				s.sched.park(st)
-			} else {
-				s.sched.push(st)
-			}
+	s.wmu.Lock()
+	if outcome != emitIdle && !st.queued {
+		// Parked only if no credit came meanwhile; a session
+		// WINDOW_UPDATE adds it before taking wmu to unpark.
+		if outcome == emitParked && s.sendWindow.Load() <= 0 {
+			s.sched.park(st)
+		} else {
+			s.sched.push(st)
 		}
-		s.wmu.Unlock()
 	}
-	st.mu.Unlock()
 	if more {
+		s.wmu.Unlock()
+		st.mu.Unlock()
 		s.writeHeldBatches(st)
+		s.releaseToken()
+		st.mu.Lock()
+		return true
 	}
-	s.releaseToken()
-	st.mu.Lock()
+	wake := s.releaseTokenLocked()
+	s.wmu.Unlock()
+	if wake {
+		s.wakeWriter()
+	}
 	return true
 }
 
