@@ -189,7 +189,17 @@ func (s *Session) readLoop() {
 	}
 	err := s.readPreface()
 	for err == nil {
-		if err = s.readHeld(nil); err == nil && !s.awaitReadToken() {
+		if err = s.readHeld(nil); err != nil {
+			break
+		}
+		turn, ok := s.awaitReadToken()
+		for ok && turn {
+			if turn, err = s.readTurn(); err != nil || !turn {
+				break // keeping the token
+			}
+			turn, ok = s.awaitReadToken()
+		}
+		if !ok {
 			break // the session ended while a Read held the token
 		}
 	}
@@ -201,9 +211,10 @@ func (s *Session) readLoop() {
 }
 
 // awaitReadToken waits, with the token given up, until the reader goroutine
-// should take it again, and takes it. It returns false once the session
+// should take it again, and takes it. It reports turn when it took it only
+// because its turn was due (see readTurn), and ok false once the session
 // has ended.
-func (s *Session) awaitReadToken() bool {
+func (s *Session) awaitReadToken() (turn, ok bool) {
 	rt := &s.rt
 	for {
 		now := false
@@ -220,7 +231,7 @@ func (s *Session) awaitReadToken() bool {
 			}
 			rt.mu.Unlock()
 		case <-s.dying:
-			return false
+			return false, false
 		}
 		rt.mu.Lock()
 		if !rt.held.Load() {
@@ -237,12 +248,47 @@ func (s *Session) awaitReadToken() bool {
 				}
 				rt.held.Store(true)
 				rt.mu.Unlock()
-				return true
+				return !now && idle < grace, true
 			}
 			s.armLocked(clock, time.Duration(min(grace-idle, rt.turnDue-clock)))
 		}
 		rt.mu.Unlock()
 	}
+}
+
+// readTurn is the reader goroutine's turn while Reads and Writes keep
+// taking the token back in time: it handles the frames that have arrived
+// (those nobody reads for, a PING or a SYN, could otherwise wait there), at
+// most maxDoneFills buffers, and gives the token back without blocking.
+// Blocking would keep the token from the next Read, which would then wait
+// for a hand-off; the turn costs it nothing when nothing has arrived. If a
+// Read or Write started waiting for the holder meanwhile, it keeps the
+// token instead and reports false.
+func (s *Session) readTurn() (released bool, err error) {
+	for fills := 0; ; {
+		if !s.frameBuffered() {
+			if fills == maxDoneFills || !s.fillAvailable() {
+				break
+			}
+			fills++
+			continue
+		}
+		h, err := s.nextFrame()
+		if err != nil {
+			return false, err
+		}
+		if err := s.handleFrame(h); err != nil {
+			return false, err
+		}
+	}
+	if s.rt.waiters.Load() > 0 || s.rt.lurkers.Load() > 0 {
+		return false, nil
+	}
+	s.rt.mu.Lock()
+	s.rt.turnDue = s.clock() + int64(maxReaderAbsence)
+	s.rt.mu.Unlock()
+	s.releaseReadToken(false)
+	return true, nil
 }
 
 // takeReadToken gives the token to st's Read, or its Write if write, if it
