@@ -33,7 +33,9 @@ import (
 // at once when another stream's frame is buffered or Accept, Ping or Close
 // start waiting; otherwise after readTokenGrace (readTokenWaitGrace while
 // Reads or Writes wait), a grace that lengthens while holders keep coming
-// back in time, and in any case it takes a turn every maxReaderAbsence. It
+// back in time, and in any case it takes a turn every maxReaderAbsence (a
+// turn handles only what has arrived, without blocking, and gives the token
+// back at once unless a Read or Write waits for a holder meanwhile). It
 // gives the token up when it is about to block after delivering data or
 // credit to a waiting Read or Write, which is likely to come back.
 //

@@ -13,9 +13,12 @@ import (
 // and back (on loopback that hand-off costs as much as the write). The
 // batch is still filled by the round-robin scheduler, so a goroutine writing
 // directly carries other streams' frames as fairly as the writer goroutine
-// would. When the socket buffer is full, the direct writer leaves the rest of
-// its batch to the writer goroutine, which alone blocks in conn.Write, so a
-// Write never blocks in a system call past its deadline or a Close.
+// would. (A Write that finds the token free and no other stream queued
+// frames its first batch itself, under its own stream's lock: see
+// writeAloneLocked.) When the socket buffer is full, the direct writer
+// leaves the rest of its batch to the writer goroutine, which alone blocks
+// in conn.Write, so a Write never blocks in a system call past its deadline
+// or a Close.
 
 // connWriter is the state of the write side. Fields are guarded by
 // Session.wmu unless noted.
