@@ -189,14 +189,36 @@ func (st *Stream) emitLocked(b []byte, frameSize int, sessAvail *int64) (out []b
 	return b, emitIdle, done
 }
 
+// emitRunLocked appends the stream's next frame to b, as emitLocked does,
+// and while alone (no other stream waits) its next ones too, until it has
+// nothing more ready or b holds maxBatch bytes, sparing the round trip
+// through the ring; a stream that becomes ready meanwhile gets its turn in
+// the next batch. st.mu is held.
+func (st *Stream) emitRunLocked(b []byte, frameSize int, sessAvail *int64, alone bool) (out []byte, outcome int, done bool) {
+	for {
+		var d bool
+		b, outcome, d = st.emitLocked(b, frameSize, sessAvail)
+		done = done || d
+		if outcome != emitMore || !alone || len(b) >= maxBatch {
+			return b, outcome, done
+		}
+	}
+}
+
 // fillControl appends to b every control frame queued.
 func (s *Session) fillControl(b []byte) []byte {
 	s.wmu.Lock()
+	b = s.appendControlLocked(b)
+	s.wmu.Unlock()
+	return b
+}
+
+// appendControlLocked moves the queued control frames to b. wmu is held.
+func (s *Session) appendControlLocked(b []byte) []byte {
 	for _, h := range s.sched.ctrl {
 		b = appendHeader(b, h)
 	}
 	s.sched.ctrl = s.sched.ctrl[:0]
-	s.wmu.Unlock()
 	return b
 }
 
@@ -224,17 +246,7 @@ func (s *Session) fillBatch(b []byte) []byte {
 		st.mu.Lock()
 		var outcome int
 		var done bool
-		for {
-			var d bool
-			b, outcome, d = st.emitLocked(b, frameSize, &avail)
-			done = done || d
-			// With no other stream waiting, keep going without the round
-			// trip through the ring; a stream that becomes ready meanwhile
-			// gets its turn in the next batch.
-			if outcome != emitMore || !alone || len(b) >= maxBatch {
-				break
-			}
-		}
+		b, outcome, done = st.emitRunLocked(b, frameSize, &avail, alone)
 		if outcome != emitIdle {
 			s.wmu.Lock()
 			if !st.queued {

@@ -155,27 +155,13 @@ func (s *Session) writeAloneLocked(st *Stream) bool {
 		return false
 	}
 	s.w.held = true
-	b := s.w.batch[:0]
-	for _, h := range s.sched.ctrl {
-		b = appendHeader(b, h)
-	}
-	s.sched.ctrl = s.sched.ctrl[:0]
+	b := s.appendControlLocked(s.w.batch[:0])
 	s.wmu.Unlock()
 
 	// As in fillBatch, the holder pays for the batch's session credit once.
 	start := s.sendWindow.Load()
 	avail := start
-	frameSize := int(s.sendFrameSize.Load())
-	var outcome int
-	var done bool
-	for {
-		var d bool
-		b, outcome, d = st.emitLocked(b, frameSize, &avail)
-		done = done || d
-		if outcome != emitMore || len(b) >= maxBatch {
-			break
-		}
-	}
+	b, outcome, done := st.emitRunLocked(b, int(s.sendFrameSize.Load()), &avail, true)
 	s.sendWindow.Add(avail - start)
 	s.w.batch = b
 	st.mu.Unlock()
