@@ -35,7 +35,8 @@ import (
 // Reads or Writes wait), a grace that lengthens while holders keep coming
 // back in time, and in any case it takes a turn every maxReaderAbsence (a
 // turn handles only what has arrived, without blocking, and gives the token
-// back at once unless a Read or Write waits for a holder meanwhile). It
+// back at once unless somebody waits for a holder or part of a frame is
+// buffered). It
 // gives the token up when it is about to block after delivering data or
 // credit to a waiting Read or Write, which is likely to come back.
 //
@@ -196,7 +197,8 @@ func (s *Session) readLoop() {
 		}
 		turn, ok := s.awaitReadToken()
 		for ok && turn {
-			if turn, err = s.readTurn(); err != nil || !turn {
+			released, terr := s.readTurn()
+			if err = terr; err != nil || !released {
 				break // keeping the token
 			}
 			turn, ok = s.awaitReadToken()
@@ -264,8 +266,10 @@ func (s *Session) awaitReadToken() (turn, ok bool) {
 // most maxDoneFills buffers, and gives the token back without blocking.
 // Blocking would keep the token from the next Read, which would then wait
 // for a hand-off; the turn costs it nothing when nothing has arrived. If a
-// Read or Write started waiting for the holder meanwhile, it keeps the
-// token instead and reports false.
+// Read or Write waits for the holder, or Accept, Ping or Close do, it keeps
+// the token instead, reporting false, and goes on as after any other take.
+// If it leaves part of a frame in the buffer, the rest is on its way: the
+// reader goroutine is woken to take the token back at once.
 func (s *Session) readTurn() (released bool, err error) {
 	for fills := 0; ; {
 		if !s.frameBuffered() {
@@ -289,7 +293,7 @@ func (s *Session) readTurn() (released bool, err error) {
 	s.rt.mu.Lock()
 	s.rt.turnDue = s.clock() + int64(maxReaderAbsence)
 	s.rt.mu.Unlock()
-	s.releaseReadToken(false)
+	s.releaseReadToken(s.br.Buffered() > 0)
 	return true, nil
 }
 
