@@ -456,3 +456,42 @@ func TestSessionErrorsWrapCause(t *testing.T) {
 		t.Errorf("AcceptStream: %v, want ErrProtocol", err)
 	}
 }
+
+// TestLoneStreamWindow: on loopback a stream alone in its session grows its
+// window to loneStreamWindow; once another stream opens it shrinks back to
+// InitialStreamWindow by returning less credit, losing no data, and the
+// growth budget is given back.
+func TestLoneStreamWindow(t *testing.T) {
+	t.Parallel()
+	client, server := tcpSessions(t, nil, nil)
+	w, r := streamPair(t, client, server)
+	window := func() int64 {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.recvWindow
+	}
+	const chunk = 4 << 20
+	go func() {
+		w.Write(pattern(chunk, 1))
+		w.Write(pattern(chunk, 2))
+	}()
+	got := make([]byte, chunk)
+	if _, err := io.ReadFull(r, got); err != nil || !bytes.Equal(got, pattern(chunk, 1)) {
+		t.Fatalf("first %d bytes: %v or corrupted", chunk, err)
+	}
+	if w := window(); w != loneStreamWindow {
+		t.Errorf("lone stream's window: %d, want %d", w, loneStreamWindow)
+	}
+	other, _ := streamPair(t, client, server)
+	defer other.Close()
+	if _, err := io.ReadFull(r, got); err != nil || !bytes.Equal(got, pattern(chunk, 2)) {
+		t.Fatalf("next %d bytes: %v or corrupted", chunk, err)
+	}
+	initial := int64(DefaultConfig().InitialStreamWindow)
+	if w := window(); w != initial {
+		t.Errorf("window with another stream open: %d, want %d", w, initial)
+	}
+	if g := server.windowGrowth.Load(); g != 0 {
+		t.Errorf("growth budget still taken after shrinking: %d", g)
+	}
+}

@@ -282,7 +282,9 @@ func (st *Stream) readBufferedLocked(p []byte) int {
 // the session's growth budget). On a long fat link a stream thus grows to
 // fill it; on a short one (round trips under minAutotuneRTT) it keeps its
 // initial window, which keeps the bytes queued ahead of other streams'
-// frames, and so their latency, low.
+// frames, and so their latency, low, unless the stream is alone in its
+// session: with nobody to delay, it grows to loneStreamWindow, and gives the
+// growth back, returning less credit, once another stream opens.
 func (st *Stream) consumedLocked(n int) {
 	s := st.sess
 	s.consumed(n)
@@ -295,7 +297,23 @@ func (st *Stream) consumedLocked(n int) {
 	}
 	inc := st.unacked
 	now := s.clock()
-	if rtt := s.minRTT(); rtt >= minAutotuneRTT && st.recvWindow < int64(s.cfg.MaxStreamWindow) {
+	rtt := s.minRTT()
+	switch {
+	case rtt < minAutotuneRTT && s.numStreams.Load() == 1:
+		lone := int64(min(loneStreamWindow, s.cfg.MaxStreamWindow))
+		if grow := lone - st.recvWindow; grow > 0 && s.reserveGrowth(grow) {
+			st.recvWindow += grow
+			inc += grow
+		}
+	case rtt < minAutotuneRTT:
+		// Another stream opened: back to the initial window, so that
+		// what this one has queued does not delay the other's frames.
+		if cut := min(st.recvWindow-int64(s.cfg.InitialStreamWindow), inc); cut > 0 {
+			st.recvWindow -= cut
+			inc -= cut
+			s.windowGrowth.Add(-cut)
+		}
+	case st.recvWindow < int64(s.cfg.MaxStreamWindow):
 		// want is twice the bandwidth-delay product at the rate just seen.
 		want := float64(inc) * 2 * float64(rtt) / float64(max(now-st.lastUpdate, 1))
 		if want > float64(st.recvWindow) {
@@ -308,6 +326,9 @@ func (st *Stream) consumedLocked(n int) {
 	}
 	st.lastUpdate = now
 	st.unacked = 0
+	if inc == 0 {
+		return // all of it went to shrinking the window
+	}
 	st.recvAvail += inc
 	h := frameHeader{typ: frameWindowUpdate, streamID: st.id, length: uint32(inc)}
 	if s.w.raw == nil {
