@@ -306,7 +306,7 @@ func BenchmarkBulkConcurrent(b *testing.B) {
 // ping waits behind at most one window of the bulk stream's frames, so its
 // tail latency follows the window.
 func BenchmarkPingPongUnderBulk(b *testing.B) {
-	for _, kind := range []string{"tcp", "tcpchan/window=64KiB", "tcpchan/window=128KiB", "tcpchan/window=256KiB"} {
+	for _, kind := range []string{"tcp", "tcpchan/window=64KiB", "tcpchan/window=128KiB", "tcpchan/window=256KiB", "tcpchan/window=512KiB"} {
 		b.Run(kind, func(b *testing.B) {
 			var ping, echo, bulkW, bulkR net.Conn
 			if kind == "tcp" {

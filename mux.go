@@ -45,10 +45,12 @@ type Config struct {
 
 	// MaxStreamWindow caps a stream's receive window, which grows while the
 	// application reads faster than the window allows per round trip, so one
-	// stream can fill a long fat link. On a link with round trips under
-	// 1 ms windows grow only for a stream alone in its session, to 1 MiB,
-	// and shrink back once another stream opens. Default 8 MiB, at most
-	// 2^31-1.
+	// stream can fill a long fat link; a window never grows beyond half of
+	// SessionWindow either. On a short link (the fastest of the session's
+	// pings under 1 ms) a window grows only while its stream is alone in
+	// the session, to 1 MiB within those caps, and shrinks back as the
+	// application reads once another stream opens (credit already granted
+	// stays valid). Default 8 MiB, at most 2^31-1.
 	MaxStreamWindow int
 
 	// SessionWindow is the session's receive budget: the most bytes all
@@ -779,6 +781,14 @@ func (s *Session) consumed(n int) {
 	}
 	s.recvCredit.Add(inc)
 	s.queueControl(frameHeader{typ: frameWindowUpdate, streamID: 0, length: uint32(inc)})
+}
+
+// maxGrownWindow is the most a stream's window grows to: MaxStreamWindow,
+// but no more than half the session window, so that one stream whose
+// reader stalls leaves the others credit (unless InitialStreamWindow
+// itself is more, which the configuration chose).
+func (s *Session) maxGrownWindow() int64 {
+	return int64(max(s.cfg.InitialStreamWindow, min(s.cfg.MaxStreamWindow, s.cfg.SessionWindow/2)))
 }
 
 // reserveGrowth takes n bytes of the budget for growing stream windows.

@@ -464,6 +464,10 @@ func TestSessionErrorsWrapCause(t *testing.T) {
 func TestLoneStreamWindow(t *testing.T) {
 	t.Parallel()
 	client, server := tcpSessions(t, nil, nil)
+	// A short link, whatever the start-up pings measured on a loaded
+	// machine: only lower samples replace the minimum.
+	client.rtt.Store(1)
+	server.rtt.Store(1)
 	w, r := streamPair(t, client, server)
 	window := func() int64 {
 		r.mu.Lock()
@@ -493,5 +497,44 @@ func TestLoneStreamWindow(t *testing.T) {
 	}
 	if g := server.windowGrowth.Load(); g != 0 {
 		t.Errorf("growth budget still taken after shrinking: %d", g)
+	}
+}
+
+// TestLoneStreamLeavesSessionCredit: a lone stream grows at most to half the
+// session window, so when its reader pauses a second stream still gets
+// credit. (With SessionWindow 1 MiB and a 512 KiB initial window, growing
+// to 1 MiB would take the whole session window.)
+func TestLoneStreamLeavesSessionCredit(t *testing.T) {
+	t.Parallel()
+	scfg := &Config{SessionWindow: 1 << 20, InitialStreamWindow: 512 << 10}
+	client, server := tcpSessions(t, nil, scfg)
+	client.rtt.Store(1)
+	server.rtt.Store(1)
+	a, ar := streamPair(t, client, server)
+	go a.Write(make([]byte, 4<<20)) // ends when the session closes
+	if _, err := io.ReadFull(ar, make([]byte, 128<<10)); err != nil {
+		t.Fatal(err)
+	}
+	// The reader of a pauses; the sender uses what credit it has: a's
+	// whole window, or the session's.
+	waitFor(t, "stream a out of credit", func() bool {
+		ar.mu.Lock()
+		defer ar.mu.Unlock()
+		return int64(ar.buffered) >= ar.recvWindow || client.sendWindow.Load() == 0
+	})
+	b, err := client.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go b.Write([]byte("hello"))
+	br, err := server.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	br.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(br, make([]byte, 5)); err != nil {
+		ar.mu.Lock()
+		defer ar.mu.Unlock()
+		t.Fatalf("second stream: %v, with stream a's window at %d", err, ar.recvWindow)
 	}
 }

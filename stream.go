@@ -284,7 +284,8 @@ func (st *Stream) readBufferedLocked(p []byte) int {
 // initial window, which keeps the bytes queued ahead of other streams'
 // frames, and so their latency, low, unless the stream is alone in its
 // session: with nobody to delay, it grows to loneStreamWindow, and gives the
-// growth back, returning less credit, once another stream opens.
+// growth back, returning less credit as the application reads, once
+// another stream opens. No window grows beyond maxGrownWindow.
 func (st *Stream) consumedLocked(n int) {
 	s := st.sess
 	s.consumed(n)
@@ -297,27 +298,27 @@ func (st *Stream) consumedLocked(n int) {
 	}
 	inc := st.unacked
 	now := s.clock()
-	rtt := s.minRTT()
-	switch {
-	case rtt < minAutotuneRTT && s.numStreams.Load() == 1:
-		lone := int64(min(loneStreamWindow, s.cfg.MaxStreamWindow))
-		if grow := lone - st.recvWindow; grow > 0 && s.reserveGrowth(grow) {
+	if rtt := s.minRTT(); rtt < minAutotuneRTT {
+		target := int64(s.cfg.InitialStreamWindow)
+		if s.numStreams.Load() == 1 {
+			target = max(target, min(loneStreamWindow, s.maxGrownWindow()))
+		}
+		if grow := target - st.recvWindow; grow > 0 && s.reserveGrowth(grow) {
 			st.recvWindow += grow
 			inc += grow
-		}
-	case rtt < minAutotuneRTT:
-		// Another stream opened: back to the initial window, so that
-		// what this one has queued does not delay the other's frames.
-		if cut := min(st.recvWindow-int64(s.cfg.InitialStreamWindow), inc); cut > 0 {
+		} else if cut := min(-grow, inc); cut > 0 {
+			// Another stream opened (or the link turned out short):
+			// shrink by returning less credit, so that what this one
+			// has queued does not delay the other's frames.
 			st.recvWindow -= cut
 			inc -= cut
 			s.windowGrowth.Add(-cut)
 		}
-	case st.recvWindow < int64(s.cfg.MaxStreamWindow):
+	} else if st.recvWindow < s.maxGrownWindow() {
 		// want is twice the bandwidth-delay product at the rate just seen.
 		want := float64(inc) * 2 * float64(rtt) / float64(max(now-st.lastUpdate, 1))
 		if want > float64(st.recvWindow) {
-			target := min(max(2*st.recvWindow, int64(min(want, maxWindow))), int64(s.cfg.MaxStreamWindow))
+			target := min(max(2*st.recvWindow, int64(min(want, maxWindow))), s.maxGrownWindow())
 			if grow := target - st.recvWindow; s.reserveGrowth(grow) {
 				st.recvWindow += grow
 				inc += grow
