@@ -33,10 +33,10 @@ import (
 // at once when another stream's frame is buffered or Accept, Ping or Close
 // start waiting; otherwise after readTokenGrace (readTokenWaitGrace while
 // Reads or Writes wait), a grace that lengthens while holders keep coming
-// back in time, and in any case it takes a turn every maxReaderAbsence (a
-// turn handles only what has arrived, without blocking, and gives the token
-// back at once unless somebody waits for a holder or part of a frame is
-// buffered). It
+// back in time, and in any case it takes a turn once neither it nor a read
+// that emptied the socket has looked for maxReaderAbsence (a turn handles
+// only what has arrived, without blocking, and gives the token back at once
+// unless somebody waits for a holder or part of a frame is buffered). It
 // gives the token up when it is about to block after delivering data or
 // credit to a waiting Read or Write, which is likely to come back.
 //
@@ -88,6 +88,7 @@ type readToken struct {
 	armed       bool                   // timer is running
 	fireAt      int64                  // session clock when it fires
 	turnDue     int64                  // session clock when the reader goroutine takes a turn
+	drainedAt   atomic.Int64           // session clock when a read of the connection last emptied the socket
 	timer       *time.Timer            // wakes the reader goroutine to take a token left free
 	kick        chan struct{}          // capacity 1: the reader goroutine should take the token now
 	grace       time.Duration          // if set, replaces readTokenGrace (tests)
@@ -159,7 +160,11 @@ func (r connReader) Read(p []byte) (int, error) {
 		n, err = r.s.conn.Read(p)
 	}
 	if n > 0 {
-		r.s.lastRecv.Store(r.s.clock())
+		now := r.s.clock()
+		r.s.lastRecv.Store(now)
+		if n < len(p) {
+			rt.drainedAt.Store(now) // it took all there was
+		}
 	}
 	return n, err
 }
@@ -242,7 +247,12 @@ func (s *Session) awaitReadToken() (turn, ok bool) {
 			clock := s.clock()
 			idle := clock - rt.lastFree
 			grace := int64(s.graceLocked())
-			if now || idle >= grace || clock >= rt.turnDue {
+			// A turn is due maxReaderAbsence after the reader goroutine's
+			// last, unless a read of the connection emptied the socket
+			// since: what had arrived by then is in the read buffer, whose
+			// frames for others a holder's release looks for.
+			turnAt := max(rt.turnDue, rt.drainedAt.Load()+int64(maxReaderAbsence))
+			if now || idle >= grace || clock >= turnAt {
 				if !now && idle >= grace {
 					rt.shift = 0 // nobody came back in time
 				}
@@ -254,7 +264,7 @@ func (s *Session) awaitReadToken() (turn, ok bool) {
 				rt.mu.Unlock()
 				return !now && idle < grace, true
 			}
-			s.armLocked(clock, time.Duration(min(grace-idle, rt.turnDue-clock)))
+			s.armLocked(clock, time.Duration(min(grace-idle, turnAt-clock)))
 		}
 		rt.mu.Unlock()
 	}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -678,5 +679,72 @@ func TestReadTokenRandomTraffic(t *testing.T) {
 				t.Error("no Read took the read token: the test did not test it")
 			}
 		})
+	}
+}
+
+// TestReaderTurnReachesNeglectedFrames: a Read that keeps coming back in
+// time, served from the read buffer, does not read the socket, where a PING
+// waits behind more of its stream's data. With no data read from the socket
+// for maxReaderAbsence, the reader goroutine takes a turn: it handles the
+// buffered frames and reads on, so the PING is answered while the
+// application has read only a fraction of the data ahead of it.
+func TestReaderTurnReachesNeglectedFrames(t *testing.T) {
+	t.Parallel()
+	victim, a := newAttack(t, nil, true)
+	if err := a.send(dataFrame(flagSYN, 1, nil)); err != nil {
+		t.Fatal(err)
+	}
+	st, err := victim.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	freeTokenAttacked(t, victim, st, func() {
+		if err := a.send(dataFrame(0, 1, []byte{1})); err != nil {
+			t.Error(err)
+		}
+	})
+	// A grace far above the application's pace: the Read always comes back
+	// in time, and the reader goroutine wakes only to check for its turn.
+	victim.rt.mu.Lock()
+	victim.rt.grace = 20 * time.Millisecond
+	victim.rt.mu.Unlock()
+	var consumed atomic.Int64
+	stop := make(chan struct{})
+	readerDone := make(chan struct{})
+	go func() { // a slow application: 1 KiB every 200 µs
+		defer close(readerDone)
+		buf := make([]byte, 1024)
+		for {
+			n, err := st.Read(buf)
+			consumed.Add(int64(n))
+			if err != nil {
+				return
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Microsecond):
+			}
+		}
+	}()
+	defer func() { close(stop); st.Close(); <-readerDone }()
+	waitFor(t, "the Read to take the token", func() bool { return holderOf(victim) == st })
+	const ahead = 200 << 10 // within the 256 KiB stream window, beyond the 64 KiB read buffer
+	payload := make([]byte, 1024)
+	var frames [][]byte
+	for range ahead / len(payload) {
+		frames = append(frames, dataFrame(0, 1, payload))
+	}
+	frames = append(frames, hdr(framePing, 0, 0, 42))
+	if err := a.send(frames...); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.until(func(h frameHeader) bool { return h.typ == framePing && h.flags == flagACK && h.length == 42 }); err != nil {
+		t.Fatal(err)
+	}
+	// Once the application has read all but a read buffer's worth, the
+	// PING is in the buffer, where a Read's release finds it anyway.
+	if n := consumed.Load(); n >= ahead-64<<10 {
+		t.Errorf("the PING was answered only after the application read %d of the %d bytes ahead of it", n, ahead)
 	}
 }
