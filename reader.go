@@ -36,7 +36,8 @@ import (
 // back in time, and in any case it takes a turn once neither it nor a read
 // that emptied the socket has looked for maxReaderAbsence (a turn handles
 // only what has arrived, without blocking, and gives the token back at once
-// unless somebody waits for a holder or part of a frame is buffered). It
+// unless a Read or Write waits for a holder or part of a frame is
+// buffered). It
 // gives the token up when it is about to block after delivering data or
 // credit to a waiting Read or Write, which is likely to come back.
 //
@@ -276,8 +277,9 @@ func (s *Session) awaitReadToken() (turn, ok bool) {
 // most maxDoneFills buffers, and gives the token back without blocking.
 // Blocking would keep the token from the next Read, which would then wait
 // for a hand-off; the turn costs it nothing when nothing has arrived. If a
-// Read or Write waits for the holder, or Accept, Ping or Close do, it keeps
-// the token instead, reporting false, and goes on as after any other take.
+// Read or Write waits for the holder, it keeps the token instead, reporting
+// false, and goes on as after any other take. (Accept, Ping and Close got
+// whatever had arrived for them; later frames are the grace's.)
 // If it leaves part of a frame in the buffer, the rest is on its way: the
 // reader goroutine is woken to take the token back at once.
 func (s *Session) readTurn() (released bool, err error) {
@@ -297,7 +299,7 @@ func (s *Session) readTurn() (released bool, err error) {
 			return false, err
 		}
 	}
-	if s.rt.waiters.Load() > 0 || s.rt.lurkers.Load() > 0 {
+	if s.rt.waiters.Load() > 0 {
 		return false, nil
 	}
 	s.rt.mu.Lock()
