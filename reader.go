@@ -513,7 +513,9 @@ const maxDoneFills = 4
 func (s *Session) othersBuffered(st *Stream) bool {
 	b, _ := s.br.Peek(s.br.Buffered()) // buffered: does not read
 	for len(b) >= headerSize {
-		if binary.BigEndian.Uint32(b[4:]) != st.id {
+		// A GOAWAY's ID is the last stream the peer accepted, which
+		// may be st's: it is the session's frame all the same.
+		if binary.BigEndian.Uint32(b[4:]) != st.id || frameType(b[0]) == frameGoAway {
 			return true
 		}
 		n := headerSize

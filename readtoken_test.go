@@ -534,40 +534,60 @@ func TestReadyIsForTheHolder(t *testing.T) {
 
 // TestReadTokenLeavesOnlyOwnData: a Read holding the token returns as soon
 // as its data is in, leaving what follows in the buffer for its next call;
-// but only its own data: anything else (here a PING, behind more of its own
-// data) goes to the reader goroutine at once, not after the grace (here an
-// hour). (Found in review: a PING behind a stream's own frames waited until
-// the application had read them all.)
+// but only its own data: anything else (a PING, or a GOAWAY naming the
+// stream, behind more of its own data) goes to the reader goroutine at once,
+// not after the grace (here an hour). (Found in review: a PING behind a
+// stream's own frames waited until the application had read them all; so
+// did such a GOAWAY.)
 func TestReadTokenLeavesOnlyOwnData(t *testing.T) {
 	t.Parallel()
-	victim, a := newAttack(t, nil, true)
-	acked := a.drain()
-	if err := a.send(dataFrame(flagSYN, 1, []byte{1})); err != nil {
-		t.Fatal(err)
-	}
-	s1, err := victim.AcceptStream()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s1.Read(make([]byte, 1))
-	freeTokenAttacked(t, victim, s1, func() { a.send(dataFrame(0, 1, []byte{2})) })
-	res := make(chan error, 1)
-	go func() {
-		_, err := s1.Read(make([]byte, 1))
-		res <- err
-	}()
-	waitFor(t, "s1's Read to hold the token", func() bool { return holderOf(victim) == s1 })
-	// s1's data in two frames, then the attacker's ping, in one write:
-	// s1's Read takes its byte and returns with its second frame and the
-	// ping still buffered.
-	a.send(dataFrame(0, 1, []byte{3, 4}), dataFrame(0, 1, []byte{5}), hdr(framePing, 0, 0, syncPing))
-	if err := <-res; err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-acked:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the ping left in the buffer was not answered")
+	for _, tc := range []struct {
+		name  string
+		frame []byte
+		seen  func(victim *Session, acked <-chan struct{}) bool
+	}{
+		{"PING", hdr(framePing, 0, 0, syncPing), func(_ *Session, acked <-chan struct{}) bool {
+			select {
+			case <-acked:
+				return true
+			default:
+				return false
+			}
+		}},
+		// A GOAWAY carries the last stream ID the peer accepted, which
+		// may be the holder's own: it is still not the holder's frame.
+		{"GOAWAY naming the holder's stream", hdr(frameGoAway, 0, 1, uint32(codeNoError)), func(victim *Session, _ <-chan struct{}) bool {
+			return victim.goAwayReceived()
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			victim, a := newAttack(t, nil, true)
+			acked := a.drain()
+			if err := a.send(dataFrame(flagSYN, 1, []byte{1})); err != nil {
+				t.Fatal(err)
+			}
+			s1, err := victim.AcceptStream()
+			if err != nil {
+				t.Fatal(err)
+			}
+			s1.Read(make([]byte, 1))
+			freeTokenAttacked(t, victim, s1, func() { a.send(dataFrame(0, 1, []byte{2})) })
+			res := make(chan error, 1)
+			go func() {
+				_, err := s1.Read(make([]byte, 1))
+				res <- err
+			}()
+			waitFor(t, "s1's Read to hold the token", func() bool { return holderOf(victim) == s1 })
+			// s1's data in two frames, then the frame, in one write: s1's
+			// Read takes its byte and returns with its second frame and
+			// the frame still buffered.
+			a.send(dataFrame(0, 1, []byte{3, 4}), dataFrame(0, 1, []byte{5}), tc.frame)
+			if err := <-res; err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the frame left in the buffer to be handled", func() bool { return tc.seen(victim, acked) })
+		})
 	}
 }
 
