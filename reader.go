@@ -37,9 +37,9 @@ import (
 // that emptied the socket has looked for maxReaderAbsence (a turn handles
 // only what has arrived, without blocking, and gives the token back at once
 // unless a Read or Write waits for a holder or part of a frame is
-// buffered). It
-// gives the token up when it is about to block after delivering data or
-// credit to a waiting Read or Write, which is likely to come back.
+// buffered). It gives the token up when it is about to block after
+// delivering data or credit to a waiting Read or Write, which is likely to
+// come back.
 //
 // A holder blocks in conn.Read, so what ends its wait from outside (Close,
 // CloseWrite, a new deadline) must stop that read: it sets a past read
@@ -57,9 +57,10 @@ import (
 const readTokenGrace = 100 * time.Microsecond
 
 // maxReaderAbsence is how long the reader goroutine leaves the token to
-// Reads and Writes at most before it takes a turn, so that frames they do
-// not read for (a PING, a SYN, another stream's data still in the socket)
-// wait no longer than that.
+// Reads and Writes, none of whose reads emptied the socket meanwhile,
+// before it takes a turn, so that frames they do not read for (a PING, a
+// SYN, another stream's data still in the socket) wait about that long at
+// most.
 const maxReaderAbsence = readTokenGrace << maxGraceShift
 
 // maxGraceShift bounds the lengthening of the graces while the token's
@@ -302,9 +303,6 @@ func (s *Session) readTurn() (released bool, err error) {
 	if s.rt.waiters.Load() > 0 {
 		return false, nil
 	}
-	s.rt.mu.Lock()
-	s.rt.turnDue = s.clock() + int64(maxReaderAbsence)
-	s.rt.mu.Unlock()
 	s.releaseReadToken(s.br.Buffered() > 0)
 	return true, nil
 }
@@ -330,7 +328,8 @@ func (s *Session) takeReadToken(st *Stream, write bool) bool {
 
 // releaseReadToken gives the token up. The reader goroutine takes it after
 // the grace (see graceLocked) unless somebody takes it first, or at once if
-// now. The caller holds no lock.
+// now. When the reader goroutine itself gives it up, its next turn is due
+// maxReaderAbsence later. The caller holds no lock.
 func (s *Session) releaseReadToken(now bool) {
 	rt := &s.rt
 	rt.mu.Lock()
@@ -339,9 +338,13 @@ func (s *Session) releaseReadToken(now bool) {
 		rt.deadliner.SetReadDeadline(time.Time{})
 	}
 	rt.delivered = false
-	rt.holder.Store(nil)
+	byReader := rt.holder.Swap(nil) == nil
 	rt.held.Store(false)
 	rt.lastFree = s.clock()
+	if byReader {
+		// Its next turn is due maxReaderAbsence from now.
+		rt.turnDue = rt.lastFree + int64(maxReaderAbsence)
+	}
 	if !now {
 		s.armLocked(rt.lastFree, s.graceLocked())
 	}
@@ -468,9 +471,6 @@ func (s *Session) readHeld(own *Stream) error {
 				// the token free most of the time but always taken
 				// back in time, nobody might read the socket for
 				// others (a caller reads only for its own needs).
-				s.rt.mu.Lock()
-				s.rt.turnDue = s.clock() + int64(maxReaderAbsence)
-				s.rt.mu.Unlock()
 				s.releaseReadToken(false)
 				return nil
 			case own == nil:

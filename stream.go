@@ -298,32 +298,30 @@ func (st *Stream) consumedLocked(n int) {
 	}
 	inc := st.unacked
 	now := s.clock()
+	// target is the window this update moves to: up by sending more
+	// credit than was consumed, down by sending less.
+	target := st.recvWindow
 	if rtt := s.minRTT(); rtt < minAutotuneRTT {
-		target := int64(s.cfg.InitialStreamWindow)
+		target = int64(s.cfg.InitialStreamWindow)
 		if s.numStreams.Load() == 1 {
 			target = max(target, min(loneStreamWindow, s.maxGrownWindow()))
-		}
-		if grow := target - st.recvWindow; grow > 0 && s.reserveGrowth(grow) {
-			st.recvWindow += grow
-			inc += grow
-		} else if cut := min(-grow, inc); cut > 0 {
-			// Another stream opened (or the link turned out short):
-			// shrink by returning less credit, so that what this one
-			// has queued does not delay the other's frames.
-			st.recvWindow -= cut
-			inc -= cut
-			s.windowGrowth.Add(-cut)
 		}
 	} else if st.recvWindow < s.maxGrownWindow() {
 		// want is twice the bandwidth-delay product at the rate just seen.
 		want := float64(inc) * 2 * float64(rtt) / float64(max(now-st.lastUpdate, 1))
 		if want > float64(st.recvWindow) {
-			target := min(max(2*st.recvWindow, int64(min(want, maxWindow))), s.maxGrownWindow())
-			if grow := target - st.recvWindow; s.reserveGrowth(grow) {
-				st.recvWindow += grow
-				inc += grow
-			}
+			target = min(max(2*st.recvWindow, int64(min(want, maxWindow))), s.maxGrownWindow())
 		}
+	}
+	if grow := target - st.recvWindow; grow > 0 && s.reserveGrowth(grow) {
+		st.recvWindow += grow
+		inc += grow
+	} else if cut := min(-grow, inc); cut > 0 {
+		// Another stream opened (or the link turned out short): what
+		// this one has queued would delay the other's frames.
+		st.recvWindow -= cut
+		inc -= cut
+		s.windowGrowth.Add(-cut)
 	}
 	st.lastUpdate = now
 	st.unacked = 0

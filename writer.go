@@ -140,12 +140,11 @@ func (s *Session) writeHeld(b []byte) bool {
 // the batch), the Write frames its own data under the stream lock it
 // already holds, without passing through the scheduler's ring: 4 lock pairs
 // per small Write, counting Write's own, instead of 10, most of a small
-// Write's own cost. It
-// writes one batch that way; if more is ready it joins the ring and goes on
-// as writeDirect does, so streams that queue meanwhile get their turns. It
-// reports false, having done nothing, when the fast path is closed; the
-// caller then takes the general one. st.mu is held, and released around
-// system calls.
+// Write's own cost. It writes one batch that way; if more is ready it joins
+// the ring and goes on as writeDirect does, so streams that queue meanwhile
+// get their turns. It reports false, having done nothing, when the fast
+// path is closed; the caller then takes the general one. st.mu is held, and
+// released around system calls.
 func (s *Session) writeAloneLocked(st *Stream) bool {
 	if !st.readyLocked() || s.Err() != nil {
 		return false
@@ -162,13 +161,12 @@ func (s *Session) writeAloneLocked(st *Stream) bool {
 	// As in fillBatch, the holder pays for the batch's session credit once.
 	start := s.sendWindow.Load()
 	avail := start
-	b, outcome, done := st.emitRunLocked(b, int(s.sendFrameSize.Load()), &avail, true)
+	// No FIN can go out here (CloseWrite marks the stream write-closed, and
+	// this Write began after checking that), so the stream is not done.
+	b, outcome, _ := st.emitRunLocked(b, int(s.sendFrameSize.Load()), &avail, true)
 	s.sendWindow.Add(avail - start)
 	s.w.batch = b
 	st.mu.Unlock()
-	if done {
-		s.removeStream(st)
-	}
 	more := len(b) > 0 && s.writeHeld(b) && outcome == emitMore
 	st.mu.Lock()
 	more = more && !(st.dl != nil && st.dl.write.expired)
