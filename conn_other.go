@@ -19,6 +19,7 @@ type readDeadliner interface{ SetReadDeadline(time.Time) error }
 
 type rawReader interface {
 	tryRead(b []byte) (int, error)
+	resetErr() error
 }
 
 // newRawReader returns nils: the reader goroutine always reads.

@@ -81,6 +81,7 @@ type readDeadliner interface{ SetReadDeadline(time.Time) error }
 // nothing has arrived.
 type rawReader interface {
 	tryRead(b []byte) (int, error)
+	resetErr() error
 }
 
 // newRawReader returns a non-blocking reader and the means to interrupt a
@@ -161,4 +162,20 @@ func (r *socketReader) read(fd uintptr) bool {
 		}
 		return true
 	}
+}
+
+// resetErr tells, after a read returned EOF, whether the connection was in
+// fact reset: the socket reports a reset once, to whichever call comes
+// first, so a write racing the read may have taken it and failed with it
+// an instant too late to be the session's cause. A write of nothing fails
+// once the connection is reset (EPIPE) and succeeds after a mere FIN.
+func (r *socketReader) resetErr() error {
+	var werr error
+	err := r.rc.Control(func(fd uintptr) {
+		_, werr = syscall.Write(int(fd), nil)
+	})
+	if err != nil {
+		return nil // closed here: not the peer's doing
+	}
+	return werr
 }

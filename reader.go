@@ -608,6 +608,11 @@ func (s *Session) readError(err error, midFrame bool) error {
 		}
 		return fmt.Errorf("%w: the peer closed the connection after GOAWAY: %w", ErrGoAway, err)
 	case errors.Is(err, io.EOF) && !midFrame:
+		if s.rt.raw != nil {
+			if rerr := s.rt.raw.resetErr(); rerr != nil {
+				return fmt.Errorf("tcpchan: connection reset by peer (a write saw it first): %w", rerr)
+			}
+		}
 		return fmt.Errorf("tcpchan: connection closed by peer: %w", io.ErrUnexpectedEOF)
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return fmt.Errorf("%w: connection closed in the middle of a frame: %w", ErrProtocol, io.ErrUnexpectedEOF)
