@@ -540,3 +540,89 @@ func TestLoneStreamLeavesSessionCredit(t *testing.T) {
 		t.Fatalf("second stream: %v, with stream a's window at %d", err, ar.recvWindow)
 	}
 }
+
+// remoteConn is a connection that claims another host as its peer.
+type remoteConn struct {
+	net.Conn
+	raddr net.Addr
+}
+
+func (c remoteConn) RemoteAddr() net.Addr { return c.raddr }
+
+// TestSameHost: window updates wait for three quarters of the window only
+// between two ends on the same host, which sameHost recognizes from the
+// connection's remote address.
+func TestSameHost(t *testing.T) {
+	t.Parallel()
+	p1, p2 := net.Pipe()
+	defer p1.Close()
+	defer p2.Close()
+	tests := []struct {
+		name string
+		conn io.ReadWriteCloser
+		want bool
+	}{
+		{"TCP loopback", remoteConn{raddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}}, true},
+		{"TCP loopback IPv6", remoteConn{raddr: &net.TCPAddr{IP: net.IPv6loopback, Port: 1}}, true},
+		{"TCP remote", remoteConn{raddr: &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 1}}, false},
+		{"Unix", remoteConn{raddr: &net.UnixAddr{Name: "/tmp/x", Net: "unix"}}, true},
+		{"net.Pipe", p1, true},
+		{"no remote address", remoteConn{}, false},
+		{"no RemoteAddr method", struct{ io.ReadWriteCloser }{p1}, false},
+	}
+	for _, tc := range tests {
+		if got := sameHost(tc.conn); got != tc.want {
+			t.Errorf("%s: sameHost = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestWindowUpdateBatch: a stream's receiver credits consumed data back a
+// quarter window at a time across a network, and three quarters at a time
+// on the same host, where the credit arrives at once (see consumedLocked).
+func TestWindowUpdateBatch(t *testing.T) {
+	t.Parallel()
+	const window = 256 << 10
+	for _, remote := range []bool{false, true} {
+		name := "same host"
+		if remote {
+			name = "remote"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			c1, c2 := tcpConnPair(t)
+			if remote {
+				c2 = remoteConn{c2, &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 1}}
+			}
+			client, server := sessionPair(t, c1, c2, nil, nil)
+			server.rtt.Store(1) // a short link, whatever loopback measured
+			a, ar := streamPair(t, client, server)
+			go a.Write(make([]byte, window)) // ends when the session closes
+			unacked := func() int64 {
+				ar.mu.Lock()
+				defer ar.mu.Unlock()
+				return ar.unacked
+			}
+			buf := make([]byte, window/2)
+			if _, err := io.ReadFull(ar, buf); err != nil {
+				t.Fatal(err)
+			}
+			got := unacked()
+			if remote && got >= window/2 {
+				t.Fatalf("after reading half the window, %d bytes not credited: no update at a quarter", got)
+			}
+			if remote {
+				return
+			}
+			if got != window/2 {
+				t.Fatalf("after reading half the window, %d bytes not credited, want %d: an update before three quarters", got, window/2)
+			}
+			if _, err := io.ReadFull(ar, buf[:window/4]); err != nil {
+				t.Fatal(err)
+			}
+			if got := unacked(); got >= window/4 {
+				t.Fatalf("after reading three quarters of the window, %d bytes not credited: no update", got)
+			}
+		})
+	}
+}

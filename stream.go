@@ -271,16 +271,16 @@ func (st *Stream) readBufferedLocked(p []byte) int {
 }
 
 // consumedLocked credits n bytes read by the application back to the peer
-// in batches. On a long link (round trips of minAutotuneRTT or more) a
-// batch is a quarter window: the credit takes a round trip to arrive, and
-// the sender can keep going only on what was credited before (with
-// half-window batches a window-limited stream moves only half its window
-// per round trip). On a short link the credit arrives within microseconds,
-// so a batch is three quarters of the window: a quarter of the window is
-// still in flight when the update leaves, which covers the round trip at
-// loopback rates, and fewer, larger updates mean fewer system calls and
-// fewer bytes queued ahead of other streams' frames on average, as the
-// sender has at most the window minus the credit held back in flight.
+// in batches. Across a network a batch is a quarter window: the credit
+// takes a round trip to arrive, and the sender can keep going only on what
+// was credited before (with half-window batches a window-limited stream
+// moves only half its window per round trip). Between two ends on the same
+// host (see sameHost) the credit arrives within microseconds, so unless
+// the link is long (a proxy that delays, round trips of minAutotuneRTT or
+// more) a batch is three quarters of the window: fewer, larger updates mean
+// fewer system calls and fewer bytes queued ahead of other streams' frames
+// on average, as the sender has at most the window minus the credit held
+// back in flight.
 //
 // It also autotunes the window. A stream needs a window of its
 // bandwidth-delay product, so when the application drained the last batch
@@ -302,7 +302,7 @@ func (st *Stream) consumedLocked(n int) {
 	st.unacked += int64(n)
 	rtt := s.minRTT()
 	short := rtt < minAutotuneRTT
-	if short && st.unacked < st.recvWindow*3/4 || st.unacked < st.recvWindow/4 {
+	if st.unacked < st.recvWindow/4 || s.sameHost && short && st.unacked < st.recvWindow*3/4 {
 		return
 	}
 	inc := st.unacked
