@@ -93,7 +93,8 @@ func newRawReader(conn io.ReadWriteCloser) (rawReader, readDeadliner) {
 	if rc == nil {
 		return nil, nil
 	}
-	r := &socketReader{rc: rc}
+	_, tcp := conn.(*net.TCPConn)
+	r := &socketReader{rc: rc, tcp: tcp}
 	r.readFD = r.read // bound once: a closure per call would allocate
 	return r, dl
 }
@@ -131,6 +132,7 @@ type socketReader struct {
 	b      []byte
 	n      int
 	err    error
+	tcp    bool // a TCP socket, which resetErr can probe
 }
 
 func (r *socketReader) tryRead(b []byte) (int, error) {
@@ -164,12 +166,18 @@ func (r *socketReader) read(fd uintptr) bool {
 	}
 }
 
-// resetErr tells, after a read returned EOF, whether the connection was in
-// fact reset: the socket reports a reset once, to whichever call comes
-// first, so a write racing the read may have taken it and failed with it
-// an instant too late to be the session's cause. A write of nothing fails
-// once the connection is reset (EPIPE) and succeeds after a mere FIN.
+// resetErr tells, after a read returned EOF, whether the TCP connection
+// was in fact reset, returning ECONNRESET if so: the socket reports a reset
+// once, to whichever call comes first, so a write racing the read may have
+// taken it and failed with it an instant too late to be the session's
+// cause. A write of nothing fails (EPIPE) once the connection is reset and
+// succeeds after a mere FIN. Not on Unix sockets, where it fails after any
+// close by the peer. Like any write to a reset socket it raises SIGPIPE,
+// which Go ignores for sockets.
 func (r *socketReader) resetErr() error {
+	if !r.tcp {
+		return nil
+	}
 	var werr error
 	err := r.rc.Control(func(fd uintptr) {
 		_, werr = syscall.Write(int(fd), nil)
@@ -177,5 +185,8 @@ func (r *socketReader) resetErr() error {
 	if err != nil {
 		return nil // closed here: not the peer's doing
 	}
-	return werr
+	if werr == syscall.EPIPE || werr == syscall.ECONNRESET {
+		return syscall.ECONNRESET
+	}
+	return nil
 }

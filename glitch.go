@@ -69,8 +69,9 @@ func (s *Session) glitch(k glitchKind, h frameHeader) error {
 // bytesPerUpdate is how many bytes of DATA this side must have sent on a
 // stream (or the session) for each WINDOW_UPDATE the peer sends on it,
 // beyond the first. A correct peer credits data it consumed, at most one
-// frame's worth at a time (the reference implementation: a quarter window,
-// 16 KiB or more), so more updates than that are a flood.
+// frame's worth at a time (the reference implementation: a quarter window
+// or more, less only when it shrinks a window), so more updates than that
+// are a flood.
 const bytesPerUpdate = minFrameSize
 
 // sentLocked returns the bytes of DATA this side has sent on st: the

@@ -512,8 +512,8 @@ func TestLoneStreamLeavesSessionCredit(t *testing.T) {
 	server.rtt.Store(1)
 	a, ar := streamPair(t, client, server)
 	go a.Write(make([]byte, 4<<20)) // ends when the session closes
-	// Enough for a window update (a batch is three quarters of the window
-	// on a short link), which grows the window of a lone stream.
+	// Enough for a window update (three quarters of the window on the same
+	// host), at which a lone stream's window would grow but for the cap.
 	if _, err := io.ReadFull(ar, make([]byte, 384<<10)); err != nil {
 		t.Fatal(err)
 	}

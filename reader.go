@@ -610,7 +610,7 @@ func (s *Session) readError(err error, midFrame bool) error {
 	case errors.Is(err, io.EOF) && !midFrame:
 		if s.rt.raw != nil {
 			if rerr := s.rt.raw.resetErr(); rerr != nil {
-				return fmt.Errorf("tcpchan: connection reset by peer (a write saw it first): %w", rerr)
+				return fmt.Errorf("tcpchan: reading from the connection: %w", rerr)
 			}
 		}
 		return fmt.Errorf("tcpchan: connection closed by peer: %w", io.ErrUnexpectedEOF)
