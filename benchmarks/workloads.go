@@ -90,7 +90,7 @@ var workloads = []workload{
 	},
 	{
 		name: "pingpong-under-bulk", desc: "64-byte echo while another stream of the session runs bulk",
-		metrics: []metric{{"p50 µs", false, "%.1f"}, {"p99 µs", false, "%.1f"}, {"bulk vs solo", true, "%.2f"}},
+		metrics: []metric{{"p50 µs", false, "%.1f"}, {"p99 µs", false, "%.1f"}, {"bulk vs solo", true, "%.2f"}, {"bulk MB/s", true, "%.0f"}},
 		run:     runPingpongUnderBulk,
 	},
 	{
@@ -293,6 +293,7 @@ func runPingpongUnderBulk(e *env, p *params) (map[string]float64, error) {
 		"p50 µs":       us(percentile(lat, .50)),
 		"p99 µs":       us(percentile(lat, .99)),
 		"bulk vs solo": b.rate / solo,
+		"bulk MB/s":    b.rate / 1e6,
 	}, nil
 }
 
