@@ -167,13 +167,14 @@ func (r *socketReader) read(fd uintptr) bool {
 }
 
 // resetErr tells, after a read returned EOF, whether the TCP connection
-// was in fact reset, returning ECONNRESET if so: the socket reports a reset
+// was in fact torn down (reset, or timed out) rather than closed with a
+// FIN, returning the error that says so: the socket reports the cause
 // once, to whichever call comes first, so a write racing the read may have
 // taken it and failed with it an instant too late to be the session's
-// cause. A write of nothing fails (EPIPE) once the connection is reset and
-// succeeds after a mere FIN. Not on Unix sockets, where it fails after any
-// close by the peer. Like any write to a reset socket it raises SIGPIPE,
-// which Go ignores for sockets.
+// cause. A write of nothing fails (EPIPE) once the connection is torn down
+// and succeeds after a mere FIN. Not on Unix sockets, where it fails after
+// any close by the peer. Like any write to a reset socket it raises
+// SIGPIPE, which Go ignores for sockets.
 func (r *socketReader) resetErr() error {
 	if !r.tcp {
 		return nil
@@ -185,8 +186,5 @@ func (r *socketReader) resetErr() error {
 	if err != nil {
 		return nil // closed here: not the peer's doing
 	}
-	if werr == syscall.EPIPE || werr == syscall.ECONNRESET {
-		return syscall.ECONNRESET
-	}
-	return nil
+	return werr
 }

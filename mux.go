@@ -223,11 +223,10 @@ var errSessionClosed = fmt.Errorf("tcpchan: session closed: %w", net.ErrClosed)
 // themselves instead, saving a goroutine hand-off each (see reader.go and
 // writer.go).
 type Session struct {
-	conn     io.ReadWriteCloser
-	cfg      Config
-	client   bool
-	start    time.Time
-	sameHost bool // conn is a loopback, Unix or in-memory connection
+	conn   io.ReadWriteCloser
+	cfg    Config
+	client bool
+	start  time.Time
 
 	br *bufio.Reader // the read token's holder only
 	rt readToken     // who reads the connection (see reader.go)
@@ -269,6 +268,7 @@ type Session struct {
 	// Liveness.
 	lastRecv atomic.Int64 // session clock of the last read that returned data
 	rtt      atomic.Int64 // minimum round-trip time seen, in nanoseconds
+	sameHost atomic.Bool  // conn joins two ends on this machine (see sameHost); set once the preface arrived
 	rttCount atomic.Int32 // number of RTT samples
 	pingMu   sync.Mutex
 	pings    map[uint32]pingWait
@@ -351,7 +351,6 @@ func buildSession(conn io.ReadWriteCloser, cfg *Config, client bool) (*Session, 
 		cfg:        c,
 		client:     client,
 		start:      time.Now(),
-		sameHost:   sameHost(conn),
 		wake:       make(chan struct{}, 1),
 		flushReq:   make(chan chan struct{}),
 		streams:    make(map[uint32]*Stream),
@@ -693,12 +692,16 @@ const minAutotuneRTT = int64(time.Millisecond)
 // beside a bulk stream).
 const loneStreamWindow = 1 << 20
 
-// sameHost reports whether conn joins two ends on this machine: a
-// loopback address, a Unix socket, an in-memory pipe (or TLS over one of
-// them). There a window update arrives within microseconds, while the round
-// trip that pings measure is mostly goroutine scheduling (18-120 µs under
-// load on a 2-core machine), so the round trip cannot tell such a link
-// from a LAN whose updates do take that long.
+// sameHost reports whether conn joins two ends on this machine, judging by
+// its remote address: loopback, a Unix socket, or an address whose network
+// is "pipe" (net.Pipe). Wrappers that report the address of what they wrap
+// (TLS) count too. There a window update arrives within microseconds, while
+// the round trip that pings measure is mostly goroutine scheduling (18-120
+// µs under load on a 2-core machine), so the round trip cannot tell such a
+// link from a LAN whose updates do take that long. A tunnel or sidecar
+// proxy that ends on loopback (ssh -L, a service mesh) passes for the same
+// host although the peer is not; over a LAN with round trips under a
+// millisecond, a stream that its window limits may then move less.
 func sameHost(conn io.ReadWriteCloser) bool {
 	c, ok := conn.(interface{ RemoteAddr() net.Addr })
 	if !ok {
@@ -706,9 +709,9 @@ func sameHost(conn io.ReadWriteCloser) bool {
 	}
 	switch a := c.RemoteAddr().(type) {
 	case *net.TCPAddr:
-		return a.IP.IsLoopback()
+		return a != nil && a.IP.IsLoopback()
 	case *net.UnixAddr:
-		return true
+		return a != nil
 	case nil:
 		return false
 	default:

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -568,6 +569,8 @@ func TestSameHost(t *testing.T) {
 		{"Unix", remoteConn{raddr: &net.UnixAddr{Name: "/tmp/x", Net: "unix"}}, true},
 		{"net.Pipe", p1, true},
 		{"no remote address", remoteConn{}, false},
+		{"nil TCP address", remoteConn{raddr: (*net.TCPAddr)(nil)}, false},
+		{"nil Unix address", remoteConn{raddr: (*net.UnixAddr)(nil)}, false},
 		{"no RemoteAddr method", struct{ io.ReadWriteCloser }{p1}, false},
 	}
 	for _, tc := range tests {
@@ -624,5 +627,73 @@ func TestWindowUpdateBatch(t *testing.T) {
 				t.Fatalf("after reading three quarters of the window, %d bytes not credited: no update", got)
 			}
 		})
+	}
+}
+
+// headerConn learns its remote address from its first bytes, as a PROXY
+// protocol connection does: RemoteAddr blocks until they have arrived.
+type headerConn struct {
+	net.Conn
+	once sync.Once
+	read chan struct{} // closed once the first byte was read
+}
+
+func (c *headerConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.once.Do(func() { close(c.read) })
+	}
+	return n, err
+}
+
+func (c *headerConn) RemoteAddr() net.Addr {
+	<-c.read
+	return c.Conn.RemoteAddr()
+}
+
+// TestRemoteAddrAfterPreface: Server must not ask a connection for its
+// remote address (sameHost) before the peer sent anything, or a silent
+// client of a PROXY protocol listener would hang Server, and with it a
+// Listener's accept loop.
+func TestRemoteAddrAfterPreface(t *testing.T) {
+	t.Parallel()
+	c1, c2 := tcpConnPair(t)
+	hc := &headerConn{Conn: c2, read: make(chan struct{})}
+	done := make(chan *Session, 1)
+	go func() {
+		server, err := Server(hc, nil)
+		if err != nil {
+			t.Error(err)
+			close(done)
+			return
+		}
+		done <- server
+	}()
+	var server *Session
+	select {
+	case server = <-done:
+	case <-time.After(5 * time.Second):
+		hc.once.Do(func() { close(hc.read) }) // let it finish
+		c1.Close()
+		t.Fatal("Server blocked on the connection's RemoteAddr before the peer sent anything")
+	}
+	if server == nil {
+		return
+	}
+	client, err := Client(c1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAndWait(t, client)
+	defer closeAndWait(t, server)
+	a, b := streamPair(t, client, server)
+	if _, err := a.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(b, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if !server.sameHost.Load() {
+		t.Error("sameHost false on loopback once the preface arrived")
 	}
 }

@@ -610,7 +610,7 @@ func (s *Session) readError(err error, midFrame bool) error {
 	case errors.Is(err, io.EOF) && !midFrame:
 		if s.rt.raw != nil {
 			if rerr := s.rt.raw.resetErr(); rerr != nil {
-				return fmt.Errorf("tcpchan: reading from the connection: %w", rerr)
+				return fmt.Errorf("tcpchan: connection reset or timed out (a write saw the cause first): %w", rerr)
 			}
 		}
 		return fmt.Errorf("tcpchan: connection closed by peer: %w", io.ErrUnexpectedEOF)
@@ -650,6 +650,9 @@ func (s *Session) readPreface() error {
 		s.hsTimer.Stop()
 	}
 	s.br.Discard(prefaceSize)
+	// Asked only now: a connection that learns its remote address from its
+	// first bytes (the PROXY protocol) blocks RemoteAddr until they came.
+	s.sameHost.Store(sameHost(s.conn))
 	s.handshakeDone.Store(true)
 	s.applyPeerSettings(ps)
 	return nil

@@ -302,7 +302,11 @@ func (st *Stream) consumedLocked(n int) {
 	st.unacked += int64(n)
 	rtt := s.minRTT()
 	short := rtt < minAutotuneRTT
-	if st.unacked < st.recvWindow/4 || s.sameHost && short && st.unacked < st.recvWindow*3/4 {
+	batch := st.recvWindow / 4
+	if short && s.sameHost.Load() {
+		batch = st.recvWindow * 3 / 4
+	}
+	if st.unacked < batch {
 		return
 	}
 	inc := st.unacked
