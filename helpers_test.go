@@ -94,3 +94,14 @@ func streamPair(t testing.TB, a, b *Session) (*Stream, *Stream) {
 	}
 	return s1, s2
 }
+
+// forceShortLink makes the sessions take their link for a short one
+// whatever loopback measures under load, once their start-up round-trip
+// samples are in: a later sample would otherwise replace the forced one.
+func forceShortLink(t *testing.T, sessions ...*Session) {
+	t.Helper()
+	for _, s := range sessions {
+		waitFor(t, "the start-up RTT samples", func() bool { return s.rttCount.Load() >= rttStartSamples })
+		s.rtt.Store(1)
+	}
+}

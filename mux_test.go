@@ -467,8 +467,7 @@ func TestLoneStreamWindow(t *testing.T) {
 	client, server := tcpSessions(t, nil, nil)
 	// A short link, whatever the start-up pings measured on a loaded
 	// machine: only lower samples replace the minimum.
-	client.rtt.Store(1)
-	server.rtt.Store(1)
+	forceShortLink(t, client, server)
 	w, r := streamPair(t, client, server)
 	window := func() int64 {
 		r.mu.Lock()
@@ -509,8 +508,7 @@ func TestLoneStreamLeavesSessionCredit(t *testing.T) {
 	t.Parallel()
 	scfg := &Config{SessionWindow: 1 << 20, InitialStreamWindow: 512 << 10}
 	client, server := tcpSessions(t, nil, scfg)
-	client.rtt.Store(1)
-	server.rtt.Store(1)
+	forceShortLink(t, client, server)
 	a, ar := streamPair(t, client, server)
 	go a.Write(make([]byte, 4<<20)) // ends when the session closes
 	// Enough for a window update (three quarters of the window on the same
@@ -598,7 +596,7 @@ func TestWindowUpdateBatch(t *testing.T) {
 				c2 = remoteConn{c2, &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 1}}
 			}
 			client, server := sessionPair(t, c1, c2, nil, nil)
-			server.rtt.Store(1) // a short link, whatever loopback measured
+			forceShortLink(t, server)
 			a, ar := streamPair(t, client, server)
 			go a.Write(make([]byte, window)) // ends when the session closes
 			unacked := func() int64 {
