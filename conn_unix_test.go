@@ -39,7 +39,7 @@ func TestResetErr(t *testing.T) {
 			t.Parallel()
 			var c, peer net.Conn
 			if tc.unix {
-				c, peer = unixConnPair(t)
+				c, peer = connPair(t, "unix", filepath.Join(t.TempDir(), "s"))
 			} else {
 				c, peer = tcpConnPair(t)
 			}
@@ -69,28 +69,4 @@ func TestResetErr(t *testing.T) {
 			}
 		})
 	}
-}
-
-func unixConnPair(t *testing.T) (net.Conn, net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	ch := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		ch <- c
-	}()
-	c1, err := net.Dial("unix", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c2 := <-ch
-	if c2 == nil {
-		c1.Close()
-		t.Fatal("accept failed")
-	}
-	return c1, c2
 }

@@ -27,7 +27,14 @@ func closeAndWait(t testing.TB, s *Session) {
 // tcpConnPair returns the two ends of a real TCP loopback connection.
 func tcpConnPair(t testing.TB) (net.Conn, net.Conn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return connPair(t, "tcp", "127.0.0.1:0")
+}
+
+// connPair returns the two ends of a connection through a listener on
+// network and address.
+func connPair(t testing.TB, network, address string) (net.Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen(network, address)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +48,7 @@ func tcpConnPair(t testing.TB) (net.Conn, net.Conn) {
 		c, err := ln.Accept()
 		ch <- result{c, err}
 	}()
-	c1, err := net.Dial("tcp", ln.Addr().String())
+	c1, err := net.Dial(network, ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}

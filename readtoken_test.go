@@ -20,6 +20,19 @@ import (
 // holderOf reports which stream's call holds s's read token, or nil.
 func holderOf(s *Session) *Stream { return s.rt.holder.Load() }
 
+// readHolding starts a Read of n bytes on st and waits until it holds s's
+// read token; the Read's error arrives on the channel.
+func readHolding(t *testing.T, s *Session, st *Stream, n int) <-chan error {
+	t.Helper()
+	res := make(chan error, 1)
+	go func() {
+		_, err := st.Read(make([]byte, n))
+		res <- err
+	}()
+	waitFor(t, "the Read to hold the token", func() bool { return holderOf(s) == st })
+	return res
+}
+
 // freeToken leaves s's read token free for the next Read or Write that
 // waits, and keeps it free: the reader goroutine gives it up after serving a
 // waiting Read (own, on s, sent a byte by peer), and with a long grace it
@@ -429,12 +442,7 @@ func TestReadTokenDoneHolderNeverBlocks(t *testing.T) {
 	}
 	freeTokenAttacked(t, victim, s1, func() { a.send(dataFrame(0, 1, []byte{2})) })
 
-	res := make(chan error, 1)
-	go func() {
-		_, err := s1.Read(make([]byte, 64))
-		res <- err
-	}()
-	waitFor(t, "s1's Read to hold the token", func() bool { return holderOf(victim) == s1 })
+	res := readHolding(t, victim, s1, 64)
 	// A Read with a deadline waits beside it, counted.
 	s3.SetReadDeadline(time.Now().Add(time.Hour))
 	go s3.Read(make([]byte, 64))
@@ -573,12 +581,7 @@ func TestReadTokenLeavesOnlyOwnData(t *testing.T) {
 			}
 			s1.Read(make([]byte, 1))
 			freeTokenAttacked(t, victim, s1, func() { a.send(dataFrame(0, 1, []byte{2})) })
-			res := make(chan error, 1)
-			go func() {
-				_, err := s1.Read(make([]byte, 1))
-				res <- err
-			}()
-			waitFor(t, "s1's Read to hold the token", func() bool { return holderOf(victim) == s1 })
+			res := readHolding(t, victim, s1, 1)
 			// s1's data in two frames, then the frame, in one write: s1's
 			// Read takes its byte and returns with its second frame and
 			// the frame still buffered.

@@ -205,6 +205,20 @@ func (st *Stream) emitRunLocked(b []byte, frameSize int, sessAvail *int64, alone
 	}
 }
 
+// requeueLocked puts st back in the ring after its frames were emitted with
+// the given outcome, unless it is idle or already queued: parked if it
+// waits for session credit and none is left (credit false), else at the
+// tail. wmu is held, and credit was read under it.
+func (s *Session) requeueLocked(st *Stream, outcome int, credit bool) {
+	switch {
+	case outcome == emitIdle || st.queued:
+	case outcome == emitParked && !credit:
+		s.sched.park(st)
+	default:
+		s.sched.push(st)
+	}
+}
+
 // fillControl appends to b every control frame queued.
 func (s *Session) fillControl(b []byte) []byte {
 	s.wmu.Lock()
@@ -249,22 +263,16 @@ func (s *Session) fillBatch(b []byte) []byte {
 		b, outcome, done = st.emitRunLocked(b, frameSize, &avail, alone)
 		if outcome != emitIdle {
 			s.wmu.Lock()
-			if !st.queued {
-				if outcome == emitParked {
-					// Credit that arrived since the batch began joins it.
-					// Read under wmu: a session WINDOW_UPDATE adds credit
-					// before it takes wmu to unpark, so none is missed.
-					if now := s.sendWindow.Load(); now > start {
-						avail += now - start
-						start = now
-					}
-				}
-				if outcome == emitParked && avail <= 0 {
-					s.sched.park(st)
-				} else {
-					s.sched.push(st)
+			if outcome == emitParked && !st.queued {
+				// Credit that arrived since the batch began joins it.
+				// Read under wmu: a session WINDOW_UPDATE adds credit
+				// before it takes wmu to unpark, so none is missed.
+				if now := s.sendWindow.Load(); now > start {
+					avail += now - start
+					start = now
 				}
 			}
+			s.requeueLocked(st, outcome, avail > 0)
 			s.wmu.Unlock()
 		}
 		st.mu.Unlock()

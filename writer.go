@@ -171,15 +171,9 @@ func (s *Session) writeAloneLocked(st *Stream) bool {
 	st.mu.Lock()
 	more = more && !(st.dl != nil && st.dl.write.expired)
 	s.wmu.Lock()
-	if outcome != emitIdle && !st.queued {
-		// Parked only if no credit came meanwhile; a session
-		// WINDOW_UPDATE adds it before taking wmu to unpark.
-		if outcome == emitParked && s.sendWindow.Load() <= 0 {
-			s.sched.park(st)
-		} else {
-			s.sched.push(st)
-		}
-	}
+	// Parked only if no credit came meanwhile; a session WINDOW_UPDATE
+	// adds it before taking wmu to unpark.
+	s.requeueLocked(st, outcome, s.sendWindow.Load() > 0)
 	if more {
 		s.wmu.Unlock()
 		st.mu.Unlock()
