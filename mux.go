@@ -696,9 +696,9 @@ const loneStreamWindow = 1 << 20
 // its remote address: loopback, a Unix socket, or an address whose network
 // is "pipe" (net.Pipe). Wrappers that report the address of what they wrap
 // (TLS) count too. There a window update arrives within microseconds, while
-// the round trip that pings measure is mostly goroutine scheduling (18-120
-// µs under load on a 2-core machine), so the round trip cannot tell such a
-// link from a LAN whose updates do take that long. A tunnel or sidecar
+// the round trip that pings measure is mostly goroutine scheduling, which
+// under load takes as long as a LAN's, so the round trip cannot tell such
+// a link from a LAN whose updates do take that long. A tunnel or sidecar
 // proxy that ends on loopback (ssh -L, a service mesh) passes for the same
 // host although the peer is not; over a LAN with round trips under a
 // millisecond, a stream that its window limits may then move less.
