@@ -686,10 +686,10 @@ const minAutotuneRTT = int64(time.Millisecond)
 // is enough for the link, but not for the scheduling delays of the
 // goroutines at both ends: a lone bulk stream on loopback waited for credit
 // and moved 4.0-4.2 GB/s with 256 KiB, 5.4-5.6 GB/s with 1 MiB (raw TCP
-// 4.6-5.5 GB/s; BenchmarkBulk/write=32KiB).
+// 4.6-5.5 GB/s; BenchmarkBulk/write=32KiB, with quarter-window updates).
 // With other streams it stays at InitialStreamWindow, whose queue is what
-// their frames wait behind (a 512 KiB window quadrupled the p99 of a ping
-// beside a bulk stream).
+// their frames wait behind (a 512 KiB window raised the p99 of a ping beside
+// a bulk stream from 125 to 200 µs: BenchmarkPingPongUnderBulk).
 const loneStreamWindow = 1 << 20
 
 // sameHost reports whether conn joins two ends on this machine, judging by
