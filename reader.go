@@ -239,6 +239,21 @@ func (s *Session) awaitReadToken() (turn, ok bool) {
 				// time. Wait longer next time.
 				rt.shift++
 			}
+			if rt.held.Load() && rt.takes != rt.armTakes {
+				// Callers keep taking the token: set the timer for
+				// the holder's release now, while this goroutine is
+				// awake anyway, rather than in the release. Setting a
+				// timer may wake a sleeping runtime thread (see
+				// runtime.wakeNetPoller), and in request/response
+				// traffic on an idle machine such a wake-up can
+				// spread the two goroutines that took turns on one
+				// thread over two, each message then costing a
+				// cross-thread wake-up for milliseconds: the tail
+				// of every round trip. A holder that has not let go
+				// since the timer was set gets no new one, so a Read
+				// blocked on an idle session wakes nobody.
+				s.armLocked(s.clock(), s.graceLocked())
+			}
 			rt.mu.Unlock()
 		case <-s.dying:
 			return false, false

@@ -122,6 +122,54 @@ func TestReadTokenTakenAndReturned(t *testing.T) {
 	waitFor(t, "the new stream to be queued", func() bool { return len(server.acceptCh) == 1 })
 }
 
+// TestTimerSetAtFireForNewHolder: when the reader goroutine's timer fires
+// while a Read that took the token after the timer was set holds it, the
+// reader goroutine sets the timer again itself, so the holder's release
+// has no timer to set (see awaitReadToken); when it fires again with the
+// same holder, it is not set again, so a Read blocked on an idle session
+// costs no periodic wake-ups.
+func TestTimerSetAtFireForNewHolder(t *testing.T) {
+	t.Parallel()
+	client, server := tcpSessions(t, nil, nil)
+	a, b := streamPair(t, client, server)
+	freeToken(t, server, b, a)
+	rt := &server.rt
+	rt.mu.Lock()
+	rt.grace = 20 * time.Millisecond
+	rt.mu.Unlock()
+	res := readHolding(t, server, b, 1)
+
+	// The timer, set before this Read took the token, fires.
+	rt.mu.Lock()
+	if rt.takes == rt.armTakes {
+		rt.mu.Unlock()
+		t.Fatal("the timer was set after the Read took the token")
+	}
+	rt.armed = true
+	rt.fireAt = server.clock()
+	rt.timer.Reset(0)
+	rt.mu.Unlock()
+	waitFor(t, "the timer to be set again for the holder", func() bool {
+		rt.mu.Lock()
+		defer rt.mu.Unlock()
+		return rt.armed && rt.armTakes == rt.takes
+	})
+	waitFor(t, "the timer to fire again, with the same holder, and stay unset", func() bool {
+		rt.mu.Lock()
+		defer rt.mu.Unlock()
+		return !rt.armed
+	})
+	if holderOf(server) != b {
+		t.Fatal("the Read no longer holds the token")
+	}
+	if _, err := a.Write([]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-res; err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestReadTokenInterrupted: whatever ends the wait of a Read holding the
 // token from outside stops its read of the connection at once, and the
 // session goes on: the interrupt's deadline on the connection is cleared.
