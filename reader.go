@@ -234,25 +234,28 @@ func (s *Session) awaitReadToken() (turn, ok bool) {
 		case <-rt.timer.C:
 			rt.mu.Lock()
 			rt.armed = false
+			clock, grace := s.clock(), int64(s.graceLocked())
 			if (rt.held.Load() || rt.takes != rt.armTakes) && rt.shift < maxGraceShift {
 				// Woken for nothing: the token was taken back in
 				// time. Wait longer next time.
 				rt.shift++
 			}
-			if rt.held.Load() && rt.takes != rt.armTakes {
-				// Callers keep taking the token: set the timer for
-				// the holder's release now, while this goroutine is
-				// awake anyway, rather than in the release. Setting a
-				// timer may wake a sleeping runtime thread (see
+			if rt.held.Load() && rt.takes != rt.armTakes && clock-rt.lastFree < grace {
+				// Callers keep taking the token back quickly: set
+				// the timer for the holder's release now, while this
+				// goroutine is awake anyway, rather than in the
+				// release. A timer set may wake a sleeping runtime
+				// thread once it joins the runtime's heap (see
 				// runtime.wakeNetPoller), and in request/response
 				// traffic on an idle machine such a wake-up can
 				// spread the two goroutines that took turns on one
 				// thread over two, each message then costing a
 				// cross-thread wake-up for milliseconds: the tail
-				// of every round trip. A holder that has not let go
-				// since the timer was set gets no new one, so a Read
-				// blocked on an idle session wakes nobody.
-				s.armLocked(s.clock(), s.graceLocked())
+				// of every round trip. If the last release is a grace
+				// or more ago (slow traffic, a Read blocked on an idle
+				// session), it sets none: it would likely wake again
+				// for nothing.
+				s.armLocked(clock, s.graceLocked())
 			}
 			rt.mu.Unlock()
 		case <-s.dying:

@@ -124,49 +124,73 @@ func TestReadTokenTakenAndReturned(t *testing.T) {
 
 // TestTimerSetAtFireForNewHolder: when the reader goroutine's timer fires
 // while a Read that took the token after the timer was set holds it, the
-// reader goroutine sets the timer again itself, so the holder's release
-// has no timer to set (see awaitReadToken); when it fires again with the
-// same holder, it is not set again, so a Read blocked on an idle session
-// costs no periodic wake-ups.
+// reader goroutine sets the timer again itself if the token was released
+// less than a grace ago (callers keep taking it back quickly), so the
+// holder's release has no timer to set (see awaitReadToken); if the release
+// is older, or when it fires again with the same holder, it sets none, so a
+// Read blocked on an idle session costs no periodic wake-ups.
 func TestTimerSetAtFireForNewHolder(t *testing.T) {
 	t.Parallel()
-	client, server := tcpSessions(t, nil, nil)
-	a, b := streamPair(t, client, server)
-	freeToken(t, server, b, a)
-	rt := &server.rt
-	rt.mu.Lock()
-	rt.grace = 20 * time.Millisecond
-	rt.mu.Unlock()
-	res := readHolding(t, server, b, 1)
+	const grace = 200 * time.Millisecond
+	for _, tc := range []struct {
+		name     string
+		released time.Duration // how long before the fire the token was last released
+		rearmed  bool
+	}{
+		{"released a moment ago", 0, true},
+		{"released a grace ago", grace, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			client, server := tcpSessions(t, nil, nil)
+			a, b := streamPair(t, client, server)
+			freeToken(t, server, b, a)
+			rt := &server.rt
+			rt.mu.Lock()
+			rt.grace = grace
+			rt.mu.Unlock()
+			res := readHolding(t, server, b, 1)
 
-	// The timer, set before this Read took the token, fires.
-	rt.mu.Lock()
-	if rt.takes == rt.armTakes {
-		rt.mu.Unlock()
-		t.Fatal("the timer was set after the Read took the token")
-	}
-	rt.armed = true
-	rt.fireAt = server.clock()
-	rt.timer.Reset(0)
-	rt.mu.Unlock()
-	waitFor(t, "the timer to be set again for the holder", func() bool {
-		rt.mu.Lock()
-		defer rt.mu.Unlock()
-		return rt.armed && rt.armTakes == rt.takes
-	})
-	waitFor(t, "the timer to fire again, with the same holder, and stay unset", func() bool {
-		rt.mu.Lock()
-		defer rt.mu.Unlock()
-		return !rt.armed
-	})
-	if holderOf(server) != b {
-		t.Fatal("the Read no longer holds the token")
-	}
-	if _, err := a.Write([]byte{1}); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-res; err != nil {
-		t.Fatal(err)
+			// The timer, set before this Read took the token, fires.
+			rt.mu.Lock()
+			if rt.takes == rt.armTakes {
+				rt.mu.Unlock()
+				t.Fatal("the timer was set after the Read took the token")
+			}
+			now := server.clock()
+			rt.lastFree = now - int64(tc.released)
+			rt.armed = true
+			rt.fireAt = now
+			rt.timer.Reset(0)
+			rt.mu.Unlock()
+			if tc.rearmed {
+				waitFor(t, "the timer to be set again for the holder", func() bool {
+					rt.mu.Lock()
+					defer rt.mu.Unlock()
+					return rt.armTakes == rt.takes
+				})
+			}
+			waitFor(t, "the timer to fire and stay unset", func() bool {
+				rt.mu.Lock()
+				defer rt.mu.Unlock()
+				return !rt.armed
+			})
+			rt.mu.Lock()
+			rearmed := rt.armTakes == rt.takes
+			rt.mu.Unlock()
+			if rearmed != tc.rearmed {
+				t.Errorf("timer set again for the holder: %v, want %v", rearmed, tc.rearmed)
+			}
+			if holderOf(server) != b {
+				t.Fatal("the Read no longer holds the token")
+			}
+			if _, err := a.Write([]byte{1}); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-res; err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
 
