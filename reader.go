@@ -234,26 +234,27 @@ func (s *Session) awaitReadToken() (turn, ok bool) {
 		case <-rt.timer.C:
 			rt.mu.Lock()
 			rt.armed = false
-			clock, grace := s.clock(), int64(s.graceLocked())
+			clock := s.clock()
+			newHolder := rt.held.Load() && rt.takes != rt.armTakes
+			// By the grace before this fire lengthens it.
+			releasedLately := clock-rt.lastFree < int64(s.graceLocked())
 			if (rt.held.Load() || rt.takes != rt.armTakes) && rt.shift < maxGraceShift {
 				// Woken for nothing: the token was taken back in
 				// time. Wait longer next time.
 				rt.shift++
 			}
-			if rt.held.Load() && rt.takes != rt.armTakes && clock-rt.lastFree < grace {
+			if newHolder && releasedLately {
 				// Callers keep taking the token back quickly: set
 				// the timer for the holder's release now, while this
 				// goroutine is awake anyway, rather than in the
-				// release. A timer set may wake a sleeping runtime
-				// thread once it joins the runtime's heap (see
-				// runtime.wakeNetPoller), and in request/response
-				// traffic on an idle machine such a wake-up can
-				// spread the two goroutines that took turns on one
-				// thread over two, each message then costing a
-				// cross-thread wake-up for milliseconds: the tail
-				// of every round trip. If the last release is a grace
-				// or more ago (slow traffic, a Read blocked on an idle
-				// session), it sets none: it would likely wake again
+				// release. Setting a timer may wake a sleeping
+				// runtime thread (runtime.wakeNetPoller), and in
+				// request/response traffic on an idle machine such a
+				// wake-up can spread two goroutines that took turns
+				// on one thread over two, every message then paying
+				// a cross-thread wake-up for milliseconds. After a
+				// longer quiet (slow traffic, a Read blocked on an
+				// idle session) it sets none: it would likely wake
 				// for nothing.
 				s.armLocked(clock, s.graceLocked())
 			}
