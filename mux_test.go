@@ -540,6 +540,55 @@ func TestLoneStreamLeavesSessionCredit(t *testing.T) {
 	}
 }
 
+// TestRTTSampleBehindBacklog: the answer to a ping that arrives behind
+// more data than one read of the connection takes measured this end's
+// backlog, not the link, and does not lower the minimum round trip from
+// "none yet"; an answer that arrives on its own does. The peer answers the
+// victim's first start-up ping late enough for the sample to pass for a
+// long link.
+func TestRTTSampleBehindBacklog(t *testing.T) {
+	t.Parallel()
+	const late = 2 * time.Millisecond // over minAutotuneRTT
+	tests := []struct {
+		name    string
+		backlog int // bytes of DATA sent in the same write, ahead of the answer
+		counts  bool
+	}{
+		{"answer alone", 0, true},
+		{"answer behind data", 192 << 10, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			// net.Pipe hands one write to the reader in reads of at most
+			// its buffer, so the backlog is the same on every run.
+			victim, a := newAttack(t, nil, false)
+			ping, err := a.until(func(h frameHeader) bool { return h.typ == framePing && h.flags == 0 })
+			if err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(late)
+			var b []byte
+			if tc.backlog > 0 {
+				b = fill(1, tc.backlog)
+			}
+			b = append(b, hdr(framePing, flagACK, 0, ping.length)...)
+			go a.drain()
+			if err := a.send(b); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the answer handled", func() bool { return victim.rttCount.Load() >= 1 })
+			rtt := time.Duration(victim.minRTT())
+			if tc.counts && rtt < late {
+				t.Errorf("minimum round trip %v after an answer %v late, want at least that", rtt, late)
+			}
+			if !tc.counts && rtt != 0 {
+				t.Errorf("minimum round trip %v from an answer behind %d bytes, want none yet", rtt, tc.backlog)
+			}
+		})
+	}
+}
+
 // remoteConn is a connection that claims another host as its peer.
 type remoteConn struct {
 	net.Conn

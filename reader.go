@@ -117,11 +117,13 @@ type readToken struct {
 	holderWrite bool  // the holder is a Write waiting for credit, not a Read
 	delivered   bool  // it gave data or credit to a waiting Read or Write since it last blocked
 	nonBlocking bool  // connReader reads only what has arrived
+	drainedRuns uint8 // reads of the connection in a row, up to 2, that took all there was
 	readErr     error // what a non-blocking read saw, for the next blocking one
 }
 
 func (rt *readToken) init(conn io.ReadWriteCloser) {
 	rt.held.Store(true) // the reader goroutine reads the preface
+	rt.drainedRuns = 2  // nothing has arrived yet
 	rt.kick = make(chan struct{}, 1)
 	rt.raw, rt.deadliner = newRawReader(conn)
 	if rt.raw == nil {
@@ -165,6 +167,9 @@ func (r connReader) Read(p []byte) (int, error) {
 		r.s.lastRecv.Store(now)
 		if n < len(p) {
 			rt.drainedAt.Store(now) // it took all there was
+			rt.drainedRuns = min(rt.drainedRuns+1, 2)
+		} else {
+			rt.drainedRuns = 0
 		}
 	}
 	return n, err
