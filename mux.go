@@ -46,7 +46,8 @@ type Config struct {
 	// MaxStreamWindow caps a stream's receive window, which grows while the
 	// application reads faster than the window allows per round trip, so one
 	// stream can fill a long fat link; a window never grows beyond half of
-	// SessionWindow either. On a short link (the fastest of the session's
+	// SessionWindow either. Streams busy on the same long link grow to
+	// equal windows, sharing that half. On a short link (the fastest of the session's
 	// pings under 1 ms) a window grows only while its stream is alone in
 	// the session, to 1 MiB within those caps, and shrinks back as the
 	// application reads once another stream opens (credit already granted
@@ -264,6 +265,7 @@ type Session struct {
 	_            [64]byte
 	recvUnacked  atomic.Int64 // bytes consumed but not yet credited back
 	_            [64]byte
+	growers      growers // streams autotuning their windows on a long link lately
 
 	// Liveness.
 	lastRecv atomic.Int64 // session clock of the last read that returned data
@@ -825,6 +827,49 @@ func (s *Session) consumed(n int) {
 // itself is more, which the configuration chose).
 func (s *Session) maxGrownWindow() int64 {
 	return int64(max(s.cfg.InitialStreamWindow, min(s.cfg.MaxStreamWindow, s.cfg.SessionWindow/2)))
+}
+
+// growers counts the streams that sent window updates on a long link
+// lately, with the largest window among them, so that streams sharing the
+// link converge on equal windows.
+type growers struct {
+	mu    sync.Mutex
+	epoch int32 // a stream counted in this epoch has Stream.growEpoch == epoch
+	start int64 // session clock when the epoch began
+	cur   growerCount
+	prev  growerCount // the epoch before, if it ended less than an epoch ago
+}
+
+type growerCount struct {
+	n    int32
+	most int64
+}
+
+// countGrower counts st, with its window, among the streams autotuning
+// now, and returns how many there are and the largest window among them.
+// It counts per window update, not per frame, in epochs of two round trips
+// (at least 10 ms), in which every stream its window limits updates at
+// least once. st.mu is held.
+func (s *Session) countGrower(st *Stream, now, rtt int64) (n int32, most int64) {
+	g := &s.growers
+	span := max(2*rtt, int64(10*time.Millisecond))
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.epoch == 0 || now-g.start >= span {
+		g.prev = growerCount{}
+		if now-g.start < 2*span {
+			g.prev = g.cur
+		}
+		g.epoch++
+		g.cur = growerCount{}
+		g.start = now
+	}
+	if st.growEpoch != g.epoch {
+		st.growEpoch = g.epoch
+		g.cur.n++
+	}
+	g.cur.most = max(g.cur.most, st.recvWindow)
+	return max(g.cur.n, g.prev.n), max(g.cur.most, g.prev.most)
 }
 
 // reserveGrowth takes n bytes of the budget for growing stream windows.

@@ -589,6 +589,110 @@ func TestRTTSampleBehindBacklog(t *testing.T) {
 	}
 }
 
+// TestWindowGrowthOverRoundTrip: on a long link a stream's window grows
+// with the rate its reader drains it, taken over a round trip at least
+// while other streams are open, so a burst that arrives and is read within
+// the round trip grows nothing, and the rate over the whole round trip
+// does; a stream alone grows at the burst.
+func TestWindowGrowthOverRoundTrip(t *testing.T) {
+	t.Parallel()
+	const rtt = time.Second // a long link, and ample time for a burst on loopback
+	for _, alone := range []bool{true, false} {
+		name := "alone"
+		if !alone {
+			name = "beside another stream"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			client, server := tcpSessions(t, nil, nil)
+			waitFor(t, "the start-up RTT samples", func() bool { return server.rttCount.Load() >= rttStartSamples })
+			server.rtt.Store(int64(rtt)) // loopback samples no longer come: nobody pings
+			w, r := streamPair(t, client, server)
+			if !alone {
+				other, _ := streamPair(t, client, server)
+				defer other.Close()
+			}
+			window := func() int64 {
+				r.mu.Lock()
+				defer r.mu.Unlock()
+				return r.recvWindow
+			}
+			initial := int64(DefaultConfig().InitialStreamWindow)
+			start := time.Now()
+			transfer := func(n int) {
+				t.Helper()
+				go w.Write(make([]byte, n))
+				if _, err := io.ReadFull(r, make([]byte, n)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			transfer(1 << 20)
+			burst := time.Since(start)
+			if alone {
+				if got := window(); got <= initial {
+					t.Errorf("window of a lone stream after a 1 MiB burst: %d, want it grown", got)
+				}
+				return
+			}
+			if burst >= rtt {
+				t.Fatalf("the burst took %v, not within the round trip of %v", burst, rtt)
+			}
+			if got := window(); got != initial {
+				t.Errorf("window after a 1 MiB burst within the round trip: %d, want %d", got, initial)
+			}
+			time.Sleep(rtt - burst)
+			transfer(256 << 10) // its first update comes a round trip after the stream began
+			if got := window(); got <= initial {
+				t.Errorf("window after a round trip of draining: %d, want it grown", got)
+			}
+		})
+	}
+}
+
+// TestSharedLinkWindowsEqual: on a long link, a stream that grew its
+// window while alone and one that opens beside it converge on equal
+// windows, an equal share of the growth budget each, losing no data.
+func TestSharedLinkWindowsEqual(t *testing.T) {
+	t.Parallel()
+	client, server := tcpSessions(t, nil, nil)
+	waitFor(t, "the start-up RTT samples", func() bool { return server.rttCount.Load() >= rttStartSamples })
+	server.rtt.Store(int64(time.Second)) // a long link; nobody pings, so it stays
+	window := func(st *Stream) int64 {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return st.recvWindow
+	}
+	seed := uint32(0)
+	transfer := func(w, r *Stream, n int) {
+		t.Helper()
+		seed++
+		want := pattern(n, seed)
+		go w.Write(want)
+		got := make([]byte, n)
+		if _, err := io.ReadFull(r, got); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%d bytes: %v or corrupted", n, err)
+		}
+	}
+	a, ar := streamPair(t, client, server)
+	transfer(a, ar, 1<<20)
+	initial := int64(DefaultConfig().InitialStreamWindow)
+	if got := window(ar); got <= initial {
+		t.Fatalf("window of a lone stream after a 1 MiB burst: %d, want it grown", got)
+	}
+	b, br := streamPair(t, client, server)
+	for range 8 {
+		transfer(b, br, 1<<20)
+		transfer(a, ar, 3<<20)
+	}
+	share := initial + int64(DefaultConfig().SessionWindow/2)/2
+	if wa, wb := window(ar), window(br); wa != share || wb != share {
+		t.Errorf("windows of two streams sharing a long link: %d and %d, want %d each", wa, wb, share)
+	}
+	if g := server.windowGrowth.Load(); g != 2*(share-initial) {
+		t.Errorf("growth budget taken: %d, want %d", g, 2*(share-initial))
+	}
+}
+
 // remoteConn is a connection that claims another host as its peer.
 type remoteConn struct {
 	net.Conn
