@@ -23,6 +23,7 @@ type params struct {
 	oecOps      int           // open-echo-close
 	idleStreams int           // idle-mem
 	llBulk      time.Duration // longlink-bulk
+	llBulk16    int64         // longlink-bulk16 (total)
 	llOps       int           // longlink-rr
 	link        linksim.Config
 	timeout     time.Duration // per measurement
@@ -37,6 +38,7 @@ func fullParams() params {
 		oecOps:      5000,
 		idleStreams: 10000,
 		llBulk:      3 * time.Second,
+		llBulk16:    16 * (6 << 20),
 		llOps:       20,
 		link:        linksim.Config{Delay: 20 * time.Millisecond, Rate: 100e6},
 		timeout:     2 * time.Minute,
@@ -52,6 +54,7 @@ func quickParams() params {
 		oecOps:      1000,
 		idleStreams: 2000,
 		llBulk:      time.Second,
+		llBulk16:    16 * (2 << 20),
 		llOps:       6,
 		link:        linksim.Config{Delay: 20 * time.Millisecond, Rate: 100e6},
 		timeout:     time.Minute,
@@ -108,6 +111,16 @@ var workloads = []workload{
 		metrics: []metric{{"MB/s", true, "%.1f"}},
 		link:    true,
 		run:     runLonglinkBulk,
+	},
+	{
+		name: "longlink-bulk16", desc: "16 streams bulk through linksim, as bulk16 (tcp: 16 connections, each through its own simulated link)",
+		metrics: []metric{{"agg MB/s", true, "%.0f"}, {"slowest/fastest", false, "%.2f"}},
+		link:    true,
+		run: func(e *env, p *params) (map[string]float64, error) {
+			q := *p
+			q.bulkBytes = p.llBulk16
+			return runBulk16(e, &q)
+		},
 	},
 	{
 		name: "longlink-rr", desc: "sequential 64-byte request/response, each on a new stream (tcp: new connection) through linksim",
