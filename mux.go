@@ -47,11 +47,11 @@ type Config struct {
 	// application reads faster than the window allows per round trip, so one
 	// stream can fill a long fat link; a window never grows beyond half of
 	// SessionWindow either. Streams busy on the same long link grow to
-	// equal windows, sharing that half. On a short link (the fastest of the session's
-	// pings under 1 ms) a window grows only while its stream is alone in
-	// the session, to 1 MiB within those caps, and shrinks back as the
-	// application reads once another stream opens (credit already granted
-	// stays valid). Default 8 MiB, at most 2^31-1.
+	// equal windows, sharing that half. On a short link (the fastest of
+	// the session's pings under 1 ms) a window grows only while its stream
+	// is alone in the session, to 1 MiB within those caps, and shrinks
+	// back as the application reads once another stream opens (credit
+	// already granted stays valid). Default 8 MiB, at most 2^31-1.
 	MaxStreamWindow int
 
 	// SessionWindow is the session's receive budget: the most bytes all
@@ -271,7 +271,8 @@ type Session struct {
 	lastRecv atomic.Int64 // session clock of the last read that returned data
 	rtt      atomic.Int64 // minimum round-trip time seen, in nanoseconds
 	sameHost atomic.Bool  // conn joins two ends on this machine (see sameHost); set once the preface arrived
-	rttCount atomic.Int32 // number of RTT samples
+	rttCount atomic.Int32 // number of answers to pings
+	rttKept  atomic.Int32 // number of them that counted toward rtt
 	pingMu   sync.Mutex
 	pings    map[uint32]pingWait
 	nextPing uint32
@@ -672,9 +673,13 @@ func (s *Session) Ping() (time.Duration, error) {
 	}
 }
 
-// rttStartSamples is how many pings a session sends at start to learn the
-// round-trip time: the first includes both sessions' start-up.
-const rttStartSamples = 3
+// rttStartSamples is how many round-trip samples a session takes at start
+// to learn the round-trip time: the first includes both sessions' start-up.
+// It sends at most rttStartPings pings for them.
+const (
+	rttStartSamples = 3
+	rttStartPings   = 8
+)
 
 // minAutotuneRTT is the shortest round trip at which stream windows grow.
 // Below it the initial window already carries over 256 MB/s per stream, and
@@ -753,19 +758,25 @@ func (s *Session) pingAcked(id uint32) bool {
 	// The minimum is the round trip without queueing, which is what the
 	// window autotuning needs; samples taken under load only add queueing.
 	// An answer read while this end was behind (in a read that filled
-	// the read buffer, or the read right after one) queued behind data
-	// this end was slow to read, often for milliseconds. Counted, such
-	// samples made loopback under load pass for a long link, whose grown
-	// windows left 16 bulk streams finishing up to 9 times apart. They
-	// count as taken, for the start-up pings, but not toward the minimum.
+	// most of the read buffer, or the read right after one) queued behind
+	// data this end was slow to read, often for milliseconds. Counted,
+	// such samples made loopback under load pass for a long link, whose
+	// grown windows left 16 bulk streams finishing up to 9 times apart,
+	// so they are left out. This needs a connection whose Read returns
+	// all that has arrived, as TCP and Unix sockets do; TLS returns a
+	// record at a time, so there every answer counts.
 	sample := max(s.clock()-w.sent, 1)
-	behind := s.rt.drainedRuns < 2
-	if old := s.rtt.Load(); !behind && (old == 0 || sample < old) {
-		s.rtt.Store(sample)
+	answers := s.rttCount.Add(1)
+	if s.rt.drainedRuns >= 2 {
+		if old := s.rtt.Load(); old == 0 || sample < old {
+			s.rtt.Store(sample)
+		}
+		s.rttKept.Add(1)
 	}
 	// The first sample includes both sessions' start-up; a few more taken
-	// right after it measure the link itself.
-	if s.rttCount.Add(1) < rttStartSamples {
+	// right after it measure the link itself, up to rttStartPings while
+	// samples are left out.
+	if s.rttKept.Load() < rttStartSamples && answers < rttStartPings {
 		s.queueControl(frameHeader{typ: framePing, length: s.registerPing(nil)})
 	}
 	if w.ch != nil {
@@ -829,13 +840,13 @@ func (s *Session) maxGrownWindow() int64 {
 	return int64(max(s.cfg.InitialStreamWindow, min(s.cfg.MaxStreamWindow, s.cfg.SessionWindow/2)))
 }
 
-// growers counts the streams that sent window updates on a long link
-// lately, with the largest window among them, so that streams sharing the
-// link converge on equal windows.
+// growers counts the busy streams on a long link (see Stream.busy), with
+// the largest window among them, so that streams sharing the link converge
+// on equal windows.
 type growers struct {
 	mu    sync.Mutex
-	epoch int32 // a stream counted in this epoch has Stream.growEpoch == epoch
-	start int64 // session clock when the epoch began
+	epoch uint32 // a stream counted in this epoch has Stream.growEpoch == epoch
+	start int64  // session clock when the epoch began
 	cur   growerCount
 	prev  growerCount // the epoch before, if it ended less than an epoch ago
 }
@@ -845,11 +856,11 @@ type growerCount struct {
 	most int64
 }
 
-// countGrower counts st, with its window, among the streams autotuning
-// now, and returns how many there are and the largest window among them.
-// It counts per window update, not per frame, in epochs of two round trips
-// (at least 10 ms), in which every stream its window limits updates at
-// least once. st.mu is held.
+// countGrower counts st, with its window, among the busy streams if it is
+// busy, and returns how many there are (at least 1) and the largest window
+// among them. It counts per window update, not per frame, in epochs of two
+// round trips (at least 10 ms), in which every stream its window limits
+// updates at least once. st.mu is held.
 func (s *Session) countGrower(st *Stream, now, rtt int64) (n int32, most int64) {
 	g := &s.growers
 	span := max(2*rtt, int64(10*time.Millisecond))
@@ -861,24 +872,36 @@ func (s *Session) countGrower(st *Stream, now, rtt int64) (n int32, most int64) 
 			g.prev = g.cur
 		}
 		g.epoch++
+		if g.epoch == 0 {
+			g.epoch = 1 // 0 is a stream's "never counted"
+		}
 		g.cur = growerCount{}
 		g.start = now
 	}
-	if st.growEpoch != g.epoch {
-		st.growEpoch = g.epoch
-		g.cur.n++
+	if st.busy {
+		if st.growEpoch != g.epoch {
+			st.growEpoch = g.epoch
+			g.cur.n++
+		}
+		g.cur.most = max(g.cur.most, st.recvWindow)
 	}
-	g.cur.most = max(g.cur.most, st.recvWindow)
-	return max(g.cur.n, g.prev.n), max(g.cur.most, g.prev.most)
+	return max(g.cur.n, g.prev.n, 1), max(g.cur.most, g.prev.most)
 }
 
-// reserveGrowth takes n bytes of the budget for growing stream windows.
-func (s *Session) reserveGrowth(n int64) bool {
-	if s.windowGrowth.Add(n) > int64(s.cfg.SessionWindow/2) {
-		s.windowGrowth.Add(-n)
-		return false
+// reserveGrowth takes up to n bytes of the budget for growing stream
+// windows and returns how many it took.
+func (s *Session) reserveGrowth(n int64) int64 {
+	budget := int64(s.cfg.SessionWindow / 2)
+	for {
+		taken := s.windowGrowth.Load()
+		k := min(n, budget-taken)
+		if k <= 0 {
+			return 0
+		}
+		if s.windowGrowth.CompareAndSwap(taken, taken+k) {
+			return k
+		}
 	}
-	return true
 }
 
 // removeStream forgets a finished stream.

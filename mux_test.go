@@ -573,11 +573,21 @@ func TestRTTSampleBehindBacklog(t *testing.T) {
 				b = fill(1, tc.backlog)
 			}
 			b = append(b, hdr(framePing, flagACK, 0, ping.length)...)
-			go a.drain()
-			if err := a.send(b); err != nil {
+			sent := make(chan error, 1)
+			go func() { sent <- a.send(b) }()
+			// Either way the sample is one of rttStartSamples still to
+			// take: the victim pings again.
+			next, err := a.until(func(h frameHeader) bool { return h.typ == framePing && h.flags == 0 })
+			if err != nil {
+				t.Fatalf("waiting for the next start-up ping: %v", err)
+			}
+			if next.length == ping.length {
+				t.Fatalf("the same ping %d again", ping.length)
+			}
+			if err := <-sent; err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, "the answer handled", func() bool { return victim.rttCount.Load() >= 1 })
+			go a.drain()
 			rtt := time.Duration(victim.minRTT())
 			if tc.counts && rtt < late {
 				t.Errorf("minimum round trip %v after an answer %v late, want at least that", rtt, late)
@@ -605,7 +615,7 @@ func TestWindowGrowthOverRoundTrip(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			client, server := tcpSessions(t, nil, nil)
-			waitFor(t, "the start-up RTT samples", func() bool { return server.rttCount.Load() >= rttStartSamples })
+			waitFor(t, "the start-up RTT samples", func() bool { return startupPingsDone(server) })
 			server.rtt.Store(int64(rtt)) // loopback samples no longer come: nobody pings
 			w, r := streamPair(t, client, server)
 			if !alone {
@@ -649,47 +659,83 @@ func TestWindowGrowthOverRoundTrip(t *testing.T) {
 	}
 }
 
-// TestSharedLinkWindowsEqual: on a long link, a stream that grew its
-// window while alone and one that opens beside it converge on equal
-// windows, an equal share of the growth budget each, losing no data.
-func TestSharedLinkWindowsEqual(t *testing.T) {
+// TestSharedLinkWindows: on a long link, a stream that grew its window
+// while alone and a busy stream that opens beside it converge on equal
+// windows, an equal share of the growth budget each, losing no data; a
+// stream that only trickles beside it is not raised and takes no share.
+func TestSharedLinkWindows(t *testing.T) {
 	t.Parallel()
-	client, server := tcpSessions(t, nil, nil)
-	waitFor(t, "the start-up RTT samples", func() bool { return server.rttCount.Load() >= rttStartSamples })
-	server.rtt.Store(int64(time.Second)) // a long link; nobody pings, so it stays
-	window := func(st *Stream) int64 {
-		st.mu.Lock()
-		defer st.mu.Unlock()
-		return st.recvWindow
+	const rtt = 40 * time.Millisecond
+	cfg := DefaultConfig()
+	initial := int64(cfg.InitialStreamWindow)
+	budget := int64(cfg.SessionWindow / 2)
+	share := initial + budget/2
+	tests := []struct {
+		name   string
+		beside int  // bytes the second stream moves per round of the first's 3 MiB
+		equal  bool // the windows end equal, at share; else the second keeps initial and the first what it grew to
+	}{
+		{"two busy streams", 1 << 20, true},
+		{"a busy stream and a trickle", 16 << 10, false},
 	}
-	seed := uint32(0)
-	transfer := func(w, r *Stream, n int) {
-		t.Helper()
-		seed++
-		want := pattern(n, seed)
-		go w.Write(want)
-		got := make([]byte, n)
-		if _, err := io.ReadFull(r, got); err != nil || !bytes.Equal(got, want) {
-			t.Fatalf("%d bytes: %v or corrupted", n, err)
-		}
-	}
-	a, ar := streamPair(t, client, server)
-	transfer(a, ar, 1<<20)
-	initial := int64(DefaultConfig().InitialStreamWindow)
-	if got := window(ar); got <= initial {
-		t.Fatalf("window of a lone stream after a 1 MiB burst: %d, want it grown", got)
-	}
-	b, br := streamPair(t, client, server)
-	for range 8 {
-		transfer(b, br, 1<<20)
-		transfer(a, ar, 3<<20)
-	}
-	share := initial + int64(DefaultConfig().SessionWindow/2)/2
-	if wa, wb := window(ar), window(br); wa != share || wb != share {
-		t.Errorf("windows of two streams sharing a long link: %d and %d, want %d each", wa, wb, share)
-	}
-	if g := server.windowGrowth.Load(); g != 2*(share-initial) {
-		t.Errorf("growth budget taken: %d, want %d", g, 2*(share-initial))
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			client, server := tcpSessions(t, nil, nil)
+			waitFor(t, "the start-up RTT samples", func() bool { return startupPingsDone(server) })
+			server.rtt.Store(int64(rtt)) // a long link; nobody pings, so it stays
+			window := func(st *Stream) int64 {
+				st.mu.Lock()
+				defer st.mu.Unlock()
+				return st.recvWindow
+			}
+			seed := uint32(0)
+			transfer := func(w, r *Stream, n int) {
+				t.Helper()
+				seed++
+				want := pattern(n, seed)
+				go w.Write(want)
+				got := make([]byte, n)
+				if _, err := io.ReadFull(r, got); err != nil || !bytes.Equal(got, want) {
+					t.Fatalf("%d bytes: %v or corrupted", n, err)
+				}
+			}
+			a, ar := streamPair(t, client, server)
+			transfer(a, ar, 8<<20)
+			grown := window(ar)
+			if grown <= share {
+				t.Fatalf("window of a lone stream after an 8 MiB burst: %d, want over %d", grown, share)
+			}
+			b, br := streamPair(t, client, server)
+			wantA, wantB := share, share
+			if !tc.equal {
+				wantA, wantB = grown, initial
+			}
+			// Rounds of a little more than a round trip, so that each
+			// takes a rate sample: until the windows settle (a few
+			// rounds) or 40 rounds pass, or 10 rounds for the trickle.
+			rounds := 40
+			if !tc.equal {
+				rounds = 10
+			}
+			for range rounds {
+				transfer(b, br, tc.beside)
+				transfer(a, ar, 3<<20)
+				time.Sleep(rtt)
+				if tc.equal && window(ar) == wantA && window(br) == wantB {
+					break
+				}
+				if !tc.equal {
+					wantA = max(wantA, window(ar)) // the first may grow on
+				}
+			}
+			if wa, wb := window(ar), window(br); wa != wantA || wb != wantB {
+				t.Errorf("windows: %d and %d, want %d and %d", wa, wb, wantA, wantB)
+			}
+			if g, want := server.windowGrowth.Load(), wantA+wantB-2*initial; g != want {
+				t.Errorf("growth budget taken: %d, want %d", g, want)
+			}
+		})
 	}
 }
 

@@ -117,7 +117,7 @@ type readToken struct {
 	holderWrite bool  // the holder is a Write waiting for credit, not a Read
 	delivered   bool  // it gave data or credit to a waiting Read or Write since it last blocked
 	nonBlocking bool  // connReader reads only what has arrived
-	drainedRuns uint8 // reads of the connection in a row, up to 2, that took all there was
+	drainedRuns uint8 // reads of the connection in a row, up to 2, that took all there was (see pingAcked)
 	readErr     error // what a non-blocking read saw, for the next blocking one
 }
 
@@ -157,6 +157,9 @@ func (r connReader) Read(p []byte) (int, error) {
 			rt.readErr, n = err, 0
 		}
 		if n == 0 {
+			if err == nil {
+				rt.drainedRuns = 2 // the socket is empty: nothing is behind
+			}
 			err = errWouldBlock
 		}
 	} else {
@@ -168,7 +171,9 @@ func (r connReader) Read(p []byte) (int, error) {
 		if n < len(p) {
 			rt.drainedAt.Store(now) // it took all there was
 			rt.drainedRuns = min(rt.drainedRuns+1, 2)
-		} else {
+		} else if len(p) >= r.s.br.Size()/2 {
+			// More was waiting than half the read buffer takes. (A read
+			// into a small remainder of the buffer says little.)
 			rt.drainedRuns = 0
 		}
 	}

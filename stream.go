@@ -39,8 +39,9 @@ type Stream struct {
 	recvAvail     int64  // bytes the peer may still send before its next credit
 	unacked       int64  // bytes read but not yet credited back to the peer
 	rateStart     int64  // session clock when the drain rate's current sample began
-	rateBytes     int64  // bytes credited back since rateStart
-	growEpoch     int32  // the session's growers epoch this stream was last counted in
+	rateBytes     int64  // bytes the application consumed since rateStart
+	growEpoch     uint32 // the session's growers epoch this stream was last counted in
+	busy          bool   // on a long link, the last rate sample wanted at least InitialStreamWindow
 	updatePending bool   // Read queued a WINDOW_UPDATE without waking the writer
 
 	// Send side. Write parks its slice in wbuf; whoever holds the write
@@ -338,29 +339,36 @@ func (st *Stream) consumedLocked(n int) {
 		if span := now - st.rateStart; span >= rtt || alone {
 			want := float64(st.rateBytes) * 2 * float64(rtt) / float64(max(span, 1))
 			st.rateStart, st.rateBytes = now, 0
+			st.busy = want >= float64(s.cfg.InitialStreamWindow)
 			if want > float64(st.recvWindow) {
 				target = max(2*st.recvWindow, int64(min(want, maxWindow)))
 			}
 		}
 		most := s.maxGrownWindow()
 		if !alone {
-			// Streams that share the link get equal windows: one that
-			// grew first gets more of the link, drains faster, and
-			// would grow again (they finished up to 2 times apart).
-			// So each takes up the largest window among them, within
-			// an equal share of the growth budget.
+			// Busy streams that share the link get equal windows: one
+			// that grew first takes more of the link, drains faster,
+			// and would grow again (they finished up to 2 times
+			// apart). So each takes up the largest window among them,
+			// within an equal share of the growth budget.
 			n, largest := s.countGrower(st, now, rtt)
-			target = max(target, largest)
+			if st.busy {
+				target = max(target, largest)
+			}
 			most = min(most, int64(s.cfg.InitialStreamWindow)+int64(s.cfg.SessionWindow/2)/int64(n))
 		}
 		target = min(target, most)
 	}
-	if grow := target - st.recvWindow; grow > 0 && s.reserveGrowth(grow) {
+	if grow := target - st.recvWindow; grow > 0 {
+		// As far as the budget allows: what streams above their share
+		// give back frees more at their next updates.
+		grow = s.reserveGrowth(grow)
 		st.recvWindow += grow
 		inc += grow
 	} else if cut := min(-grow, inc); cut > 0 {
-		// Another stream opened (or the link turned out short): what
-		// this one has queued would delay the other's frames.
+		// Another stream opened (or the link turned out short, or more
+		// streams share it): what this one has queued would delay the
+		// others' frames.
 		st.recvWindow -= cut
 		inc -= cut
 		s.windowGrowth.Add(-cut)
