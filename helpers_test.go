@@ -108,13 +108,7 @@ func streamPair(t testing.TB, a, b *Session) (*Stream, *Stream) {
 func forceShortLink(t *testing.T, sessions ...*Session) {
 	t.Helper()
 	for _, s := range sessions {
-		waitFor(t, "the start-up RTT samples", func() bool { return startupPingsDone(s) })
+		waitFor(t, "the start-up RTT samples", func() bool { return s.startupPingsDone() })
 		s.rtt.Store(1)
 	}
-}
-
-// startupPingsDone reports whether s has sent its last start-up ping and
-// had it answered.
-func startupPingsDone(s *Session) bool {
-	return s.rttKept.Load() >= rttStartSamples || s.rttCount.Load() >= rttStartPings
 }

@@ -681,6 +681,13 @@ const (
 	rttStartPings   = 8
 )
 
+// startupPingsDone reports whether the session has its start-up
+// round-trip samples, or has had answers to all the pings it sends for
+// them.
+func (s *Session) startupPingsDone() bool {
+	return s.rttKept.Load() >= rttStartSamples || s.rttCount.Load() >= rttStartPings
+}
+
 // minAutotuneRTT is the shortest round trip at which stream windows grow.
 // Below it the initial window already carries over 256 MB/s per stream, and
 // the measured round trip is mostly goroutine scheduling, not the link:
@@ -758,7 +765,7 @@ func (s *Session) pingAcked(id uint32) bool {
 	// The minimum is the round trip without queueing, which is what the
 	// window autotuning needs; samples taken under load only add queueing.
 	// An answer read while this end was behind (in a read that filled
-	// most of the read buffer, or the read right after one) queued behind
+	// at least half of the read buffer, or the read right after one) queued behind
 	// data this end was slow to read, often for milliseconds. Counted,
 	// such samples made loopback under load pass for a long link, whose
 	// grown windows left 16 bulk streams finishing up to 9 times apart,
@@ -766,7 +773,7 @@ func (s *Session) pingAcked(id uint32) bool {
 	// all that has arrived, as TCP and Unix sockets do; TLS returns a
 	// record at a time, so there every answer counts.
 	sample := max(s.clock()-w.sent, 1)
-	answers := s.rttCount.Add(1)
+	s.rttCount.Add(1)
 	if s.rt.drainedRuns >= 2 {
 		if old := s.rtt.Load(); old == 0 || sample < old {
 			s.rtt.Store(sample)
@@ -776,7 +783,7 @@ func (s *Session) pingAcked(id uint32) bool {
 	// The first sample includes both sessions' start-up; a few more taken
 	// right after it measure the link itself, up to rttStartPings while
 	// samples are left out.
-	if s.rttKept.Load() < rttStartSamples && answers < rttStartPings {
+	if !s.startupPingsDone() {
 		s.queueControl(frameHeader{typ: framePing, length: s.registerPing(nil)})
 	}
 	if w.ch != nil {
@@ -852,8 +859,8 @@ type growers struct {
 }
 
 type growerCount struct {
-	n    int32
-	most int64
+	n       int32
+	largest int64
 }
 
 // countGrower counts st, with its window, among the busy streams if it is
@@ -861,7 +868,7 @@ type growerCount struct {
 // among them. It counts per window update, not per frame, in epochs of two
 // round trips (at least 10 ms), in which every stream its window limits
 // updates at least once. st.mu is held.
-func (s *Session) countGrower(st *Stream, now, rtt int64) (n int32, most int64) {
+func (s *Session) countGrower(st *Stream, now, rtt int64) (n int32, largest int64) {
 	g := &s.growers
 	span := max(2*rtt, int64(10*time.Millisecond))
 	g.mu.Lock()
@@ -883,9 +890,9 @@ func (s *Session) countGrower(st *Stream, now, rtt int64) (n int32, most int64) 
 			st.growEpoch = g.epoch
 			g.cur.n++
 		}
-		g.cur.most = max(g.cur.most, st.recvWindow)
+		g.cur.largest = max(g.cur.largest, st.recvWindow)
 	}
-	return max(g.cur.n, g.prev.n, 1), max(g.cur.most, g.prev.most)
+	return max(g.cur.n, g.prev.n, 1), max(g.cur.largest, g.prev.largest)
 }
 
 // reserveGrowth takes up to n bytes of the budget for growing stream

@@ -615,7 +615,7 @@ func TestWindowGrowthOverRoundTrip(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			client, server := tcpSessions(t, nil, nil)
-			waitFor(t, "the start-up RTT samples", func() bool { return startupPingsDone(server) })
+			waitFor(t, "the start-up RTT samples", func() bool { return server.startupPingsDone() })
 			server.rtt.Store(int64(rtt)) // loopback samples no longer come: nobody pings
 			w, r := streamPair(t, client, server)
 			if !alone {
@@ -682,7 +682,7 @@ func TestSharedLinkWindows(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			client, server := tcpSessions(t, nil, nil)
-			waitFor(t, "the start-up RTT samples", func() bool { return startupPingsDone(server) })
+			waitFor(t, "the start-up RTT samples", func() bool { return server.startupPingsDone() })
 			server.rtt.Store(int64(rtt)) // a long link; nobody pings, so it stays
 			window := func(st *Stream) int64 {
 				st.mu.Lock()

@@ -321,9 +321,10 @@ func (st *Stream) consumedLocked(n int) {
 	// target is the window this update moves to: up by sending more
 	// credit than was consumed, down by sending less.
 	target := st.recvWindow
+	alone := s.numStreams.Load() == 1
 	if short {
 		target = int64(s.cfg.InitialStreamWindow)
-		if s.numStreams.Load() == 1 {
+		if alone {
 			target = max(target, min(loneStreamWindow, s.maxGrownWindow()))
 		}
 	} else {
@@ -334,7 +335,6 @@ func (st *Stream) consumedLocked(n int) {
 		// in one burst, and a rate taken over the burst let the first
 		// stream to update take most of the growth budget (16 streams on
 		// a 40 ms link finished 8 times apart).
-		alone := s.numStreams.Load() == 1
 		st.rateBytes += inc
 		if span := now - st.rateStart; span >= rtt || alone {
 			want := float64(st.rateBytes) * 2 * float64(rtt) / float64(max(span, 1))
