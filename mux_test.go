@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -594,6 +595,80 @@ func TestRTTSampleBehindBacklog(t *testing.T) {
 			}
 			if !tc.counts && rtt != 0 {
 				t.Errorf("minimum round trip %v from an answer behind %d bytes, want none yet", rtt, tc.backlog)
+			}
+		})
+	}
+}
+
+// wrappedConn is a connection that wraps another the way *tls.Conn does:
+// it reads and writes through conn, and NetConn returns the socket under
+// it, here a separate one whose receive queue the test fills.
+type wrappedConn struct {
+	net.Conn
+	socket net.Conn
+}
+
+func (c wrappedConn) NetConn() net.Conn { return c.socket }
+
+// TestRTTSampleBehindWrappedBacklog: over a wrapped connection (TLS),
+// whose reads return a record at a time, an answer to a ping handled while
+// the socket under it still holds half a read buffer or more measured this
+// end's backlog and does not count; with the socket empty it does.
+func TestRTTSampleBehindWrappedBacklog(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the socket's receive queue is read on Linux only")
+	}
+	t.Parallel()
+	const late = 2 * time.Millisecond // over minAutotuneRTT
+	tests := []struct {
+		name    string
+		backlog int // bytes waiting in the socket under the connection
+		counts  bool
+	}{
+		{"socket empty", 0, true},
+		{"socket holds a read's worth", 64 << 10, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			socket, filler := tcpConnPair(t)
+			c1, c2 := net.Pipe()
+			victim, err := Server(wrappedConn{c1, socket}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				c2.Close()
+				closeAndWait(t, victim)
+			})
+			if victim.rt.backlog == nil {
+				t.Fatal("no backlog probe for a wrapped TCP socket")
+			}
+			a := handshake(t, c2)
+			ping, err := a.until(func(h frameHeader) bool { return h.typ == framePing && h.flags == 0 })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.backlog > 0 {
+				if _, err := filler.Write(make([]byte, tc.backlog)); err != nil {
+					t.Fatal(err)
+				}
+				waitFor(t, "the bytes in the socket's receive queue", func() bool { return victim.rt.backlog() == tc.backlog })
+			}
+			time.Sleep(late)
+			if err := a.send(hdr(framePing, flagACK, 0, ping.length)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.until(func(h frameHeader) bool { return h.typ == framePing && h.flags == 0 }); err != nil {
+				t.Fatalf("waiting for the next start-up ping: %v", err)
+			}
+			go a.drain()
+			rtt := time.Duration(victim.minRTT())
+			if tc.counts && rtt < late {
+				t.Errorf("minimum round trip %v after an answer %v late, want at least that", rtt, late)
+			}
+			if !tc.counts && rtt != 0 {
+				t.Errorf("minimum round trip %v from an answer with %d bytes behind it, want none yet", rtt, tc.backlog)
 			}
 		})
 	}

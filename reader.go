@@ -112,6 +112,9 @@ type readToken struct {
 	// take the token.
 	raw       rawReader
 	deadliner readDeadliner
+	// backlog reports the bytes waiting in the socket under a wrapped
+	// connection (TLS), where drainedRuns cannot tell; nil elsewhere.
+	backlog func() int
 
 	// Owned by the holder.
 	holderWrite bool  // the holder is a Write waiting for credit, not a Read
@@ -127,6 +130,7 @@ func (rt *readToken) init(conn io.ReadWriteCloser) {
 	rt.kick = make(chan struct{}, 1)
 	rt.raw, rt.deadliner = newRawReader(conn)
 	if rt.raw == nil {
+		rt.backlog = newBacklogProbe(conn)
 		return
 	}
 	rt.timer = time.NewTimer(time.Hour)
