@@ -72,7 +72,8 @@ type Config struct {
 
 	// AcceptBacklog is how many incoming streams may wait for Accept. Past
 	// it, a new stream is refused as above, so the session's reader never
-	// waits for the application. Default 1024.
+	// waits for the application. Default 1024, range 1 to 2^20: the
+	// backlog's slots (8 bytes each) are allocated with the session.
 	AcceptBacklog int
 
 	// MaxSessions is the most sessions a Listener keeps open at once,
@@ -194,8 +195,8 @@ func (c *Config) resolve() (Config, error) {
 		return r, bad("SessionWindow", r.SessionWindow, "1 MiB and InitialStreamWindow to 2^31-1")
 	case r.MaxIncomingStreams < 0 || r.MaxIncomingStreams > 1<<30:
 		return r, bad("MaxIncomingStreams", r.MaxIncomingStreams, "0 to 2^30")
-	case r.AcceptBacklog < 0:
-		return r, bad("AcceptBacklog", r.AcceptBacklog, ">= 0")
+	case r.AcceptBacklog < 0 || r.AcceptBacklog > maxAcceptBacklog:
+		return r, bad("AcceptBacklog", r.AcceptBacklog, "1 to 2^20 (0: the default)")
 	case r.MaxSessions < 0:
 		return r, bad("MaxSessions", r.MaxSessions, ">= 0 (0: no limit)")
 	case r.MaxQueuedControlFrames < 0:
@@ -209,6 +210,10 @@ func (c *Config) resolve() (Config, error) {
 	}
 	return r, nil
 }
+
+// maxAcceptBacklog bounds Config.AcceptBacklog, whose slots are allocated up
+// front: a larger value made session creation panic, or took gigabytes.
+const maxAcceptBacklog = 1 << 20
 
 var errSessionClosed = fmt.Errorf("tcpchan: session closed: %w", net.ErrClosed)
 

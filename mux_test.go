@@ -113,6 +113,7 @@ func TestConfigValidation(t *testing.T) {
 		{Config{InitialStreamWindow: 4 << 20, SessionWindow: 2 << 20}, "SessionWindow"},
 		{Config{MaxIncomingStreams: -1}, "MaxIncomingStreams"},
 		{Config{AcceptBacklog: -1}, "AcceptBacklog"},
+		{Config{AcceptBacklog: maxAcceptBacklog + 1}, "AcceptBacklog"},
 		{Config{MaxQueuedControlFrames: -5}, "MaxQueuedControlFrames"},
 		{Config{KeepAliveTimeout: -time.Second}, "KeepAliveTimeout"},
 	}
