@@ -603,8 +603,14 @@ func (s *Session) closeGracefully(flushCtx, lingerCtx context.Context) error {
 // sends GOAWAY with the last stream ID accepted, refuses streams the peer
 // opens after that, fails OpenStream with ErrGoAway, waits for the open
 // streams to finish (both directions closed), flushes what is queued, and
-// then closes. If ctx ends first, Shutdown returns ctx.Err() and leaves the
-// session open; call Close to end it.
+// then closes as Close does, half-closing the connection and waiting for
+// the peer to close its end. If ctx ends before the streams have finished
+// and the queue is flushed, Shutdown returns ctx.Err() and leaves the
+// session open; call Close to end it. If ctx ends later, while Shutdown
+// waits for the peer to close its end, the session is closed all the same
+// and Shutdown returns ctx.Err(). If the session ends otherwise while
+// streams are open (the peer closed the connection, an error), Shutdown
+// returns the session's error; after Close, nil.
 func (s *Session) Shutdown(ctx context.Context) error {
 	s.smu.Lock()
 	if !s.goAwaySent && s.Err() == nil {
@@ -623,7 +629,13 @@ func (s *Session) Shutdown(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-s.dying:
-			return s.Close()
+			// Streams still open were cut off.
+			err := s.Err()
+			s.Close()
+			if err == errSessionClosed {
+				return nil
+			}
+			return err
 		case <-timer.C:
 			wait = min(2*wait, 100*time.Millisecond)
 			timer.Reset(wait)
@@ -631,10 +643,11 @@ func (s *Session) Shutdown(ctx context.Context) error {
 	}
 	linger, cancel := context.WithTimeout(ctx, closeFlushTimeout)
 	defer cancel()
-	if err := s.closeGracefully(ctx, linger); err != nil && ctx.Err() != nil {
-		return err
+	if err := s.closeGracefully(ctx, linger); err != nil && ctx.Err() != nil && !s.writeShut.Load() {
+		return err // the queue is not flushed: the session stays open
 	}
-	return s.Close()
+	s.Close()
+	return ctx.Err()
 }
 
 // flush waits until the writer has written everything queued, ctx ends

@@ -371,6 +371,42 @@ func TestShutdownContext(t *testing.T) {
 	}
 }
 
+// TestShutdownContextDuringLinger: when ctx ends after the streams have
+// finished, while Shutdown waits for a peer that never closes its end,
+// Shutdown reports ctx.Err() (the close was not graceful) and the session
+// is closed, its connection half-closed already.
+func TestShutdownContextDuringLinger(t *testing.T) {
+	t.Parallel()
+	victim, a := newAttack(t, nil, true)
+	go a.drain() // reads everything, never closes
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := victim.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Shutdown whose ctx ended waiting for the peer to close: %v, want context.DeadlineExceeded", err)
+	}
+	if err := victim.Err(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("session after that Shutdown: %v, want it closed", err)
+	}
+}
+
+// TestShutdownPeerGone: a session whose peer goes away while streams are
+// open makes Shutdown return the session's error, not nil: the streams
+// were cut off.
+func TestShutdownPeerGone(t *testing.T) {
+	t.Parallel()
+	victim, a := newAttack(t, nil, true)
+	go a.drain()
+	if _, err := victim.OpenStream(); err != nil {
+		t.Fatal(err)
+	}
+	shut := make(chan error, 1)
+	go func() { shut <- victim.Shutdown(context.Background()) }()
+	a.conn.Close()
+	if err := <-shut; err == nil || err != victim.Err() {
+		t.Errorf("Shutdown with a stream open when the peer went away: %v, want the session's error (%v)", err, victim.Err())
+	}
+}
+
 func TestGoAwayRefusesUnprocessedStreams(t *testing.T) {
 	t.Parallel()
 	victim, a := newAttack(t, nil, true)
