@@ -128,11 +128,12 @@ func (l *Listener) AcceptStream() (*Stream, error) {
 // matching net.ErrClosed, and shuts every session down gracefully (see
 // Session.Shutdown): the session sends GOAWAY, so its client opens no more
 // streams on it (a Dialer dials a new connection instead), streams that
-// arrived but were not yet returned by Accept are closed, streams already
-// accepted go on until both sides have closed them, and then the session
-// closes its connection. Close does not wait for that; Shutdown does, and
-// bounds the wait. This is what http.Server.Shutdown needs, as it closes
-// its listener first and then waits for the requests in flight.
+// arrived but were not yet returned by Accept are refused (their clients
+// see ErrStreamRefused: nothing was processed, a retry is safe), streams
+// already accepted go on until both sides have closed them, and then the
+// session closes its connection. Close does not wait for that; Shutdown
+// does, and bounds the wait. This is what http.Server.Shutdown needs, as
+// it closes its listener first and then waits for the requests in flight.
 //
 // Close returns the inner listener's Close error; a second Close returns an
 // error matching net.ErrClosed.
@@ -250,7 +251,7 @@ func (l *Listener) startSession(conn net.Conn) bool {
 }
 
 // pump is a session's goroutine: it hands the session's streams to Accept
-// (closing them instead once the Listener is closed) until the session
+// (refusing them instead once the Listener is closed) until the session
 // ends, then forgets the session.
 func (l *Listener) pump(s *Session) {
 	defer l.exit()
@@ -262,7 +263,7 @@ func (l *Listener) pump(s *Session) {
 		select {
 		case l.acceptCh <- st:
 		case <-l.closing:
-			st.Close()
+			st.refuse()
 		}
 	}
 	s.Close() // the session has ended: wait for its goroutines

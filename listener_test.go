@@ -826,6 +826,49 @@ func TestListenerClose(t *testing.T) {
 
 // TestListenerShutdownContext checks that Shutdown whose ctx ends cuts off
 // streams still open and returns ctx.Err().
+// TestListenerCloseRefusesBacklog: a stream that reached a session but was
+// never accepted when the Listener closes is refused, so its client learns
+// that nothing of it was processed (ErrStreamRefused, safe to retry)
+// rather than reading an empty reply ended by a clean EOF.
+func TestListenerCloseRefusesBacklog(t *testing.T) {
+	t.Parallel()
+	ln, err := Listen("tcp", "127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &Dialer{}
+	defer d.Close()
+	c, err := d.DialStream(context.Background(), "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte("request")); err != nil {
+		t.Fatal(err)
+	}
+	c.CloseWrite()
+	waitFor(t, "the stream at the server", func() bool {
+		ln.mu.Lock()
+		defer ln.mu.Unlock()
+		for s := range ln.sessions {
+			if s.NumStreams() > 0 {
+				return true
+			}
+		}
+		return false
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- ln.Shutdown(ctx) }()
+	reply, err := io.ReadAll(c)
+	if !errors.Is(err, ErrStreamRefused) {
+		t.Errorf("stream never accepted when the Listener closed: read %q, %v; want ErrStreamRefused", reply, err)
+	}
+	if err := <-shut; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+}
+
 func TestListenerShutdownContext(t *testing.T) {
 	t.Parallel()
 	ln := NewListener(listenCounting(t, "127.0.0.1:0"), nil)

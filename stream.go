@@ -530,6 +530,29 @@ func (st *Stream) Close() error {
 	return nil
 }
 
+// refuse ends a stream the peer opened that the application never
+// accepted, as a TCP listener's backlog is reset when it closes: the peer
+// sees ErrStreamRefused, which tells it that nothing of the stream was
+// processed and a retry is safe, where Close's FIN would read as an empty
+// reply.
+func (st *Stream) refuse() {
+	st.mu.Lock()
+	if st.has(stClosed|stReset) || st.sess.Err() != nil {
+		st.mu.Unlock()
+		st.Close()
+		return
+	}
+	st.state |= stClosed | stWriteClosed
+	st.resetLocked(0)
+	st.stopDeadlinesLocked()
+	done := st.removableLocked()
+	st.mu.Unlock()
+	if done {
+		st.sess.removeStream(st)
+	}
+	st.sess.queueControl(frameHeader{typ: frameReset, streamID: st.id, length: uint32(codeRefused)})
+}
+
 // discardLocked frees buffered data, crediting the session window so
 // discarded bytes never leak the peer's credit.
 func (st *Stream) discardLocked() {
