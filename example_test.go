@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/tcpchan/tcpchan"
 )
@@ -103,6 +104,43 @@ func ExampleSession_Accept_http() {
 	// Output:
 	// hello from /a
 	// hello from /b
+}
+
+// An http.Server serving a session's StreamListener shuts down
+// gracefully: the request in flight finishes, then the session closes.
+func ExampleSession_StreamListener() {
+	c1, c2 := net.Pipe()
+	server, _ := tcpchan.Server(c2, nil)
+	client, _ := tcpchan.Client(c1, nil)
+	defer client.Close()
+
+	inHandler := make(chan struct{})
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(inHandler)
+		time.Sleep(50 * time.Millisecond) // still working when Shutdown starts
+		fmt.Fprint(w, "finished")
+	})}
+	go srv.Serve(server.StreamListener())
+
+	hc := &http.Client{Transport: &http.Transport{DialContext: client.DialContext}}
+	defer hc.CloseIdleConnections()
+	go func() {
+		<-inHandler
+		srv.Shutdown(context.Background())
+	}()
+	resp, err := hc.Get("http://tcpchan/")
+	if err != nil {
+		log.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	fmt.Println(string(body))
+	hc.CloseIdleConnections()
+	<-server.Done()
+	fmt.Println("session closed:", server.Err() != nil)
+	// Output:
+	// finished
+	// session closed: true
 }
 
 // Shutdown is graceful: the peer may not open new streams, open ones

@@ -10,6 +10,64 @@ import (
 
 var errListenerClosed = fmt.Errorf("tcpchan: listener closed: %w", net.ErrClosed)
 
+// StreamListener returns a net.Listener whose Accept returns the streams
+// the peer opens, as the session's Accept does, but whose Close ends the
+// session gracefully instead of at once: it makes pending and later Accept
+// calls on the listener fail with an error matching net.ErrClosed, sends
+// GOAWAY (the peer opens no more streams, and this side's OpenStream fails
+// with ErrGoAway), refuses the streams that arrived but were not accepted
+// (their openers see ErrStreamRefused: nothing was processed, a retry is
+// safe), and closes the session once the streams already accepted have
+// finished, as Shutdown does. A Session is itself a net.Listener, but its
+// Close cuts off every stream; http.Server.Shutdown closes its listener
+// first and then waits for the requests in flight, so serve
+// s.StreamListener() to shut an http.Server down gracefully. Session.Close
+// and Shutdown still end the session at any time; a second Close of the
+// listener returns an error matching net.ErrClosed.
+func (s *Session) StreamListener() net.Listener {
+	return &streamListener{s: s, closed: make(chan struct{})}
+}
+
+type streamListener struct {
+	s      *Session
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (l *streamListener) Accept() (net.Conn, error) {
+	st, err := l.s.acceptStream(l.closed)
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+func (l *streamListener) Close() error {
+	err := errListenerClosed
+	l.once.Do(func() {
+		err = nil
+		close(l.closed)
+		s := l.s
+		s.goAway()
+		// No stream joins the backlog after GOAWAY: streamForData refuses
+		// them under the same lock.
+		for refused := false; !refused; {
+			select {
+			case st := <-s.acceptCh:
+				st.refuse()
+			default:
+				refused = true
+			}
+		}
+		// The session owns this goroutine: Shutdown returns when the
+		// streams have finished or the session has ended.
+		go s.Shutdown(context.Background())
+	})
+	return err
+}
+
+func (l *streamListener) Addr() net.Addr { return l.s.Addr() }
+
 // Listener accepts streams from many clients: every connection its inner
 // listener accepts becomes a server Session, and Accept returns the streams
 // that all of these sessions' peers open. It implements net.Listener, so

@@ -826,6 +826,118 @@ func TestListenerClose(t *testing.T) {
 
 // TestListenerShutdownContext checks that Shutdown whose ctx ends cuts off
 // streams still open and returns ctx.Err().
+// TestStreamListenerHTTPShutdown: http.Server.Shutdown over a session's
+// StreamListener lets the request in flight finish (over the session itself
+// as a net.Listener, its Close would cut it off), refuses what arrives
+// later, and the session then closes by itself.
+func TestStreamListenerHTTPShutdown(t *testing.T) {
+	t.Parallel()
+	client, server := tcpSessions(t, nil, nil)
+	started := make(chan struct{})
+	release := make(chan struct{})
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-release
+		io.WriteString(w, "done")
+	})}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(server.StreamListener()) }()
+
+	tr := &http.Transport{DialContext: client.DialContext}
+	defer tr.CloseIdleConnections()
+	type result struct {
+		body string
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		resp, err := (&http.Client{Transport: tr}).Get("http://peer/slow")
+		if err != nil {
+			res <- result{"", err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		res <- result{string(b), err}
+	}()
+	<-started
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(context.Background()) }()
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		t.Errorf("Serve: %v, want http.ErrServerClosed", err)
+	}
+	waitFor(t, "GOAWAY at the client", func() bool {
+		_, err := client.OpenStream()
+		return errors.Is(err, ErrGoAway)
+	})
+	close(release)
+	if r := <-res; r.err != nil || r.body != "done" {
+		t.Errorf("request in flight during http.Server.Shutdown: %q, %v; want \"done\"", r.body, r.err)
+	}
+	if err := <-shut; err != nil {
+		t.Errorf("http.Server.Shutdown: %v", err)
+	}
+	tr.CloseIdleConnections()
+	select {
+	case <-server.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session did not close after its streams finished")
+	}
+}
+
+// TestStreamListenerClose: closing a StreamListener fails a pending Accept
+// with net.ErrClosed, refuses a stream waiting in the backlog, and a second
+// Close fails with net.ErrClosed; the session, left without streams, then
+// closes by itself.
+func TestStreamListenerClose(t *testing.T) {
+	t.Parallel()
+	t.Run("pending Accept", func(t *testing.T) {
+		t.Parallel()
+		_, server := tcpSessions(t, nil, nil)
+		ln := server.StreamListener()
+		accepted := make(chan error, 1)
+		go func() {
+			_, err := ln.Accept()
+			accepted <- err
+		}()
+		time.Sleep(10 * time.Millisecond) // let Accept block
+		if err := ln.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		if err := <-accepted; !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Accept blocked during Close: %v, want net.ErrClosed", err)
+		}
+		if err := ln.Close(); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("second Close: %v, want net.ErrClosed", err)
+		}
+		if ln.Addr() != server.Addr() {
+			t.Errorf("Addr %v, want the session's %v", ln.Addr(), server.Addr())
+		}
+		<-server.Done()
+	})
+	t.Run("stream in the backlog", func(t *testing.T) {
+		t.Parallel()
+		client, server := tcpSessions(t, nil, nil)
+		ln := server.StreamListener()
+		waiting, err := client.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		waiting.Write([]byte("unprocessed"))
+		waitFor(t, "the stream in the backlog", func() bool { return server.NumStreams() == 1 })
+		if err := ln.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		if _, err := io.ReadAll(waiting); !errors.Is(err, ErrStreamRefused) {
+			t.Errorf("stream in the backlog when the listener closed: %v, want ErrStreamRefused", err)
+		}
+		if _, err := ln.Accept(); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Accept after Close: %v, want net.ErrClosed", err)
+		}
+		<-server.Done()
+	})
+}
+
 // TestListenerCloseRefusesBacklog: a stream that reached a session but was
 // never accepted when the Listener closes is refused, so its client learns
 // that nothing of it was processed (ErrStreamRefused, safe to retry)

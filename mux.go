@@ -4,7 +4,8 @@
 // io.ReadWriteCloser). Both ends can open streams with Dial or OpenStream and
 // take the peer's with Accept or AcceptStream. Every Stream is a full
 // net.Conn, with deadlines and half-close, and a Session is a net.Listener,
-// so http.Serve(session, handler) works.
+// so http.Serve(session, handler) works (serve session.StreamListener() to
+// stop the server gracefully with http.Server.Shutdown).
 //
 // Opening a stream costs no round trip: the SYN travels with the first data.
 // Writes are cut into frames of MaxFrameSize bytes (1 KiB by default) that
@@ -220,10 +221,13 @@ var errSessionClosed = fmt.Errorf("tcpchan: session closed: %w", net.ErrClosed)
 // Session is one multiplexed connection. Create one with Client or Server on
 // an established connection; both ends can open and accept streams. A
 // Session is safe for concurrent use and implements net.Listener (Accept
-// returns the streams the peer opens).
+// returns the streams the peer opens; Close ends the session and every
+// stream, so http.Server.Shutdown over it cuts requests in flight off:
+// serve StreamListener for that).
 //
 // Each Session runs two goroutines, one reading and one writing the
-// connection; they exit when the session ends, which Close waits for. On
+// connection; they exit when the session ends, which Close waits for (and
+// a third while a StreamListener's Close waits for the streams to finish). On
 // TCP and Unix sockets a Read that finds no data, a Write waiting for
 // credit, and a Write that finds the connection idle read or write it
 // themselves instead, saving a goroutine hand-off each (see reader.go and
@@ -512,6 +516,12 @@ func (s *Session) DialContext(ctx context.Context, network, address string) (net
 // requests, perhaps) is still theirs to read. Streams the peer reset before
 // they were accepted are skipped.
 func (s *Session) AcceptStream() (*Stream, error) {
+	return s.acceptStream(nil)
+}
+
+// acceptStream is AcceptStream, returning errListenerClosed once stop is
+// closed (a nil stop never is).
+func (s *Session) acceptStream(stop <-chan struct{}) (*Stream, error) {
 	for {
 		if s.Err() == errSessionClosed {
 			return nil, s.Err()
@@ -520,6 +530,9 @@ func (s *Session) AcceptStream() (*Stream, error) {
 		s.lurk()
 		select {
 		case st = <-s.acceptCh:
+		case <-stop:
+			s.doneLurking()
+			return nil, errListenerClosed
 		case <-s.dying:
 			select {
 			case st = <-s.acceptCh:
@@ -612,12 +625,7 @@ func (s *Session) closeGracefully(flushCtx, lingerCtx context.Context) error {
 // streams are open (the peer closed the connection, an error), Shutdown
 // returns the session's error; after Close, nil.
 func (s *Session) Shutdown(ctx context.Context) error {
-	s.smu.Lock()
-	if !s.goAwaySent && s.Err() == nil {
-		s.goAwaySent = true
-		s.queueControl(frameHeader{typ: frameGoAway, streamID: s.lastPeerID, length: uint32(codeNoError)})
-	}
-	s.smu.Unlock()
+	s.goAway()
 
 	// Poll like http.Server.Shutdown: streams finish at the peer's pace and
 	// nothing else needs to be woken for it.
@@ -648,6 +656,17 @@ func (s *Session) Shutdown(ctx context.Context) error {
 	}
 	s.Close()
 	return ctx.Err()
+}
+
+// goAway sends GOAWAY, once: the peer opens no more streams, and the
+// session refuses those it opens meanwhile (see streamForData).
+func (s *Session) goAway() {
+	s.smu.Lock()
+	if !s.goAwaySent && s.Err() == nil {
+		s.goAwaySent = true
+		s.queueControl(frameHeader{typ: frameGoAway, streamID: s.lastPeerID, length: uint32(codeNoError)})
+	}
+	s.smu.Unlock()
 }
 
 // flush waits until the writer has written everything queued, ctx ends
