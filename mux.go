@@ -298,6 +298,7 @@ type Session struct {
 
 	handshakeDone atomic.Bool // the peer's preface was read
 	writeShut     atomic.Bool // Shutdown half-closed the connection: write nothing more
+	closing       atomic.Bool // Close began: Writes and OpenStream fail, as after it
 	hsTimer       *time.Timer
 	wTimer        *time.Timer
 
@@ -461,6 +462,9 @@ func (s *Session) OpenStream() (*Stream, error) {
 	if err := s.Err(); err != nil {
 		return nil, err
 	}
+	if s.closing.Load() || s.writeShut.Load() {
+		return nil, errSessionClosed
+	}
 	s.smu.Lock()
 	switch {
 	case s.goAwaySent:
@@ -572,11 +576,16 @@ const closeFlushTimeout = time.Second
 // then it half-closes the connection and waits for the peer to close its
 // end, so that nothing in flight is destroyed by a reset. Both steps
 // together take at most one second; then the connection is closed. Blocked
-// and later calls on the session's streams fail with an error matching
-// net.ErrClosed, and the peer's with an error wrapping
+// calls on the session's streams, and Writes and OpenStream from the moment
+// Close begins, fail with an error matching net.ErrClosed, and the peer's
+// with an error wrapping
 // io.ErrUnexpectedEOF. Streams still open are cut off: use Shutdown to let
 // them finish. Close returns nil, also when the session had already ended.
 func (s *Session) Close() error {
+	// From here Writes fail as they will once the session has ended: one
+	// taken during the flush and the wait below would report success for
+	// data the half-closed connection never carries.
+	s.closing.Store(true)
 	if s.Err() == nil && !s.writeShut.Load() {
 		ctx, cancel := context.WithTimeout(context.Background(), closeFlushTimeout)
 		s.closeGracefully(ctx, ctx)

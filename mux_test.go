@@ -371,6 +371,58 @@ func TestShutdownContext(t *testing.T) {
 	}
 }
 
+// TestWriteDuringClose: a Write made while Close flushes and waits for the
+// peer to close its end fails with net.ErrClosed, as after Close, rather
+// than report success for data the half-closed connection never carries.
+func TestWriteDuringClose(t *testing.T) {
+	t.Parallel()
+	victim, a := newAttack(t, nil, true)
+	if err := a.send(dataFrame(flagSYN, 1, []byte("hi"))); err != nil {
+		t.Fatal(err)
+	}
+	st, err := victim.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	received := make(chan []byte, 1)
+	go func() { // reads all the victim sends on stream 1, never closes
+		var data []byte
+		for {
+			var b [headerSize]byte
+			if _, err := io.ReadFull(a.br, b[:]); err != nil {
+				received <- data
+				return
+			}
+			h, _ := decodeHeader(b[:], maxFrameSizeLimit)
+			if h.typ == frameData {
+				p := make([]byte, h.length)
+				io.ReadFull(a.br, p)
+				if h.streamID == 1 {
+					data = append(data, p...)
+				}
+			}
+		}
+	}()
+	closed := make(chan struct{})
+	go func() {
+		victim.Close()
+		close(closed)
+	}()
+	waitFor(t, "the half-close", func() bool { return victim.writeShut.Load() })
+	n, err := st.Write([]byte("after"))
+	if !errors.Is(err, net.ErrClosed) || n != 0 {
+		t.Errorf("Write during Close: %d, %v; want 0 and net.ErrClosed", n, err)
+	}
+	if _, err := victim.OpenStream(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("OpenStream during Close: %v, want net.ErrClosed", err)
+	}
+	<-closed
+	a.conn.Close()
+	if data := <-received; len(data) != 0 {
+		t.Errorf("the peer received %q", data)
+	}
+}
+
 // TestShutdownContextDuringLinger: when ctx ends after the streams have
 // finished, while Shutdown waits for a peer that never closes its end,
 // Shutdown reports ctx.Err() (the close was not graceful) and the session

@@ -466,6 +466,9 @@ func (st *Stream) writeErrLocked() error {
 	if err := st.sess.Err(); err != nil {
 		return err
 	}
+	if st.sess.closing.Load() || st.sess.writeShut.Load() {
+		return errSessionClosed // nothing more goes out
+	}
 	if st.dl != nil && st.dl.write.expired {
 		return os.ErrDeadlineExceeded
 	}
