@@ -74,12 +74,20 @@ func newAttack(t *testing.T, cfg *Config, tcp bool) (*Session, *attacker) {
 // victim's.
 func handshake(t *testing.T, conn net.Conn) *attacker {
 	t.Helper()
+	return handshakeWith(t, conn, attackerSettings)
+}
+
+// handshakeWith is handshake announcing ps instead of attackerSettings.
+func handshakeWith(t *testing.T, conn net.Conn, ps settings) *attacker {
+	t.Helper()
 	a := &attacker{conn: conn, br: bufio.NewReaderSize(conn, 64<<10)}
-	if err := a.send(appendPreface(nil, attackerSettings)); err != nil {
-		t.Fatal(err)
-	}
+	sent := make(chan error, 1)
+	go func() { sent <- a.send(appendPreface(nil, ps)) }() // net.Pipe: the write blocks until read
 	pre := make([]byte, prefaceSize)
 	if _, err := io.ReadFull(a.br, pre); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-sent; err != nil {
 		t.Fatal(err)
 	}
 	if _, err := decodePreface(pre); err != nil {

@@ -439,8 +439,15 @@ func (st *Stream) Write(p []byte) (int, error) {
 		st.awaitCreditLocked()
 	}
 	n := len(p) - len(st.wbuf)
+	wasPending := len(st.wbuf) > 0
 	st.wbuf = nil
 	st.state &^= stWriting
+	if wasPending && st.has(stFinPending|stSynPending) {
+		// Given up with data left (CloseWrite, Close, a deadline): a
+		// stream parked for session credit owes now only a SYN or FIN,
+		// which need none.
+		st.sess.scheduleLocked(st)
+	}
 	st.wcond.Broadcast() // another Write may be waiting for the slot
 	return n, err
 }

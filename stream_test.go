@@ -320,3 +320,65 @@ func TestStreamAddrs(t *testing.T) {
 		t.Errorf("network %q", a.LocalAddr().Network())
 	}
 }
+
+// TestCloseWriteDuringParkedWrite: CloseWrite while a Write waits for
+// session credit sends the FIN at once (it needs no credit), not only once
+// the peer grants session credit.
+func TestCloseWriteDuringParkedWrite(t *testing.T) {
+	t.Parallel()
+	c1, c2 := net.Pipe()
+	victim, err := Server(c1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c2.Close()
+		closeAndWait(t, victim)
+	})
+	// Stream window larger than the session window: the session window
+	// runs out first.
+	a := handshakeWith(t, c2, settings{streamWindow: 4 << 20, sessionWindow: 1 << 20, maxFrameSize: 1024, maxStreams: 100})
+	if err := a.send(dataFrame(flagSYN, 1, []byte("hi"))); err != nil {
+		t.Fatal(err)
+	}
+	st, err := victim.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	werr := make(chan error, 1)
+	go func() {
+		_, err := st.Write(make([]byte, 2<<20))
+		werr <- err
+	}()
+	// Read the first MiB (the session credit), sending no WINDOW_UPDATE.
+	got := 0
+	for got < 1<<20 {
+		h, err := a.readFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.typ == frameData && h.streamID == 1 {
+			got += int(h.length)
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // the Write parks for session credit
+	if err := st.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if err := recvErr(t, werr); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Write: %v, want net.ErrClosed", err)
+	}
+	fin := make(chan error, 1)
+	go func() {
+		_, err := a.until(func(h frameHeader) bool { return h.typ == frameData && h.streamID == 1 && h.flags&flagFIN != 0 })
+		fin <- err
+	}()
+	select {
+	case err := <-fin:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Errorf("no FIN on stream 1 within 3s of CloseWrite (the stream stays parked for session credit it does not need)")
+	}
+}
