@@ -898,7 +898,7 @@ func (s *Session) handleData(h frameHeader) error {
 		// Closed here: nobody will read it. More data from a peer that
 		// has not finished gets an RST so it stops sending.
 		s.consumed(n)
-		reset = n > 0 && !fin
+		reset = n > 0 && !fin && !st.has(stResetAfterFIN) && st.stopPeerLocked()
 	case n > 0:
 		st.deliverLocked(payload)
 		if !fin {
@@ -911,9 +911,6 @@ func (s *Session) handleData(h frameHeader) error {
 	if fin && !st.has(stReset) {
 		st.state |= stRecvFIN
 		st.rcond.Broadcast()
-	}
-	if reset {
-		st.resetLocked(0)
 	}
 	done := st.removableLocked()
 	st.mu.Unlock()

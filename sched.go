@@ -178,6 +178,11 @@ func (st *Stream) emitLocked(b []byte, frameSize int, sessAvail *int64) (out []b
 	st.state &^= stSynPending
 	if flags&flagFIN != 0 {
 		st.state = st.state&^stFinPending | stSentFIN
+		if st.has(stResetAfterFIN) {
+			// In the same batch, so nothing can come between them.
+			b = appendHeader(b, frameHeader{typ: frameReset, streamID: st.id, length: uint32(codeCancel)})
+			st.resetLocked(0)
+		}
 		done = st.removableLocked()
 	}
 	if st.readyLocked() {

@@ -65,20 +65,21 @@ type Stream struct {
 type streamState uint16
 
 const (
-	stSynPending  streamState = 1 << iota // SYN not yet sent
-	stFinPending                          // FIN to send after the pending data
-	stSentFIN                             // FIN (or RST) has gone out: write side finished on the wire
-	stRecvFIN                             // peer's FIN received: Read returns io.EOF after the buffer
-	stWriteClosed                         // CloseWrite or Close called
-	stClosed                              // Close called: Read and Write fail with net.ErrClosed
-	stReset                               // RST sent or received: stream is finished
-	stRefused                             // with stReset: the peer refused the stream
-	stResetByPeer                         // with stReset: the peer sent the RST
-	stReading                             // a Read holds rwait
-	stWriting                             // a Write holds wbuf
-	stRemoved                             // deleted from the session's table
-	stWaitCounted                         // the Read holding rwait waits, counted in the read token's waiters
-	stCreditWait                          // the Write holding wbuf waits for credit, counted likewise
+	stSynPending    streamState = 1 << iota // SYN not yet sent
+	stFinPending                            // FIN to send after the pending data
+	stSentFIN                               // FIN (or RST) has gone out: write side finished on the wire
+	stRecvFIN                               // peer's FIN received: Read returns io.EOF after the buffer
+	stWriteClosed                           // CloseWrite or Close called
+	stClosed                                // Close called: Read and Write fail with net.ErrClosed
+	stReset                                 // RST sent or received: stream is finished
+	stRefused                               // with stReset: the peer refused the stream
+	stResetByPeer                           // with stReset: the peer sent the RST
+	stReading                               // a Read holds rwait
+	stWriting                               // a Write holds wbuf
+	stRemoved                               // deleted from the session's table
+	stWaitCounted                           // the Read holding rwait waits, counted in the read token's waiters
+	stCreditWait                            // the Write holding wbuf waits for credit, counted likewise
+	stResetAfterFIN                         // closed while the peer still sends: RST CANCEL goes right behind the FIN
 )
 
 func (st *Stream) has(f streamState) bool { return st.state&f != 0 }
@@ -233,7 +234,9 @@ func (st *Stream) readErrLocked() error {
 	switch {
 	case st.has(stClosed):
 		return errStreamClosed
-	case st.has(stReset):
+	case st.has(stReset) && !st.has(stRecvFIN):
+		// An RST after the peer's FIN only stopped this side's sending:
+		// what the FIN completed stays readable up to io.EOF.
 		return st.resetErrLocked()
 	case st.dl != nil && st.dl.read.expired:
 		return os.ErrDeadlineExceeded
@@ -510,8 +513,10 @@ func (st *Stream) CloseWrite() error {
 
 // Close closes the stream. Data already written is still delivered, followed
 // by FIN, so the peer reads everything and then io.EOF; data received but
-// not read is discarded, and if the peer keeps sending, the stream is reset
-// (the peer's Writes fail with ErrStreamReset). Blocked Read and Write calls
+// not read is discarded, and if the peer keeps sending (or waits for credit
+// to send more), the stream is reset right behind the FIN: the peer's
+// Writes fail with ErrStreamReset, while what this side wrote stays
+// readable to it up to io.EOF. Blocked Read and Write calls
 // return at once with an error matching net.ErrClosed, as do all later
 // calls. Close never blocks on the network. Closing twice returns an error
 // matching net.ErrClosed.
@@ -532,12 +537,33 @@ func (st *Stream) Close() error {
 	st.rcond.Broadcast()
 	st.wcond.Broadcast()
 	st.sess.interruptRead(st)
+	// A peer that has used up its credit waits for more that will never
+	// come: it would neither finish nor send the DATA that makes this
+	// side reset the stream.
+	reset := !st.has(stRecvFIN|stReset) && st.recvAvail == 0 && st.sess.Err() == nil && st.stopPeerLocked()
 	done := st.removableLocked()
 	st.mu.Unlock()
 	if done {
 		st.sess.removeStream(st)
 	}
+	if reset {
+		st.sess.queueControl(frameHeader{typ: frameReset, streamID: st.id, length: uint32(codeCancel)})
+	}
 	return nil
+}
+
+// stopPeerLocked stops the peer's sending on a stream closed here: with an
+// RST CANCEL right behind this side's FIN if that is still to go (sent
+// before it, the RST would make the peer discard what the FIN completes),
+// or else at once, in which case it reports true and the caller sends the
+// RST. st.mu is held.
+func (st *Stream) stopPeerLocked() bool {
+	if st.has(stFinPending) {
+		st.state |= stResetAfterFIN
+		return false
+	}
+	st.resetLocked(0)
+	return true
 }
 
 // refuse ends a stream the peer opened that the application never
@@ -593,11 +619,16 @@ func (st *Stream) removableLocked() bool {
 	return st.has(stSentFIN) && st.has(stRecvFIN)
 }
 
-// resetLocked finishes the stream after an RST sent or received.
+// resetLocked finishes the stream after an RST sent or received. Data the
+// peer completed with FIN before its RST is kept for Read: the peer only
+// stopped receiving (it closed the stream while this side still sent, as
+// a server that answers a request before reading all of it does).
 func (st *Stream) resetLocked(flags streamState) {
 	st.state |= stReset | flags
-	st.state &^= stFinPending | stSynPending
-	st.discardLocked()
+	st.state &^= stFinPending | stSynPending | stResetAfterFIN
+	if !st.has(stRecvFIN) {
+		st.discardLocked()
+	}
 	st.rcond.Broadcast()
 	st.wcond.Broadcast()
 }

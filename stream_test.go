@@ -109,8 +109,10 @@ func TestStreamPeerReset(t *testing.T) {
 	if !errors.Is(err, ErrStreamReset) {
 		t.Fatalf("Write to a stream the peer closed: %v, want ErrStreamReset", err)
 	}
-	if _, err := a.Read(buf); !errors.Is(err, ErrStreamReset) {
-		t.Errorf("Read after reset: %v, want ErrStreamReset", err)
+	// The peer's FIN came before its RST: everything it wrote (nothing)
+	// was delivered, so reading ends cleanly.
+	if _, err := a.Read(buf); err != io.EOF {
+		t.Errorf("Read after an RST that followed the peer's FIN: %v, want io.EOF", err)
 	}
 }
 
@@ -380,5 +382,172 @@ func TestCloseWriteDuringParkedWrite(t *testing.T) {
 		}
 	case <-time.After(3 * time.Second):
 		t.Errorf("no FIN on stream 1 within 3s of CloseWrite (the stream stays parked for session credit it does not need)")
+	}
+}
+
+// TestCloseWhilePeerSends: a stream closed while the peer still sends
+// delivers what it wrote, then FIN, and only then stops the peer with RST:
+// the peer reads the response up to io.EOF, and its Writes fail.
+func TestCloseWhilePeerSends(t *testing.T) {
+	t.Parallel()
+	client, server := tcpSessions(t, nil, nil)
+	st, err := client.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The client uploads until the stream fails (e.g. a request body).
+	upDone := make(chan struct{})
+	go func() {
+		defer close(upDone)
+		buf := make([]byte, 1024)
+		for {
+			if _, err := st.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+	srv, err := server.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The server answers early and closes (like an HTTP 413).
+	if _, err := srv.Write([]byte("response")); err != nil {
+		t.Fatal(err)
+	}
+	srv.Close()
+	<-upDone                          // the client's Write failed: the RST arrived
+	time.Sleep(50 * time.Millisecond) // nothing more in flight
+	got, err := io.ReadAll(st)
+	if string(got) != "response" || err != nil {
+		t.Errorf("client read %q, %v; want \"response\", <nil> (written before Close and followed by FIN)", got, err)
+	}
+	st.Close()
+}
+
+// TestCloseStopsPeerWaitingForCredit: a stream closed with unread data
+// while the peer's Write waits for stream credit stops that Write with
+// ErrStreamReset (no DATA will come to trigger the reset), and the stream
+// leaves the session, so Shutdown is not held up by it.
+func TestCloseStopsPeerWaitingForCredit(t *testing.T) {
+	t.Parallel()
+	client, server := tcpSessions(t, nil, nil)
+	st, err := client.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	werr := make(chan error, 1)
+	go func() {
+		_, err := st.Write(make([]byte, 1<<20)) // more than the 256 KiB stream window
+		werr <- err
+	}()
+	srv, err := server.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(srv, make([]byte, 10)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the peer's credit used up", func() bool {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return srv.recvAvail == 0
+	})
+	srv.Close()
+	select {
+	case err := <-werr:
+		if !errors.Is(err, ErrStreamReset) {
+			t.Errorf("the peer's Write after Close: %v, want ErrStreamReset", err)
+		}
+	case <-time.After(5 * time.Second):
+		st.Close()
+		<-werr
+		t.Fatal("the peer's Write still waited for credit 5 s after Close")
+	}
+	waitFor(t, "the closed stream to leave the session", func() bool { return server.NumStreams() == 0 })
+}
+
+// TestEarlyResponse: the client sends a 200 KiB body (within the window)
+// and FIN, then reads the response; the server reads only the first bytes,
+// answers and closes (an HTTP 413, say). Body frames still in flight when
+// the server closes must not make the client lose the response.
+func TestEarlyResponse(t *testing.T) {
+	t.Parallel()
+	lost := 0
+	for i := 0; i < 10; i++ {
+		func() {
+			client, server := tcpSessions(t, nil, nil)
+			st, err := client.OpenStream()
+			if err != nil {
+				t.Fatal(err)
+			}
+			go func() {
+				st.Write(make([]byte, 200<<10))
+				st.CloseWrite()
+			}()
+			srv, err := server.AcceptStream()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(srv, make([]byte, 10)); err != nil {
+				t.Fatal(err)
+			}
+			srv.Write([]byte("413 too large"))
+			srv.Close()
+			got, err := io.ReadAll(st)
+			if string(got) != "413 too large" || err != nil {
+				lost++
+				t.Logf("client read %q, %v", got, err)
+			}
+			st.Close()
+		}()
+	}
+	if lost > 0 {
+		t.Errorf("%d of 10 responses lost (written before Close, followed by FIN)", lost)
+	}
+}
+
+// TestResetFollowsFIN: DATA that arrives for a stream closed here while its
+// FIN still waits to go out makes the RST follow the FIN, never overtake it
+// (an RST first would make the peer discard the response).
+func TestResetFollowsFIN(t *testing.T) {
+	t.Parallel()
+	// net.Pipe: the victim's writer waits for the attacker to read, which
+	// holds the FIN back until the attacker's DATA has arrived.
+	victim, a := newAttack(t, nil, false)
+	if _, err := a.until(func(h frameHeader) bool { return h.typ == framePing }); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.send(dataFrame(flagSYN, 1, []byte("request"))); err != nil {
+		t.Fatal(err)
+	}
+	st, err := victim.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Write([]byte("response")); err != nil { // the writer blocks writing it
+		t.Fatal(err)
+	}
+	st.Close()
+	if err := a.send(dataFrame(0, 1, []byte("more of the request"))); err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	for len(order) == 0 || order[len(order)-1] != "RST" {
+		h, err := a.readFrame()
+		if err != nil {
+			t.Fatalf("after %v: %v", order, err)
+		}
+		switch {
+		case h.streamID != 1:
+		case h.typ == frameData && h.flags&flagFIN != 0:
+			order = append(order, "FIN")
+		case h.typ == frameData:
+			order = append(order, "DATA")
+		case h.typ == frameReset:
+			order = append(order, "RST")
+		}
+	}
+	if got := strings.Join(order, " "); got != "DATA FIN RST" && got != "FIN RST" {
+		t.Errorf("frames on the stream: %s, want the response, FIN, then RST", got)
 	}
 }
