@@ -234,8 +234,12 @@ func (d *Dialer) dialShared(ctx context.Context, key, network, address string) (
 		})
 		select {
 		case r := <-ch:
-			if errors.Is(r.Err, errAbandoned) && ctx.Err() == nil {
-				continue // joined a dial just as its callers gave up
+			if errors.Is(r.Err, errAbandoned) {
+				if ctx.Err() == nil {
+					continue // joined a dial just as its callers gave up
+				}
+				// This caller gave up too: say so, as below.
+				return nil, fmt.Errorf("tcpchan: dial %s %s: %w", network, address, ctx.Err())
 			}
 			if r.Err != nil {
 				return nil, r.Err

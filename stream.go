@@ -634,9 +634,13 @@ func (st *Stream) resetLocked(flags streamState) {
 }
 
 // SetDeadline sets the read and write deadlines, as net.Conn documents.
+// After Close it fails with an error matching net.ErrClosed.
 func (st *Stream) SetDeadline(t time.Time) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if st.has(stClosed) {
+		return errStreamClosed // a timer would keep the stream alive until t
+	}
 	st.deadlinesLocked().read.set(st, &st.rcond, t)
 	st.dl.write.set(st, &st.wcond, t)
 	st.sess.interruptRead(st)
@@ -644,20 +648,28 @@ func (st *Stream) SetDeadline(t time.Time) error {
 }
 
 // SetReadDeadline sets the deadline for Read calls, including ones already
-// blocked. A zero value means no deadline.
+// blocked. A zero value means no deadline. After Close it fails with an
+// error matching net.ErrClosed.
 func (st *Stream) SetReadDeadline(t time.Time) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if st.has(stClosed) {
+		return errStreamClosed
+	}
 	st.deadlinesLocked().read.set(st, &st.rcond, t)
 	st.sess.interruptRead(st)
 	return nil
 }
 
 // SetWriteDeadline sets the deadline for Write calls, including ones already
-// blocked. A zero value means no deadline.
+// blocked. A zero value means no deadline. After Close it fails with an
+// error matching net.ErrClosed.
 func (st *Stream) SetWriteDeadline(t time.Time) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if st.has(stClosed) {
+		return errStreamClosed
+	}
 	st.deadlinesLocked().write.set(st, &st.wcond, t)
 	st.sess.interruptRead(st)
 	return nil

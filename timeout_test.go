@@ -153,3 +153,30 @@ func stringsContains(s, sub string) bool {
 	}
 	return false
 }
+
+// TestSetDeadlineAfterClose: after Close every deadline setter fails with
+// net.ErrClosed, as on a TCPConn, and arms nothing: a timer would keep the
+// closed stream and its session in memory until it fired.
+func TestSetDeadlineAfterClose(t *testing.T) {
+	t.Parallel()
+	client, server := pipeSessions(t, nil, nil)
+	for _, set := range []struct {
+		name string
+		f    func(*Stream, time.Time) error
+	}{
+		{"SetDeadline", (*Stream).SetDeadline},
+		{"SetReadDeadline", (*Stream).SetReadDeadline},
+		{"SetWriteDeadline", (*Stream).SetWriteDeadline},
+	} {
+		st, _ := streamPair(t, client, server)
+		st.Close()
+		if err := set.f(st, time.Now().Add(time.Hour)); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("%s after Close: %v, want net.ErrClosed", set.name, err)
+		}
+		st.mu.Lock()
+		if st.dl != nil && (st.dl.read.timer.Stop() || st.dl.write.timer.Stop()) {
+			t.Errorf("%s after Close armed a timer", set.name)
+		}
+		st.mu.Unlock()
+	}
+}
