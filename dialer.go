@@ -59,8 +59,9 @@ type Dialer struct {
 	// MaxStreamsPerSession, if positive, caps the streams open on one
 	// session (Session.NumStreams): when every session to an address has
 	// that many, the next dial opens another connection, as HTTP/2 clients
-	// do. Keep it at or below the server's MaxIncomingStreams, past which
-	// the server refuses streams. Zero means no cap.
+	// do. The server's own limit (its MaxIncomingStreams, announced when
+	// the session starts) is respected the same way without it. Zero means
+	// no cap but the server's.
 	MaxStreamsPerSession int
 
 	group singleflight.Group
@@ -349,13 +350,19 @@ func (d *Dialer) Close() error {
 	return nil
 }
 
-// canOpen reports whether OpenStream can succeed: the session is alive and
-// neither side has sent GOAWAY.
+// canOpen reports whether OpenStream can succeed: the session is alive,
+// neither side has sent GOAWAY, and the peer's stream limit leaves room.
 func (s *Session) canOpen() bool {
 	if s.Err() != nil {
 		return false
 	}
 	s.smu.Lock()
 	defer s.smu.Unlock()
-	return !s.goAwaySent && !s.goAwayRecv && s.nextID <= maxWindow
+	return !s.goAwaySent && !s.goAwayRecv && s.nextID <= maxWindow && !s.atPeerLimitLocked()
+}
+
+// atPeerLimitLocked reports whether this side has as many streams open as
+// the peer allows (0, before its preface: no limit known). smu is held.
+func (s *Session) atPeerLimitLocked() bool {
+	return s.peer.maxStreams > 0 && s.outgoing >= int(s.peer.maxStreams)
 }

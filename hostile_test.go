@@ -1381,3 +1381,53 @@ func TestReceiveMemory(t *testing.T) {
 		})
 	}
 }
+
+// TestFramesCrossingOwnReset: a WINDOW_UPDATE, an RST or an empty FIN that
+// arrives for a stream this side has just reset (still in the table while
+// the goroutine that reset it lets go of it) may have crossed the RST on
+// the wire: a correct peer's, it is not a glitch. For a stream the peer
+// reset, it is.
+func TestFramesCrossingOwnReset(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		frame  []byte
+		byPeer bool
+		glitch bool
+	}{
+		{"WINDOW_UPDATE", hdr(frameWindowUpdate, 0, 1, 1024), false, false},
+		{"RST", hdr(frameReset, 0, 1, uint32(codeCancel)), false, false},
+		{"empty FIN", hdr(frameData, flagFIN, 1, 0), false, false},
+		{"WINDOW_UPDATE after the peer's RST", hdr(frameWindowUpdate, 0, 1, 1024), true, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			victim, a := newAttack(t, nil, false) // net.Pipe: the sync orders the glitch count
+			acked := a.drain()
+			a.send(dataFrame(flagSYN, 1, []byte("x")))
+			st, err := victim.AcceptStream()
+			if err != nil {
+				t.Fatal(err)
+			}
+			st.Write([]byte("y")) // the peer is sent data: its RST is no rapid reset
+			if tc.byPeer {
+				a.send(hdr(frameReset, 0, 1, uint32(codeCancel)))
+			} else {
+				st.mu.Lock()
+				st.state |= stClosed
+				st.resetLocked(0) // not yet removed, as in the goroutine that reset it
+				st.mu.Unlock()
+			}
+			a.syncDrained(t, acked)
+			a.send(tc.frame)
+			a.syncDrained(t, acked)
+			if got := victim.glitches; (got != 0) != tc.glitch {
+				t.Errorf("%d glitches, want a glitch: %v", got, tc.glitch)
+			}
+			if err := victim.Err(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

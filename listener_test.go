@@ -1077,50 +1077,59 @@ func TestListenerMaxSessions(t *testing.T) {
 	}
 }
 
-// TestListenerStreamLimit checks MaxIncomingStreams through a Listener:
-// streams past it are refused, and the client may retry once one ends.
+// TestListenerStreamLimit: a Dialer respects the server's
+// MaxIncomingStreams, announced in its preface: at the limit it opens
+// another connection instead of having streams refused (each refusal a
+// glitch against it), OpenStream on the full session fails at once with
+// ErrStreamRefused, and a finished stream makes room again.
 func TestListenerStreamLimit(t *testing.T) {
 	t.Parallel()
 	ln := NewListener(listenCounting(t, "127.0.0.1:0"), &Config{MaxIncomingStreams: 2})
 	shutdownListener(t, ln)
 	d := &Dialer{}
 	defer d.Close()
-	var streams []*Stream
-	for range 3 {
+	dial := func() *Stream {
+		t.Helper()
 		st, err := d.DialStream(context.Background(), "tcp", ln.Addr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
-		st.Write([]byte("x"))
-		streams = append(streams, st)
+		if _, err := st.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		return st
 	}
-	if _, err := streams[2].Read(make([]byte, 1)); !errors.Is(err, ErrStreamRefused) {
-		t.Fatalf("third stream past MaxIncomingStreams 2: %v, want ErrStreamRefused", err)
+	first := dial()
+	sess := first.Session()
+	waitFor(t, "the server's preface", func() bool { return sess.handshakeDone.Load() })
+	dialed := []*Stream{first, dial()}
+	if _, err := sess.OpenStream(); !errors.Is(err, ErrStreamRefused) {
+		t.Errorf("OpenStream past the server's MaxIncomingStreams 2: %v, want ErrStreamRefused", err)
 	}
-	a, err := ln.Accept()
+	dialed = append(dialed, dial())
+	if dialed[1].Session() != sess || dialed[2].Session() == sess {
+		t.Errorf("3 streams with 2 allowed per session: on sessions %p %p %p, want the third on another", sess, dialed[1].Session(), dialed[2].Session())
+	}
+	for range dialed { // none was refused: each reaches the server
+		c, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			t.Fatalf("accepted stream: %v", err)
+		}
+		c.Close()
+	}
+	for _, st := range dialed {
+		io.ReadAll(st)
+		st.Close()
+	}
+	waitFor(t, "the streams to end", func() bool { return sess.NumStreams() == 0 })
+	st, err := sess.OpenStream()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("OpenStream once the streams ended: %v", err)
 	}
-	if _, err := ln.Accept(); err != nil {
-		t.Fatal(err)
-	}
-	a.Close()
-	streams[0].Close()
-	sess := streams[0].Session()
-	waitFor(t, "a stream to end", func() bool { return sess.NumStreams() == 1 })
-	st, err := d.DialStream(context.Background(), "tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.Write([]byte("retry"))
-	c, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := make([]byte, 5)
-	if _, err := io.ReadFull(c, got); err != nil || string(got) != "retry" {
-		t.Errorf("retried stream: %q, %v", got, err)
-	}
+	st.Close()
 }
 
 // TestDialerMaxStreamsPerSession checks that past the cap a second
@@ -1281,5 +1290,93 @@ func TestShutdownPeerSeesGoAway(t *testing.T) {
 		if err := client.Err(); !errors.Is(err, ErrGoAway) {
 			t.Fatalf("run %d: after the peer's graceful Shutdown the session ended with %v, want ErrGoAway (server: %v)", i, err, server.Err())
 		}
+	}
+}
+
+// TestStreamListenerRefusalReturnsCredit: the streams that
+// StreamListener.Close refuses give their buffered bytes back to the
+// session window, also those whose request arrived whole (data and FIN):
+// kept, they left a stream already accepted unable to finish its upload,
+// and the graceful shutdown hung.
+func TestStreamListenerRefusalReturnsCredit(t *testing.T) {
+	t.Parallel()
+	client, server := tcpSessions(t, nil, &Config{SessionWindow: 1 << 20})
+	ln := server.StreamListener()
+
+	a, err := client.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa := sc.(*Stream)
+	one := make([]byte, 1)
+	if _, err := io.ReadFull(sa, one); err != nil {
+		t.Fatal(err)
+	}
+
+	// Four complete requests wait in the backlog: 960 KiB of the 1 MiB
+	// session window.
+	var backlog []*Stream
+	for i := 0; i < 4; i++ {
+		b, err := client.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Write(make([]byte, 240<<10)); err != nil {
+			t.Fatal(err)
+		}
+		b.CloseWrite()
+		backlog = append(backlog, b)
+	}
+	waitFor(t, "the backlog's requests", func() bool {
+		server.smu.Lock()
+		defer server.smu.Unlock()
+		n := 0
+		for _, st := range server.streams {
+			st.mu.Lock()
+			if st != sa && st.has(stRecvFIN) {
+				n++
+			}
+			st.mu.Unlock()
+		}
+		return n == 4
+	})
+	ln.Close()
+	for _, b := range backlog {
+		if _, err := b.Read(one); !errors.Is(err, ErrStreamRefused) {
+			t.Fatalf("backlog stream: %v, want ErrStreamRefused", err)
+		}
+	}
+
+	// The accepted stream uploads 512 KiB: plenty of room in a 1 MiB
+	// session window once the refused streams' bytes are given back.
+	const size = 512 << 10
+	go func() {
+		a.Write(make([]byte, size))
+		a.CloseWrite()
+	}()
+	got := make(chan int64, 1)
+	go func() {
+		n, _ := io.Copy(io.Discard, sa)
+		got <- n
+	}()
+	select {
+	case n := <-got:
+		if n != size {
+			t.Fatalf("read %d bytes, want %d", n, size)
+		}
+		sa.Close()
+		a.Close()
+	case <-time.After(5 * time.Second):
+		t.Errorf("the accepted stream's upload stalled: session credit given %d (session window leaked by refused streams)",
+			server.recvCredit.Load())
+		sa.Close()
+		a.Close()
 	}
 }

@@ -65,10 +65,11 @@ type Config struct {
 
 	// MaxIncomingStreams is the most streams the peer may have open at once
 	// on this session. Past it, a new stream is refused: the peer's dialer
-	// sees ErrStreamRefused. A stream the peer resets keeps its place until
-	// the application has closed it, so that opening and resetting streams
-	// ("rapid reset") cannot make the application handle more than this
-	// many streams of the session at once. Default 8192.
+	// sees ErrStreamRefused (a tcpchan peer learns the limit from this
+	// side's preface and stays within it). A stream the peer resets keeps
+	// its place until the application has closed it, so that opening and
+	// resetting streams ("rapid reset") cannot make the application handle
+	// more than this many streams of the session at once. Default 8192.
 	MaxIncomingStreams int
 
 	// AcceptBacklog is how many incoming streams may wait for Accept. Past
@@ -99,7 +100,7 @@ type Config struct {
 	// WINDOW_UPDATE on a stream (or the session) beyond one per 1024 bytes
 	// of data this side sent on it, plus one; an RST on a stream the peer
 	// opened and this side sent no data on ("rapid reset"); an RST or
-	// WINDOW_UPDATE for a stream already reset; an RST, WINDOW_UPDATE or
+	// WINDOW_UPDATE for a stream the peer already reset; an RST, WINDOW_UPDATE or
 	// empty DATA frame for a finished stream, beyond six per stream that
 	// ended (those may have crossed its end on the wire); a stream refused
 	// because MaxIncomingStreams or AcceptBacklog is full; a PING ACK
@@ -257,6 +258,7 @@ type Session struct {
 	nextID     uint32
 	lastPeerID uint32 // highest stream ID the peer opened
 	incoming   int    // open streams the peer opened
+	outgoing   int    // open streams this side opened, which the peer's maxStreams bounds
 	peer       settings
 	goAwaySent bool // Shutdown: refuse new streams
 	goAwayRecv bool // peer's GOAWAY: open no new streams
@@ -456,8 +458,11 @@ func (sessionAddr) String() string  { return "tcpchan" }
 // OpenStream opens a new stream to the peer. It never waits for the network:
 // the SYN goes out with the first data written. If the peer refuses the
 // stream (its limit or backlog is full), the stream's Read and Write fail
-// with ErrStreamRefused. OpenStream fails with ErrGoAway after Shutdown or
-// the peer's GOAWAY, and with the session's error once it has ended.
+// with ErrStreamRefused; while this side already has as many streams open
+// as the peer's MaxIncomingStreams (announced in its preface) allows,
+// OpenStream itself fails at once with an error matching ErrStreamRefused,
+// sending nothing. It fails with ErrGoAway after Shutdown or the peer's
+// GOAWAY, and with the session's error once it has ended.
 func (s *Session) OpenStream() (*Stream, error) {
 	if err := s.Err(); err != nil {
 		return nil, err
@@ -476,6 +481,11 @@ func (s *Session) OpenStream() (*Stream, error) {
 	case s.nextID > maxWindow:
 		s.smu.Unlock()
 		return nil, fmt.Errorf("%w: stream IDs exhausted", ErrGoAway)
+	case s.atPeerLimitLocked():
+		s.smu.Unlock()
+		// The peer would refuse it, and count each refusal against
+		// this side as a glitch: a retry loop would end the session.
+		return nil, fmt.Errorf("%w: this side has the %d streams open that the peer allows", ErrStreamRefused, s.peer.maxStreams)
 	}
 	id := s.nextID
 	s.nextID += 2
@@ -483,6 +493,7 @@ func (s *Session) OpenStream() (*Stream, error) {
 	st.state = stSynPending
 	s.streams[id] = st
 	s.numStreams.Add(1)
+	s.outgoing++
 	// Queued for the writer before smu is released, so that SYNs go out in
 	// the order of their IDs however many goroutines open streams: the
 	// peer rejects a SYN not above the previous one.
@@ -974,6 +985,8 @@ func (s *Session) removeStream(st *Stream) {
 	s.lastFound.CompareAndSwap(st, nil)
 	if s.isPeerID(st.id) {
 		s.incoming--
+	} else {
+		s.outgoing--
 	}
 	s.smu.Unlock()
 

@@ -801,10 +801,23 @@ func (s *Session) lockedStream(h frameHeader) (*Stream, error) {
 	}
 	st.mu.Lock()
 	if st.has(stReset) {
+		byPeer := st.has(stResetByPeer)
 		st.mu.Unlock()
-		return nil, s.glitch(glitchFinished, h)
+		return nil, s.resetFrame(byPeer, h)
 	}
 	return st, nil
+}
+
+// resetFrame charges a frame h for a stream already reset: a glitch if the
+// peer reset it; if this side did, the frame may have crossed its RST on
+// the wire, and costs nothing here: the stream leaves the table as soon as
+// the goroutine that reset it lets go of it, and frames for it after that
+// draw on the allowance for finished streams.
+func (s *Session) resetFrame(byPeer bool, h frameHeader) error {
+	if byPeer {
+		return s.glitch(glitchFinished, h)
+	}
+	return nil
 }
 
 // streamForData returns the stream a DATA frame is for, opening it on SYN.
@@ -881,12 +894,12 @@ func (s *Session) handleData(h frameHeader) error {
 	}
 	if n == 0 && (h.flags == 0 || st.has(stReset)) {
 		// Nothing to deliver and nothing that changes the stream.
-		kind := glitchEmptyData
-		if h.flags != 0 {
-			kind = glitchFinished
-		}
+		byPeer := st.has(stResetByPeer)
 		st.mu.Unlock()
-		return s.glitch(kind, h)
+		if h.flags == 0 {
+			return s.glitch(glitchEmptyData, h)
+		}
+		return s.resetFrame(byPeer, h)
 	}
 	st.recvAvail -= int64(n)
 	fin := h.flags&flagFIN != 0

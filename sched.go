@@ -179,8 +179,11 @@ func (st *Stream) emitLocked(b []byte, frameSize int, sessAvail *int64) (out []b
 	if flags&flagFIN != 0 {
 		st.state = st.state&^stFinPending | stSentFIN
 		if st.has(stResetAfterFIN) {
-			// In the same batch, so nothing can come between them.
-			b = appendHeader(b, frameHeader{typ: frameReset, streamID: st.id, length: uint32(codeCancel)})
+			// First in the next batch, with the control frames queued
+			// before it: after the FIN, and after any WINDOW_UPDATE for
+			// the stream, which the peer would count as a glitch if it
+			// came after the RST.
+			st.sess.queueControl(frameHeader{typ: frameReset, streamID: st.id, length: uint32(codeCancel)})
 			st.resetLocked(0)
 		}
 		done = st.removableLocked()

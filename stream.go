@@ -620,13 +620,14 @@ func (st *Stream) removableLocked() bool {
 }
 
 // resetLocked finishes the stream after an RST sent or received. Data the
-// peer completed with FIN before its RST is kept for Read: the peer only
-// stopped receiving (it closed the stream while this side still sent, as
-// a server that answers a request before reading all of it does).
+// peer completed with FIN before its own RST is kept for Read: the peer
+// only stopped receiving (it closed the stream while this side still sent,
+// as a server that answers a request before reading all of it does). An
+// RST this side sends ends what it will read too.
 func (st *Stream) resetLocked(flags streamState) {
 	st.state |= stReset | flags
 	st.state &^= stFinPending | stSynPending | stResetAfterFIN
-	if !st.has(stRecvFIN) {
+	if !st.has(stRecvFIN) || flags&stResetByPeer == 0 {
 		st.discardLocked()
 	}
 	st.rcond.Broadcast()

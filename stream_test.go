@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -549,5 +550,82 @@ func TestResetFollowsFIN(t *testing.T) {
 	}
 	if got := strings.Join(order, " "); got != "DATA FIN RST" && got != "FIN RST" {
 		t.Errorf("frames on the stream: %s, want the response, FIN, then RST", got)
+	}
+}
+
+// TestCloseEarlyNoGlitches: clients upload and download bulk on each
+// stream and close after reading about one window update's worth (so a
+// WINDOW_UPDATE is queued just before Close, and their RST follows FIN);
+// servers read everything, answer in bulk until the write fails, and close
+// a little later. Neither side is charged a glitch: the frames that cross
+// an RST are a correct peer's.
+func TestCloseEarlyNoGlitches(t *testing.T) {
+	client, server := tcpSessions(t, nil, nil)
+	const workers = 48
+	dur := 2 * time.Second
+	pump := func(st *Stream) chan struct{} {
+		d := make(chan struct{})
+		go func() {
+			defer close(d)
+			chunk := make([]byte, 16<<10)
+			for {
+				if _, err := st.Write(chunk); err != nil {
+					return
+				}
+			}
+		}()
+		return d
+	}
+	go func() {
+		for {
+			st, err := server.AcceptStream()
+			if err != nil {
+				return
+			}
+			go func(st *Stream) {
+				go io.Copy(io.Discard, st)
+				<-pump(st)
+				time.Sleep(20 * time.Millisecond)
+				st.Close()
+			}(st)
+		}
+	}()
+	done := make(chan struct{})
+	stop := time.Now().Add(dur)
+	var n atomic.Int64
+	for w := 0; w < workers; w++ {
+		go func(w int) {
+			defer func() { done <- struct{}{} }()
+			for r := 0; time.Now().Before(stop) && client.Err() == nil; r++ {
+				st, err := client.OpenStream()
+				if err != nil {
+					return
+				}
+				d := pump(st)
+				io.CopyN(io.Discard, st, int64(190<<10+(w*7+r*13)%17*1000))
+				st.Close()
+				<-d
+				n.Add(1)
+			}
+		}(w)
+	}
+	for w := 0; w < workers; w++ {
+		<-done
+	}
+	t.Logf("%d streams", n.Load())
+	if err := client.Err(); err != nil {
+		t.Fatalf("client session died: %v", err)
+	}
+	if err := server.Err(); err != nil {
+		t.Fatalf("server session died: %v", err)
+	}
+	waitFor(t, "stream tables to empty", func() bool {
+		return client.NumStreams() == 0 && server.NumStreams() == 0
+	})
+	client.Close()
+	server.Close()
+	// Close waited for the readers: glitches is safe to read now.
+	if client.glitches != 0 || server.glitches != 0 {
+		t.Errorf("a correct peer was charged glitches: client %d, server %d", client.glitches, server.glitches)
 	}
 }
