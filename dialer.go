@@ -139,13 +139,18 @@ func (d *Dialer) openPooled(key string, fresh *Session) (*Stream, error) {
 			d.retireLocked(s)
 			continue
 		}
-		if found == nil && (d.MaxStreamsPerSession <= 0 || s.NumStreams() < d.MaxStreamsPerSession) {
+		if found == nil && s.hasRoom(d.MaxStreamsPerSession) {
 			st, err := s.OpenStream()
-			if err != nil { // it died or got GOAWAY just now
+			switch {
+			case errors.Is(err, ErrStreamRefused):
+				// Full after all (a stream opened on it directly): it
+				// stays pooled.
+			case err != nil: // it died or got GOAWAY just now
 				d.retireLocked(s)
 				continue
+			default:
+				found = st
 			}
-			found = st
 		}
 		kept = append(kept, s)
 	}
@@ -190,7 +195,7 @@ func (d *Dialer) pruneLocked() {
 // usableLocked reports whether a pooled session for key can take a stream.
 func (d *Dialer) usableLocked(key string) bool {
 	for _, s := range d.pools[key] {
-		if s.canOpen() && (d.MaxStreamsPerSession <= 0 || s.NumStreams() < d.MaxStreamsPerSession) {
+		if s.canOpen() && s.hasRoom(d.MaxStreamsPerSession) {
 			return true
 		}
 	}
@@ -350,15 +355,28 @@ func (d *Dialer) Close() error {
 	return nil
 }
 
-// canOpen reports whether OpenStream can succeed: the session is alive,
-// neither side has sent GOAWAY, and the peer's stream limit leaves room.
+// canOpen reports whether the session can ever open another stream: it is
+// alive and neither side has sent GOAWAY. One that cannot is retired from
+// its pool.
 func (s *Session) canOpen() bool {
 	if s.Err() != nil {
 		return false
 	}
 	s.smu.Lock()
 	defer s.smu.Unlock()
-	return !s.goAwaySent && !s.goAwayRecv && s.nextID <= maxWindow && !s.atPeerLimitLocked()
+	return !s.goAwaySent && !s.goAwayRecv && s.nextID <= maxWindow
+}
+
+// hasRoom reports whether the session can open a stream now: the Dialer's
+// cap (max, if positive) and the peer's stream limit leave room. One
+// without stays pooled: its streams end and make room.
+func (s *Session) hasRoom(max int) bool {
+	if max > 0 && s.NumStreams() >= max {
+		return false
+	}
+	s.smu.Lock()
+	defer s.smu.Unlock()
+	return !s.atPeerLimitLocked()
 }
 
 // atPeerLimitLocked reports whether this side has as many streams open as

@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -1130,6 +1131,20 @@ func TestListenerStreamLimit(t *testing.T) {
 		t.Fatalf("OpenStream once the streams ended: %v", err)
 	}
 	st.Close()
+	// The session that was full stayed pooled, not retired as one that
+	// can open no more streams, and no third connection was needed.
+	for range 2 {
+		dial().Close()
+	}
+	d.mu.Lock()
+	pooled := slices.Contains(d.pools["tcp "+ln.Addr().String()], sess)
+	d.mu.Unlock()
+	if !pooled {
+		t.Error("the session that was full left the pool")
+	}
+	if n := len(dialerSessions(d)); n != 2 {
+		t.Errorf("%d sessions after the full one made room, want 2", n)
+	}
 }
 
 // TestDialerMaxStreamsPerSession checks that past the cap a second
