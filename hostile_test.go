@@ -1431,3 +1431,54 @@ func TestFramesCrossingOwnReset(t *testing.T) {
 		})
 	}
 }
+
+// TestRefusalsExcused: a stream refused at MaxIncomingStreams is a glitch,
+// except where a peer that keeps to the limit could not help it: before it
+// answered a ping (it may not have read the preface, which announces the
+// limit), or when the limit is reached only by streams it reset that the
+// application has not closed (it no longer counts them).
+func TestRefusalsExcused(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		answer   bool // the attacker answers the victim's first ping
+		resetOne bool // it resets its first stream, which the application keeps open
+		glitches int
+	}{
+		{"before the peer answered a ping", false, false, 0},
+		{"after it answered", true, false, 3},
+		{"at the limit by a stream the peer reset", true, true, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			victim, a := newAttack(t, &Config{MaxIncomingStreams: 1}, false)
+			ping, err := a.until(func(h frameHeader) bool { return h.typ == framePing && h.flags == 0 })
+			if err != nil {
+				t.Fatal(err)
+			}
+			acked := a.drain()
+			if tc.answer {
+				a.send(hdr(framePing, flagACK, 0, ping.length))
+			}
+			a.send(dataFrame(flagSYN, 1, []byte("x")))
+			st, err := victim.AcceptStream()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			if tc.resetOne {
+				st.Write([]byte("y")) // data sent: no rapid reset
+				a.syncDrained(t, acked)
+				a.send(hdr(frameReset, 0, 1, uint32(codeCancel)))
+			}
+			for id := uint32(3); id <= 7; id += 2 {
+				a.send(dataFrame(flagSYN, id, []byte("x")))
+			}
+			a.syncDrained(t, acked)
+			if got := victim.glitches; got != tc.glitches {
+				t.Errorf("%d glitches for 3 refused streams, want %d", got, tc.glitches)
+			}
+		})
+	}
+}

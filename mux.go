@@ -103,7 +103,10 @@ type Config struct {
 	// WINDOW_UPDATE for a stream the peer already reset; an RST, WINDOW_UPDATE or
 	// empty DATA frame for a finished stream, beyond six per stream that
 	// ended (those may have crossed its end on the wire); a stream refused
-	// because MaxIncomingStreams or AcceptBacklog is full; a PING ACK
+	// because MaxIncomingStreams or AcceptBacklog is full (unless only
+	// streams the peer reset and the application has not closed fill the
+	// limit, or the peer has not yet answered a ping, so may not know the
+	// limit: up to 1024 such); a PING ACK
 	// answering no ping; every GOAWAY after the first. The budget is a
 	// token bucket: it holds MaxGlitches and regains GlitchesPerSecond,
 	// and a glitch that finds it empty closes the session with ErrProtocol
@@ -253,17 +256,19 @@ type Session struct {
 	w             connWriter    // the write token and what its holder owns
 
 	// Stream table and opening state.
-	smu        sync.Mutex
-	streams    map[uint32]*Stream
-	nextID     uint32
-	lastPeerID uint32 // highest stream ID the peer opened
-	incoming   int    // open streams the peer opened
-	outgoing   int    // open streams this side opened, which the peer's maxStreams bounds
-	peer       settings
-	goAwaySent bool // Shutdown: refuse new streams
-	goAwayRecv bool // peer's GOAWAY: open no new streams
-	acceptCh   chan *Stream
-	lastFound  atomic.Pointer[Stream] // the reader's last lookup, while in streams
+	smu           sync.Mutex
+	streams       map[uint32]*Stream
+	nextID        uint32
+	lastPeerID    uint32       // highest stream ID the peer opened
+	incoming      int          // open streams the peer opened
+	heldResets    atomic.Int32 // of those, ones the peer reset that the application has not closed: the peer no longer counts them
+	earlyRefusals int          // refusals excused because the peer had not answered a ping yet (see refusalExcused)
+	outgoing      int          // open streams this side opened, which the peer's maxStreams bounds
+	peer          settings
+	goAwaySent    bool // Shutdown: refuse new streams
+	goAwayRecv    bool // peer's GOAWAY: open no new streams
+	acceptCh      chan *Stream
+	lastFound     atomic.Pointer[Stream] // the reader's last lookup, while in streams
 
 	// Receive budget. The peer may send recvCredit-recvSpent more bytes.
 	// recvUnacked changes on every Read and recvSpent on every frame: kept
@@ -992,6 +997,9 @@ func (s *Session) removeStream(st *Stream) {
 
 	st.mu.Lock()
 	st.state |= stRemoved
+	if st.has(stHeldReset) {
+		s.heldResets.Add(-1)
+	}
 	st.stopDeadlinesLocked()
 	growth := st.recvWindow - int64(s.cfg.InitialStreamWindow)
 	st.mu.Unlock()

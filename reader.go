@@ -820,6 +820,29 @@ func (s *Session) resetFrame(byPeer bool, h frameHeader) error {
 	return nil
 }
 
+// refusalExcusedLocked reports whether a refused stream is no fault of a
+// peer that keeps to this side's MaxIncomingStreams, which it learns from
+// the preface: at the limit only because of streams the peer reset and no
+// longer counts, which stay counted here until the application closes
+// them; or, for at most maxEarlyRefusals refusals, before the peer has
+// answered a ping, so before it may have read the preface (its first
+// streams go out without waiting for it). smu is held.
+func (s *Session) refusalExcusedLocked(atLimit bool) bool {
+	if atLimit && s.incoming-int(s.heldResets.Load()) < s.cfg.MaxIncomingStreams && len(s.acceptCh) < cap(s.acceptCh) {
+		return true
+	}
+	if s.rttCount.Load() == 0 && s.earlyRefusals < maxEarlyRefusals {
+		s.earlyRefusals++
+		return true
+	}
+	return false
+}
+
+// maxEarlyRefusals bounds the refusals excused before the peer has answered
+// a ping: a burst of streams opened before the peer read the preface, but
+// not a flood from a peer that never answers.
+const maxEarlyRefusals = 1024
+
 // streamForData returns the stream a DATA frame is for, opening it on SYN.
 // It returns nil for a finished or refused stream, whose data is dropped.
 func (s *Session) streamForData(h frameHeader) (*Stream, error) {
@@ -836,10 +859,11 @@ func (s *Session) streamForData(h frameHeader) (*Stream, error) {
 		return nil, protocolErrorf("SYN for stream %d, not above the peer's last stream %d", id, s.lastPeerID)
 	}
 	s.lastPeerID = id
-	if s.goAwaySent || s.incoming >= s.cfg.MaxIncomingStreams || len(s.acceptCh) >= cap(s.acceptCh) {
+	atLimit := s.incoming >= s.cfg.MaxIncomingStreams
+	if s.goAwaySent || atLimit || len(s.acceptCh) >= cap(s.acceptCh) {
 		err := s.queueReply(frameHeader{typ: frameReset, streamID: id, length: uint32(codeRefused)})
 		s.allowLate()
-		if err == nil && !s.goAwaySent {
+		if err == nil && !s.goAwaySent && !s.refusalExcusedLocked(atLimit) {
 			// Refusals after Shutdown are this side's doing.
 			err = s.glitch(glitchRefused, h)
 		}
@@ -1016,9 +1040,16 @@ func (s *Session) handleReset(h frameHeader) error {
 	}
 	st.resetLocked(flags)
 	done := st.removableLocked()
+	held := !done && s.isPeerID(st.id)
+	if held {
+		st.state |= stHeldReset
+	}
 	st.mu.Unlock()
 	if done {
 		s.removeStream(st)
+	}
+	if held {
+		s.heldResets.Add(1)
 	}
 	if rapid {
 		return s.glitch(glitchRapidReset, h)

@@ -80,6 +80,7 @@ const (
 	stWaitCounted                           // the Read holding rwait waits, counted in the read token's waiters
 	stCreditWait                            // the Write holding wbuf waits for credit, counted likewise
 	stResetAfterFIN                         // closed while the peer still sends: RST CANCEL goes right behind the FIN
+	stHeldReset                             // the peer reset this stream it opened before the application closed it: counted in Session.heldResets
 )
 
 func (st *Stream) has(f streamState) bool { return st.state&f != 0 }
