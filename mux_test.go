@@ -678,14 +678,22 @@ func TestRTTSampleBehindBacklog(t *testing.T) {
 				t.Fatal(err)
 			}
 			go a.drain()
-			rtt := time.Duration(victim.minRTT())
-			if tc.counts && rtt < late {
-				t.Errorf("minimum round trip %v after an answer %v late, want at least that", rtt, late)
-			}
-			if !tc.counts && rtt != 0 {
-				t.Errorf("minimum round trip %v from an answer behind %d bytes, want none yet", rtt, tc.backlog)
-			}
+			checkRTTSample(t, victim, late, tc.counts, tc.backlog)
 		})
+	}
+}
+
+// checkRTTSample checks the victim's minimum round trip after one answer
+// to its start-up ping, late by late, with backlog bytes behind it: at
+// least late if the sample counts, none yet if it does not.
+func checkRTTSample(t *testing.T, victim *Session, late time.Duration, counts bool, backlog int) {
+	t.Helper()
+	rtt := time.Duration(victim.minRTT())
+	if counts && rtt < late {
+		t.Errorf("minimum round trip %v after an answer %v late, want at least that", rtt, late)
+	}
+	if !counts && rtt != 0 {
+		t.Errorf("minimum round trip %v from an answer with %d bytes of backlog, want none yet", rtt, backlog)
 	}
 }
 
@@ -752,13 +760,7 @@ func TestRTTSampleBehindWrappedBacklog(t *testing.T) {
 				t.Fatalf("waiting for the next start-up ping: %v", err)
 			}
 			go a.drain()
-			rtt := time.Duration(victim.minRTT())
-			if tc.counts && rtt < late {
-				t.Errorf("minimum round trip %v after an answer %v late, want at least that", rtt, late)
-			}
-			if !tc.counts && rtt != 0 {
-				t.Errorf("minimum round trip %v from an answer with %d bytes behind it, want none yet", rtt, tc.backlog)
-			}
+			checkRTTSample(t, victim, late, tc.counts, tc.backlog)
 		})
 	}
 }
