@@ -553,6 +553,44 @@ func (st *Stream) Close() error {
 	return nil
 }
 
+// Reset aborts the stream, as closing a TCP socket with a zero linger time
+// resets the connection: what this side has not sent yet is dropped, what
+// it received is discarded, and the peer is sent an RST at once, so its
+// Reads and Writes fail with ErrStreamReset (a peer that had already
+// received this side's FIN still reads what came before it, then io.EOF).
+// Use it when the stream failed, so that the peer does not take what it
+// received for the whole; Close ends a stream gracefully. Blocked and
+// later calls on the stream fail with an error matching net.ErrClosed, as
+// does Reset after Close. A stream reset before anything was sent on it
+// costs the peer nothing to forget; one this side opened and resets
+// before the peer sent anything on it counts against this side in the
+// peer's glitch budget (see Config.MaxGlitches: "rapid reset").
+func (st *Stream) Reset() error {
+	st.mu.Lock()
+	if st.has(stClosed) {
+		st.mu.Unlock()
+		return errStreamClosed
+	}
+	s := st.sess
+	// A stream whose SYN has not gone out is unknown to the peer.
+	send := !st.has(stReset|stSynPending) && s.Err() == nil
+	st.state |= stClosed | stWriteClosed
+	if !st.has(stReset) {
+		st.resetLocked(0)
+	}
+	st.stopDeadlinesLocked()
+	s.interruptRead(st)
+	done := st.removableLocked()
+	st.mu.Unlock()
+	if done {
+		s.removeStream(st)
+	}
+	if send {
+		s.queueControl(frameHeader{typ: frameReset, streamID: st.id, length: uint32(codeCancel)})
+	}
+	return nil
+}
+
 // stopPeerLocked stops the peer's sending on a stream closed here: with an
 // RST CANCEL right behind this side's FIN if that is still to go (sent
 // before it, the RST would make the peer discard what the FIN completes),

@@ -629,3 +629,54 @@ func TestCloseEarlyNoGlitches(t *testing.T) {
 		t.Errorf("a correct peer was charged glitches: client %d, server %d", client.glitches, server.glitches)
 	}
 }
+
+// TestStreamReset: Reset aborts the stream: the peer's Read fails with
+// ErrStreamReset instead of ending in io.EOF (what it received is no
+// complete reply), its Write fails too, and this side's calls fail with
+// net.ErrClosed. A stream reset right after OpenStream leaves the table at
+// once, and the session goes on.
+func TestStreamReset(t *testing.T) {
+	t.Parallel()
+	client, server := tcpSessions(t, nil, nil)
+	a, b := streamPair(t, client, server)
+	if _, err := b.Write([]byte("partial reply")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	if _, err := io.ReadFull(a, buf[:len("partial reply")]); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Reset(); err != nil {
+		t.Fatalf("Reset: %v", err)
+	}
+	a.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := a.Read(buf); !errors.Is(err, ErrStreamReset) {
+		t.Errorf("peer's Read after Reset: %v, want ErrStreamReset", err)
+	}
+	if _, err := a.Write(buf); !errors.Is(err, ErrStreamReset) {
+		t.Errorf("peer's Write after Reset: %v, want ErrStreamReset", err)
+	}
+	if _, err := b.Write(buf); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Write after Reset: %v, want net.ErrClosed", err)
+	}
+	if err := b.Reset(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("second Reset: %v, want net.ErrClosed", err)
+	}
+	a.Close()
+	waitFor(t, "both ends to forget the stream", func() bool { return client.NumStreams() == 0 && server.NumStreams() == 0 })
+
+	unsent, err := client.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	unsent.Reset()
+	if client.NumStreams() != 0 {
+		t.Errorf("a stream reset before its SYN went out is still in the table")
+	}
+	// The peer never hears of it: a stream opened next works.
+	c, d := streamPair(t, client, server)
+	c.Write([]byte("x"))
+	if _, err := io.ReadFull(d, buf[:1]); err != nil {
+		t.Errorf("stream after the unsent reset one: %v", err)
+	}
+}

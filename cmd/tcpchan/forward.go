@@ -131,9 +131,8 @@ func runForward(ctx context.Context, ln net.Listener, d *tcpchan.Dialer, via str
 		}
 		log.Debug("stream opened", "client", client, "stream", st.ID())
 		up, down, err := pipe(c, st)
-		r.untrack(c, st)
-		log.Debug("stream closed", "client", client, "stream", st.ID(),
-			"bytes_up", up, "bytes_down", down, "dur", time.Since(start).Round(time.Microsecond), "err", err)
+		logStream(log, err, r.untrack(c, st), "client", client, "stream", st.ID(),
+			"bytes_up", up, "bytes_down", down, "dur", time.Since(start).Round(time.Microsecond))
 	}
 
 	loopDone := make(chan error, 1)

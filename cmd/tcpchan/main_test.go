@@ -29,6 +29,9 @@ func TestUsage(t *testing.T) {
 		{[]string{"serve"}, exitUsage, "-to is required"},
 		{[]string{"serve", "-to", "localhost"}, exitUsage, `-to "localhost": want host:port`},
 		{[]string{"serve", "-to", ":80"}, exitUsage, "missing host"},
+		{[]string{"serve", "-to", "127.0.0.1:99999"}, exitUsage, `-to "127.0.0.1:99999": address 99999: invalid port`},
+		{[]string{"serve", "-to", "127.0.0.1:nosuchport"}, exitUsage, `-to "127.0.0.1:nosuchport"`},
+		{[]string{"serve", "-to", "127.0.0.1:80", "-listen", "127.0.0.1:70000"}, exitUsage, `-listen "127.0.0.1:70000"`},
 		{[]string{"serve", "-to", "127.0.0.1:80", "-listen", "7000"}, exitUsage, "-listen"},
 		{[]string{"serve", "-to", "127.0.0.1:80", "extra"}, exitUsage, `unexpected argument "extra"`},
 		{[]string{"serve", "-to", "127.0.0.1:80", "-tls-cert", "c.pem"}, exitUsage, "-tls-cert and -tls-key go together"},
@@ -38,6 +41,7 @@ func TestUsage(t *testing.T) {
 		{[]string{"serve", "-h"}, exitOK, "of the target to dial for every stream"},
 
 		{[]string{"forward"}, exitUsage, "-via is required"},
+		{[]string{"forward", "-via", "127.0.0.1:99999"}, exitUsage, `-via "127.0.0.1:99999": address 99999: invalid port`},
 		{[]string{"forward", "-via", "host:7000", "-tls-ca", "ca.pem", "-tls-insecure"}, exitUsage, "exclude each other"},
 		{[]string{"forward", "-via", "host:7000", "-tls-server-name", "x"}, exitUsage, "needs TLS"},
 		{[]string{"forward", "-via", "host:7000", "-dial-timeout", "-1s"}, exitUsage, "must be positive"},

@@ -106,9 +106,8 @@ func runServe(ctx context.Context, ln net.Listener, target string, opts serveOpt
 		}
 		log.Debug("stream opened", "session", session, "stream", st.ID(), "target", tc.RemoteAddr().String())
 		up, down, err := pipe(st, tc)
-		r.untrack(st, tc)
-		log.Debug("stream closed", "session", session, "stream", st.ID(),
-			"bytes_to_target", up, "bytes_from_target", down, "dur", time.Since(start).Round(time.Microsecond), "err", err)
+		logStream(log, err, r.untrack(st, tc), "session", session, "stream", st.ID(),
+			"bytes_to_target", up, "bytes_from_target", down, "dur", time.Since(start).Round(time.Microsecond))
 	}
 
 	loopDone := make(chan error, 1)

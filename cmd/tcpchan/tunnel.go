@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tcpchan/tcpchan"
 )
 
 // Defaults shared by serve and forward.
@@ -86,13 +88,26 @@ func (r *relay) track(conns ...io.Closer) bool {
 	return true
 }
 
-// untrack forgets conns, which the caller has closed.
-func (r *relay) untrack(conns ...io.Closer) {
+// untrack forgets conns, which the caller has closed, and reports whether
+// the relay had cut them off (so that their failure was expected).
+func (r *relay) untrack(conns ...io.Closer) (cutOff bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, c := range conns {
 		delete(r.conns, c)
 	}
+	return r.cutOff
+}
+
+// logStream logs the end of a relayed stream: at DEBUG (shown with -v), or
+// at ERROR if the relay failed other than by being cut off at shutdown, so
+// that a transfer cut short is never silent.
+func logStream(log *slog.Logger, err error, cutOff bool, attrs ...any) {
+	if err != nil && !cutOff {
+		log.Error("stream failed", append(attrs, "err", err)...)
+		return
+	}
+	log.Debug("stream closed", append(attrs, "err", err)...)
 }
 
 // drain waits for the handlers to finish for at most grace, then cuts the
@@ -153,8 +168,11 @@ func pipe(a, b net.Conn) (aToB, bToA int64, err error) {
 			}
 		}
 		first.CompareAndSwap(nil, &err)
-		dst.Close()
-		src.Close()
+		// The ends must see the failure, as they would over one TCP
+		// connection, not a clean end of stream that passes a truncated
+		// transfer off as whole.
+		abort(dst)
+		abort(src)
 	}
 	done := make(chan struct{})
 	go func() {
@@ -172,6 +190,20 @@ func pipe(a, b net.Conn) (aToB, bToA int64, err error) {
 		return aToB, bToA, *p
 	}
 	return aToB, bToA, nil
+}
+
+// abort closes c so that its peer sees an error rather than an end of
+// stream: a TCP reset (zero linger), a tcpchan stream reset.
+func abort(c net.Conn) {
+	switch c := c.(type) {
+	case *tcpchan.Stream:
+		c.Reset()
+	case *net.TCPConn:
+		c.SetLinger(0)
+		c.Close()
+	default:
+		c.Close()
+	}
 }
 
 // acceptLoop accepts connections from ln and hands each to handle in a
@@ -257,6 +289,9 @@ func checkHostPort(flagName, addr string, needHost bool) error {
 	}
 	if port == "" {
 		return usageError("-%s %q: missing port", flagName, addr)
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return usageError("-%s %q: %v", flagName, addr, err)
 	}
 	if needHost && host == "" {
 		return usageError("-%s %q: missing host", flagName, addr)

@@ -660,3 +660,126 @@ func tcpPair(t *testing.T) (net.Conn, net.Conn) {
 	t.Cleanup(func() { c1.Close(); c2.Close() })
 	return c1, c2
 }
+
+// TestTunnelDropLogged: a transfer cut short by a dropped tunnel connection
+// is logged as an error (the default shows errors only), not only in the
+// DEBUG record that -v shows.
+func TestTunnelDropLogged(t *testing.T) {
+	addr := startTCPTarget(t, func(c *net.TCPConn) {
+		buf := make([]byte, 32<<10)
+		for {
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	})
+	tu := startTunnel(t, addr, tunnelConfig{})
+	c, err := net.Dial("tcp", tu.fwdAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.ReadFull(c, make([]byte, 64<<10)); err != nil {
+		t.Fatal(err)
+	}
+	tu.serveLn.accepted()[0].Close()
+	io.Copy(io.Discard, c)
+	time.Sleep(100 * time.Millisecond)
+	if !strings.Contains(tu.fwdLog.String()+tu.serveLog.String(), "level=ERROR") {
+		t.Errorf("a connection cut off by the tunnel drop left no ERROR record at either end")
+	}
+}
+
+// TestTunnelDropFailsTransfer: a download in flight when the tunnel link
+// dies ends with an error at the client (a reset, as over TCP), not with a
+// clean EOF that makes the truncated transfer look complete.
+func TestTunnelDropFailsTransfer(t *testing.T) {
+	started := make(chan struct{}, 1)
+	addr := startTCPTarget(t, func(c *net.TCPConn) {
+		buf := make([]byte, 32<<10)
+		select {
+		case started <- struct{}{}:
+		default:
+		}
+		for { // streams until the connection dies
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	})
+	tu := startTunnel(t, addr, tunnelConfig{})
+	c, err := net.Dial("tcp", tu.fwdAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.ReadFull(c, make([]byte, 64<<10)); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	tu.serveLn.accepted()[0].Close() // the tunnel link drops mid-transfer
+	n, err := io.Copy(io.Discard, c)
+	if err == nil {
+		t.Fatalf("download cut by the tunnel drop ended with a clean EOF after %d more bytes; over TCP the client would see an error (reset)", n)
+	}
+	t.Logf("client saw %v after %d bytes", err, n)
+}
+
+// TestClientAbortReachesTarget: a client that aborts an upload (RST)
+// mid-way: the target does not read a clean EOF, which would make the
+// truncated upload look complete.
+func TestClientAbortReachesTarget(t *testing.T) {
+	got := make(chan string, 1)
+	addr := startTCPTarget(t, func(c *net.TCPConn) {
+		h := sha256.New()
+		n, err := io.Copy(h, c)
+		got <- fmt.Sprintf("read %d bytes, err=%v", n, err)
+	})
+	tu := startTunnel(t, addr, tunnelConfig{})
+	c, err := net.Dial("tcp", tu.fwdAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(c, io.LimitReader(seeded(7), 256<<10)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	c.(*net.TCPConn).SetLinger(0)
+	c.Close() // abort: RST, not FIN
+	select {
+	case s := <-got:
+		if strings.HasSuffix(s, "err=<nil>") {
+			t.Fatalf("client aborted (RST) mid-upload, but the target saw a clean EOF: %s", s)
+		}
+		t.Logf("target: %s", s)
+	case <-time.After(20 * time.Second):
+		t.Fatal("target never finished reading")
+	}
+}
+
+// TestTargetAbortReachesClient: a target that aborts its reply (RST)
+// mid-way: the client sees an error, not a clean EOF.
+func TestTargetAbortReachesClient(t *testing.T) {
+	addr := startTCPTarget(t, func(c *net.TCPConn) {
+		c.Write(make([]byte, 100<<10))
+		time.Sleep(300 * time.Millisecond)
+		c.SetLinger(0)
+		c.Close()
+	})
+	tu := startTunnel(t, addr, tunnelConfig{})
+	c, err := net.Dial("tcp", tu.fwdAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	n, err := io.Copy(io.Discard, c)
+	if err == nil {
+		t.Fatalf("target reset its connection after %d bytes, but the client read a clean EOF", n)
+	}
+	t.Logf("client saw %v after %d bytes", err, n)
+}
