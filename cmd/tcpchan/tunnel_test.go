@@ -681,12 +681,7 @@ func TestTunnelDropFailsTransfer(t *testing.T) {
 		}
 	})
 	tu := startTunnel(t, addr, tunnelConfig{})
-	c, err := net.Dial("tcp", tu.fwdAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(20 * time.Second))
+	c := dialForward(t, tu)
 	if _, err := io.ReadFull(c, make([]byte, 64<<10)); err != nil {
 		t.Fatal(err)
 	}
@@ -718,10 +713,7 @@ func TestClientAbortReachesTarget(t *testing.T) {
 		got <- fmt.Sprintf("read %d bytes, err=%v", n, err)
 	})
 	tu := startTunnel(t, addr, tunnelConfig{})
-	c, err := net.Dial("tcp", tu.fwdAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := dialForward(t, tu)
 	if _, err := io.Copy(c, io.LimitReader(seeded(7), 256<<10)); err != nil {
 		t.Fatal(err)
 	}
@@ -749,15 +741,23 @@ func TestTargetAbortReachesClient(t *testing.T) {
 		c.Close()
 	})
 	tu := startTunnel(t, addr, tunnelConfig{})
-	c, err := net.Dial("tcp", tu.fwdAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(20 * time.Second))
+	c := dialForward(t, tu)
 	n, err := io.Copy(io.Discard, c)
 	if err == nil {
 		t.Fatalf("target reset its connection after %d bytes, but the client read a clean EOF", n)
 	}
 	t.Logf("client saw %v after %d bytes", err, n)
+}
+
+// dialForward connects to tu's forward end, closed when the test ends,
+// with a deadline ample for any transfer of these tests.
+func dialForward(t *testing.T, tu *tunnel) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", tu.fwdAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	return c
 }
