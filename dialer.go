@@ -240,20 +240,19 @@ func (d *Dialer) dialShared(ctx context.Context, key, network, address string) (
 		})
 		select {
 		case r := <-ch:
-			if errors.Is(r.Err, errAbandoned) {
-				if ctx.Err() == nil {
-					continue // joined a dial just as its callers gave up
+			switch {
+			case !errors.Is(r.Err, errAbandoned):
+				if r.Err != nil {
+					return nil, r.Err
 				}
-				// This caller gave up too: say so, as below.
-				return nil, fmt.Errorf("tcpchan: dial %s %s: %w", network, address, ctx.Err())
+				return r.Val.(*Session), nil
+			case ctx.Err() == nil:
+				continue // joined a dial just as its callers gave up
 			}
-			if r.Err != nil {
-				return nil, r.Err
-			}
-			return r.Val.(*Session), nil
+			// This caller gave up too.
 		case <-ctx.Done():
-			return nil, fmt.Errorf("tcpchan: dial %s %s: %w", network, address, ctx.Err())
 		}
+		return nil, fmt.Errorf("tcpchan: dial %s %s: %w", network, address, ctx.Err())
 	}
 }
 

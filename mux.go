@@ -262,7 +262,7 @@ type Session struct {
 	lastPeerID    uint32       // highest stream ID the peer opened
 	incoming      int          // open streams the peer opened
 	heldResets    atomic.Int32 // of those, ones the peer reset that the application has not closed: the peer no longer counts them
-	earlyRefusals int          // refusals excused because the peer had not answered a ping yet (see refusalExcused)
+	earlyRefusals int          // refusals excused because the peer had not answered a ping yet (see refusalExcusedLocked)
 	outgoing      int          // open streams this side opened, which the peer's maxStreams bounds
 	peer          settings
 	goAwaySent    bool // Shutdown: refuse new streams
@@ -305,7 +305,7 @@ type Session struct {
 
 	handshakeDone atomic.Bool // the peer's preface was read
 	writeShut     atomic.Bool // Shutdown half-closed the connection: write nothing more
-	closing       atomic.Bool // Close began: Writes and OpenStream fail, as after it
+	closing       atomic.Bool // Close began, or Shutdown's half-close: Writes and OpenStream fail, as after Close
 	hsTimer       *time.Timer
 	wTimer        *time.Timer
 
@@ -472,7 +472,7 @@ func (s *Session) OpenStream() (*Stream, error) {
 	if err := s.Err(); err != nil {
 		return nil, err
 	}
-	if s.closing.Load() || s.writeShut.Load() {
+	if s.closing.Load() {
 		return nil, errSessionClosed
 	}
 	s.smu.Lock()
@@ -626,6 +626,7 @@ func (s *Session) closeGracefully(flushCtx, lingerCtx context.Context) error {
 	if !ok {
 		return nil
 	}
+	s.closing.Store(true) // set before writeShut: Writes fail rather than go nowhere
 	s.writeShut.Store(true)
 	cw.CloseWrite()
 	s.lurk() // for the peer's end
@@ -836,8 +837,9 @@ func (s *Session) pingAcked(id uint32) bool {
 	// returns a record at a time, so there (on Linux) the socket under it
 	// tells instead: an answer with half a read buffer or more still
 	// waiting in it is left out too. Without this, a receiving session
-	// over TLS on loopback took itself for one on a long link in 11 and
-	// 14 of 30 starts under 16 bulk streams; with it, in 2 and 2.
+	// over TLS on loopback took itself for one on a long link in 12 and
+	// 14 of 30 starts under 16 bulk streams; with it, in 2 and 4
+	// (BenchmarkTLSStartupRTT).
 	sample := max(s.clock()-w.sent, 1)
 	s.rttCount.Add(1)
 	if s.rt.drainedRuns >= 2 && (s.rt.backlog == nil || s.rt.backlog() < s.br.Size()/2) {

@@ -477,7 +477,7 @@ func (st *Stream) writeErrLocked() error {
 	if err := st.sess.Err(); err != nil {
 		return err
 	}
-	if st.sess.closing.Load() || st.sess.writeShut.Load() {
+	if st.sess.closing.Load() {
 		return errSessionClosed // nothing more goes out
 	}
 	if st.dl != nil && st.dl.write.expired {
@@ -565,7 +565,10 @@ func (st *Stream) Close() error {
 // costs the peer nothing to forget; one this side opened and resets
 // before the peer sent anything on it counts against this side in the
 // peer's glitch budget (see Config.MaxGlitches: "rapid reset").
-func (st *Stream) Reset() error {
+func (st *Stream) Reset() error { return st.reset(codeCancel) }
+
+// reset is Reset, sending code in the RST.
+func (st *Stream) reset(code errCode) error {
 	st.mu.Lock()
 	if st.has(stClosed) {
 		st.mu.Unlock()
@@ -586,7 +589,7 @@ func (st *Stream) Reset() error {
 		s.removeStream(st)
 	}
 	if send {
-		s.queueControl(frameHeader{typ: frameReset, streamID: st.id, length: uint32(codeCancel)})
+		s.queueControl(frameHeader{typ: frameReset, streamID: st.id, length: uint32(code)})
 	}
 	return nil
 }
@@ -610,23 +613,7 @@ func (st *Stream) stopPeerLocked() bool {
 // sees ErrStreamRefused, which tells it that nothing of the stream was
 // processed and a retry is safe, where Close's FIN would read as an empty
 // reply.
-func (st *Stream) refuse() {
-	st.mu.Lock()
-	if st.has(stClosed|stReset) || st.sess.Err() != nil {
-		st.mu.Unlock()
-		st.Close()
-		return
-	}
-	st.state |= stClosed | stWriteClosed
-	st.resetLocked(0)
-	st.stopDeadlinesLocked()
-	done := st.removableLocked()
-	st.mu.Unlock()
-	if done {
-		st.sess.removeStream(st)
-	}
-	st.sess.queueControl(frameHeader{typ: frameReset, streamID: st.id, length: uint32(codeRefused)})
-}
+func (st *Stream) refuse() { st.reset(codeRefused) }
 
 // discardLocked frees buffered data, crediting the session window so
 // discarded bytes never leak the peer's credit.
