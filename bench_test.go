@@ -1,6 +1,7 @@
 package tcpchan
 
 import (
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -381,4 +382,63 @@ func BenchmarkPingPongUnderBulk(b *testing.B) {
 			ping.Close()
 		})
 	}
+}
+
+// BenchmarkTLSStartupRTT starts a session over TLS on loopback and at once
+// 16 streams that each send 4 MiB, as a receiving session's start-up pings
+// meet a bulk transfer, and reports the fraction of receiving and sending
+// sessions whose minimum round trip ended at minAutotuneRTT or more, which
+// would take loopback for a long link:
+//
+//	go test -run '^$' -bench TLSStartupRTT -benchtime 30x .
+func BenchmarkTLSStartupRTT(b *testing.B) {
+	serverTLS, clientTLS := testTLSConfigs(b)
+	const streams, size = 16, 4 << 20
+	b.SetBytes(streams * size)
+	b.ReportAllocs()
+	var longRecv, longSend int
+	for range b.N {
+		c1, c2 := tcpConnPair(b)
+		client, server := sessionPair(b, tls.Client(c1, clientTLS), tls.Server(c2, serverTLS), nil, nil)
+		var wg sync.WaitGroup
+		for range streams {
+			wg.Go(func() {
+				st, err := client.OpenStream()
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				defer st.Close()
+				buf := make([]byte, 32<<10)
+				for n := 0; n < size; n += len(buf) {
+					if _, err := st.Write(buf); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			wg.Go(func() {
+				st, err := server.AcceptStream()
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				defer st.Close()
+				if n, err := io.Copy(io.Discard, st); err != nil || n != size {
+					b.Errorf("received %d bytes (%v), want %d", n, err, size)
+				}
+			})
+		}
+		wg.Wait()
+		if server.minRTT() >= minAutotuneRTT {
+			longRecv++
+		}
+		if client.minRTT() >= minAutotuneRTT {
+			longSend++
+		}
+		client.Close()
+		server.Close()
+	}
+	b.ReportMetric(float64(longRecv)/float64(b.N), "long-recv/op")
+	b.ReportMetric(float64(longSend)/float64(b.N), "long-send/op")
 }
