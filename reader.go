@@ -927,7 +927,7 @@ func (s *Session) handleData(h frameHeader) error {
 	}
 	st.recvAvail -= int64(n)
 	fin := h.flags&flagFIN != 0
-	reset := false
+	reset, update := false, false
 	switch {
 	case st.has(stReset):
 		s.consumed(n)
@@ -936,6 +936,11 @@ func (s *Session) handleData(h frameHeader) error {
 		// has not finished gets an RST so it stops sending.
 		s.consumed(n)
 		reset = n > 0 && !fin && !st.has(stResetAfterFIN) && st.stopPeerLocked()
+	case st.has(stReadClosed):
+		// Discarded as if read at once, so the peer never waits for
+		// credit (CloseRead).
+		st.consumedLocked(n)
+		update, st.updatePending = st.updatePending, false
 	case n > 0:
 		st.deliverLocked(payload)
 		if !fin {
@@ -956,6 +961,9 @@ func (s *Session) handleData(h frameHeader) error {
 	}
 	if reset {
 		return s.queueReply(frameHeader{typ: frameReset, streamID: st.id, length: uint32(codeCancel)})
+	}
+	if update {
+		s.wakeWriter() // consumedLocked queued a WINDOW_UPDATE for a Read to send
 	}
 	return nil
 }

@@ -205,6 +205,7 @@ func TestReadTokenInterrupted(t *testing.T) {
 		check func(err error) bool
 	}{
 		{"Close", func(st *Stream) { st.Close() }, func(err error) bool { return errors.Is(err, net.ErrClosed) }},
+		{"CloseRead", func(st *Stream) { st.CloseRead() }, func(err error) bool { return errors.Is(err, net.ErrClosed) }},
 		{"past read deadline", func(st *Stream) { st.SetReadDeadline(time.Now().Add(-time.Second)) }, isTimeout},
 		{"read deadline", func(st *Stream) { st.SetReadDeadline(time.Now().Add(20 * time.Millisecond)) }, isTimeout},
 		{"deadline", func(st *Stream) { st.SetDeadline(time.Now().Add(20 * time.Millisecond)) }, isTimeout},

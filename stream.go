@@ -12,6 +12,7 @@ import (
 var (
 	errStreamClosed = fmt.Errorf("tcpchan: use of closed stream: %w", net.ErrClosed)
 	errWriteClosed  = fmt.Errorf("tcpchan: write after CloseWrite: %w", net.ErrClosed)
+	errReadClosed   = fmt.Errorf("tcpchan: read after CloseRead: %w", net.ErrClosed)
 )
 
 // Stream is one bidirectional byte stream of a Session. It implements
@@ -62,7 +63,7 @@ type Stream struct {
 }
 
 // streamState is a set of flags guarded by Stream.mu.
-type streamState uint16
+type streamState uint32
 
 const (
 	stSynPending    streamState = 1 << iota // SYN not yet sent
@@ -81,6 +82,7 @@ const (
 	stCreditWait                            // the Write holding wbuf waits for credit, counted likewise
 	stResetAfterFIN                         // closed while the peer still sends: RST CANCEL goes right behind the FIN
 	stHeldReset                             // the peer reset this stream it opened before the application closed it: counted in Session.heldResets
+	stReadClosed                            // CloseRead called: received data is discarded and credited back
 )
 
 func (st *Stream) has(f streamState) bool { return st.state&f != 0 }
@@ -113,8 +115,8 @@ func (st *Stream) LocalAddr() net.Addr { return st.sess.LocalAddr() }
 func (st *Stream) RemoteAddr() net.Addr { return st.sess.RemoteAddr() }
 
 // Read reads data the peer sent. After the peer's FIN it returns io.EOF once
-// the buffered data is drained. After a local Close it fails with an error
-// matching net.ErrClosed; after the peer's RST, with ErrStreamReset (or
+// the buffered data is drained. After a local Close or CloseRead it fails
+// with an error matching net.ErrClosed; after the peer's RST, with ErrStreamReset (or
 // ErrStreamRefused); when the read deadline passes, with
 // os.ErrDeadlineExceeded, leaving the stream usable; when the session ends,
 // with the session's error.
@@ -235,6 +237,8 @@ func (st *Stream) readErrLocked() error {
 	switch {
 	case st.has(stClosed):
 		return errStreamClosed
+	case st.has(stReadClosed):
+		return errReadClosed
 	case st.has(stReset) && !st.has(stRecvFIN):
 		// An RST after the peer's FIN only stopped this side's sending:
 		// what the FIN completed stays readable up to io.EOF.
@@ -362,6 +366,11 @@ func (st *Stream) consumedLocked(n int) {
 			most = min(most, int64(s.cfg.InitialStreamWindow)+int64(s.cfg.SessionWindow/2)/int64(n))
 		}
 		target = min(target, most)
+	}
+	if st.has(stReadClosed) {
+		// Nobody reads it: a larger window would only queue discarded
+		// bytes ahead of other streams' frames.
+		target = int64(s.cfg.InitialStreamWindow)
 	}
 	if grow := target - st.recvWindow; grow > 0 {
 		// As far as the budget allows: what streams above their share
@@ -512,6 +521,48 @@ func (st *Stream) CloseWrite() error {
 	return nil
 }
 
+// CloseRead shuts down the reading side, as on a TCP connection: data
+// received but not read is discarded, and so is what the peer sends
+// afterwards, credited back to it so that its Writes never wait for a
+// reader that is gone. The peer is not told; Close or Reset stop its
+// sending. A blocked Read returns at once, and later Reads fail, with an
+// error matching net.ErrClosed; Write keeps working. CloseRead after Close
+// fails with an error matching net.ErrClosed; after the peer's RST, with
+// ErrStreamReset or ErrStreamRefused; when the session has ended, with the
+// session's error. Calling it again does nothing.
+func (st *Stream) CloseRead() error {
+	st.mu.Lock()
+	if st.has(stClosed) {
+		st.mu.Unlock()
+		return errStreamClosed
+	}
+	if st.has(stReadClosed) {
+		st.mu.Unlock()
+		return nil
+	}
+	st.state |= stReadClosed
+	st.rcond.Broadcast()
+	st.sess.interruptRead(st)
+	var err error
+	switch {
+	case st.has(stReset):
+		err = st.resetErrLocked()
+	case st.sess.Err() != nil:
+		err = st.sess.Err()
+	default:
+		n := st.buffered
+		st.freeBufferLocked()
+		st.consumedLocked(n)
+	}
+	kick := st.updatePending
+	st.updatePending = false
+	st.mu.Unlock()
+	if kick {
+		st.sess.writeDirect(nil)
+	}
+	return err
+}
+
 // Close closes the stream. Data already written is still delivered, followed
 // by FIN, so the peer reads everything and then io.EOF; data received but
 // not read is discarded, and if the peer keeps sending (or waits for credit
@@ -618,9 +669,12 @@ func (st *Stream) refuse() { st.reset(codeRefused) }
 // discardLocked frees buffered data, crediting the session window so
 // discarded bytes never leak the peer's credit.
 func (st *Stream) discardLocked() {
-	if st.buffered > 0 {
-		st.sess.consumed(st.buffered)
-	}
+	st.sess.consumed(st.buffered)
+	st.freeBufferLocked()
+}
+
+// freeBufferLocked frees buffered data, crediting nothing.
+func (st *Stream) freeBufferLocked() {
 	for c := st.rhead; c != nil; {
 		next := c.next
 		putChunk(c)

@@ -680,3 +680,149 @@ func TestStreamReset(t *testing.T) {
 		t.Errorf("stream after the unsent reset one: %v", err)
 	}
 }
+
+// TestCloseRead: after CloseRead, a blocked Read returns and later Reads
+// fail with net.ErrClosed; what the peer sends, before and after, is
+// discarded and credited back (its Writes of many windows' worth complete,
+// and the session's other streams keep their credit); the stream's window
+// does not grow for the discarded bytes; Write still works.
+func TestCloseRead(t *testing.T) {
+	t.Parallel()
+	for _, kind := range []string{"tcp", "pipe"} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			cfg := &Config{InitialStreamWindow: 64 << 10, SessionWindow: 1 << 20}
+			var client, server *Session
+			if kind == "tcp" {
+				client, server = tcpSessions(t, cfg, cfg)
+			} else {
+				client, server = pipeSessions(t, cfg, cfg)
+			}
+			a, b := streamPair(t, client, server)
+
+			// Unread data in b's buffer, and a Read blocked on it after.
+			if _, err := a.Write([]byte("unread")); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the data to arrive", func() bool {
+				b.mu.Lock()
+				defer b.mu.Unlock()
+				return b.buffered > 0
+			})
+			buf := make([]byte, 6)
+			if _, err := io.ReadFull(b, buf); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.Write([]byte("unread")); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "more data to arrive", func() bool {
+				b.mu.Lock()
+				defer b.mu.Unlock()
+				return b.buffered > 0
+			})
+			rerr := make(chan error, 1)
+			other := make([]byte, 1)
+			c, d := streamPair(t, client, server)
+			go func() {
+				_, err := d.Read(other) // blocks: nothing sent on c yet
+				rerr <- err
+			}()
+
+			if err := b.CloseRead(); err != nil {
+				t.Fatalf("CloseRead: %v", err)
+			}
+			if err := b.CloseRead(); err != nil {
+				t.Errorf("second CloseRead: %v, want nil", err)
+			}
+			if _, err := b.Read(buf); !errors.Is(err, net.ErrClosed) {
+				t.Errorf("Read after CloseRead: %v, want net.ErrClosed", err)
+			}
+
+			// 48 stream windows, three session windows: without the
+			// credit the Write would stall after the first window.
+			a.SetWriteDeadline(time.Now().Add(10 * time.Second))
+			if n, err := a.Write(make([]byte, 3*cfg.SessionWindow)); err != nil {
+				t.Fatalf("peer's Write after CloseRead: %d bytes, %v", n, err)
+			}
+			// The other stream still has session credit.
+			if _, err := c.Write([]byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			if err := recvErr(t, rerr); err != nil {
+				t.Fatalf("Read on another stream: %v", err)
+			}
+			// Alone in its session, a stream that is read grows its
+			// window; one nobody reads keeps it.
+			c.Close()
+			d.Close()
+			waitFor(t, "the other stream to leave the session", func() bool { return server.numStreams.Load() == 1 })
+			if n, err := a.Write(make([]byte, 3*cfg.SessionWindow)); err != nil {
+				t.Fatalf("peer's Write after CloseRead: %d bytes, %v", n, err)
+			}
+			b.mu.Lock()
+			win := b.recvWindow
+			b.mu.Unlock()
+			if win != int64(cfg.InitialStreamWindow) {
+				t.Errorf("window of the read-closed stream %d, want %d", win, cfg.InitialStreamWindow)
+			}
+
+			// Writing back still works, up to the peer's EOF.
+			if _, err := b.Write([]byte("reply")); err != nil {
+				t.Fatalf("Write after CloseRead: %v", err)
+			}
+			if err := b.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(a)
+			if err != nil || string(got) != "reply" {
+				t.Fatalf("peer read %q, %v; want \"reply\", nil", got, err)
+			}
+			if err := a.Close(); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the stream to leave the session", func() bool {
+				b.mu.Lock()
+				defer b.mu.Unlock()
+				return b.has(stRemoved)
+			})
+			if err := b.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.CloseRead(); !errors.Is(err, net.ErrClosed) {
+				t.Errorf("CloseRead after Close: %v, want net.ErrClosed", err)
+			}
+		})
+	}
+}
+
+// TestCloseReadUnblocksRead: CloseRead ends a Read blocked on an idle
+// stream, waiting for the session's reader goroutine. (A Read holding the
+// read token: TestReadTokenInterrupted.)
+func TestCloseReadUnblocksRead(t *testing.T) {
+	t.Parallel()
+	for _, kind := range []string{"tcp", "pipe"} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			var client, server *Session
+			if kind == "tcp" {
+				client, server = tcpSessions(t, nil, nil)
+			} else {
+				client, server = pipeSessions(t, nil, nil)
+			}
+			_, b := streamPair(t, client, server)
+			rerr := make(chan error, 1)
+			go func() {
+				_, err := b.Read(make([]byte, 10))
+				rerr <- err
+			}()
+			time.Sleep(20 * time.Millisecond) // let the Read block
+			if err := b.CloseRead(); err != nil {
+				t.Fatal(err)
+			}
+			if err := recvErr(t, rerr); !errors.Is(err, net.ErrClosed) {
+				t.Errorf("blocked Read: %v, want net.ErrClosed", err)
+			}
+		})
+	}
+}
