@@ -208,15 +208,25 @@ func appendPreface(b []byte, s settings) []byte {
 	return b
 }
 
+// checkPrefaceStart checks the first bytes of a preface, up to the
+// version (up to len(magic)+1 bytes), as far as b goes. Errors wrap
+// ErrHandshake.
+func checkPrefaceStart(b []byte) error {
+	if k := min(len(b), len(magic)); string(b[:k]) != string(magic[:k]) {
+		return fmt.Errorf("%w: peer did not send the tcpchan preface (got %q)", ErrHandshake, b)
+	}
+	if len(b) > len(magic) && b[len(magic)] != protocolVersion {
+		return fmt.Errorf("%w: peer speaks protocol version %d, want %d", ErrHandshake, b[len(magic)], protocolVersion)
+	}
+	return nil
+}
+
 // decodePreface parses and validates a preface (prefaceSize bytes). Errors
 // wrap ErrHandshake.
 func decodePreface(b []byte) (settings, error) {
 	_ = b[prefaceSize-1]
-	if [7]byte(b[:7]) != magic {
-		return settings{}, fmt.Errorf("%w: peer did not send the tcpchan preface (got %q)", ErrHandshake, b[:8])
-	}
-	if b[7] != protocolVersion {
-		return settings{}, fmt.Errorf("%w: peer speaks protocol version %d, want %d", ErrHandshake, b[7], protocolVersion)
+	if err := checkPrefaceStart(b[:len(magic)+1]); err != nil {
+		return settings{}, err
 	}
 	s := settings{
 		streamWindow:  binary.BigEndian.Uint32(b[8:]),

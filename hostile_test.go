@@ -730,6 +730,8 @@ func TestHandshakeAttacks(t *testing.T) {
 		{"TLS ClientHello", []byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01}, false, 0, `did not send the tcpchan preface (got "\x16")`},
 		{"SSH banner", []byte("SSH-2.0-OpenSSH_9.6\r\n"), false, 0, `(got "S")`},
 		{"magic cut short by a wrong byte", []byte("TCPCHAT"), false, 0, `(got "TCPCHAT")`},
+		{"wrong byte, then silence", []byte("TCX"), false, 0, `(got "TCX")`},
+		{"wrong version, then silence", []byte("TCPCHAN\x02"), false, 0, "protocol version 2, want 1"},
 		{"version 0", preface(func(b []byte) { b[7] = 0 }), false, 0, "protocol version 0, want 1"},
 		{"version 255", preface(func(b []byte) { b[7] = 255 }), false, 0, "protocol version 255, want 1"},
 		{"stream window too small", preface(func(b []byte) { binary.BigEndian.PutUint32(b[8:], 65535) }), false, 0, "stream window 65535 outside"},

@@ -655,7 +655,13 @@ func (s *Session) readError(err error, midFrame bool) error {
 // readPreface reads and checks the peer's preface, failing at the first
 // byte that cannot start one rather than waiting for all of it.
 func (s *Session) readPreface() error {
-	for _, n := range []int{1, len(magic), prefaceSize} {
+	// One byte at a time up to the version, so that a wrong one fails at
+	// once even if nothing follows it (the whole preface usually arrives
+	// in the first read: the later Peeks read nothing).
+	for n := 1; n <= prefaceSize; n++ {
+		if n > len(magic)+1 {
+			n = prefaceSize
+		}
 		b, err := s.br.Peek(n)
 		if err != nil {
 			if e := s.Err(); e != nil {
@@ -669,8 +675,10 @@ func (s *Session) readPreface() error {
 			}
 			return fmt.Errorf("%w: reading the preface: %w", ErrHandshake, err)
 		}
-		if n < prefaceSize && string(b) != string(magic[:n]) {
-			return fmt.Errorf("%w: peer did not send the tcpchan preface (got %q)", ErrHandshake, b)
+		if n <= len(magic)+1 {
+			if err := checkPrefaceStart(b); err != nil {
+				return err
+			}
 		}
 	}
 	b, _ := s.br.Peek(prefaceSize)
