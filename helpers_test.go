@@ -112,3 +112,49 @@ func forceShortLink(t *testing.T, sessions ...*Session) {
 		s.rtt.Store(1)
 	}
 }
+
+// delayProxy relays between a and b with a fixed one-way delay in each
+// direction, propagating half-closes (also delayed), like a long link.
+func delayProxy(t *testing.T, delay time.Duration) (clientEnd, serverEnd net.Conn) {
+	t.Helper()
+	c1, p1 := tcpConnPair(t) // c1: client side, p1: proxy's end towards the client
+	p2, c2 := tcpConnPair(t) // p2: proxy's end towards the server, c2: server side
+	pipe := func(dst, src net.Conn) {
+		type chunk struct {
+			at  time.Time
+			b   []byte
+			eof bool
+		}
+		ch := make(chan chunk, 4096)
+		go func() {
+			for c := range ch {
+				time.Sleep(time.Until(c.at))
+				if c.eof {
+					dst.(*net.TCPConn).CloseWrite()
+					return
+				}
+				if _, err := dst.Write(c.b); err != nil {
+					return
+				}
+			}
+		}()
+		go func() {
+			defer close(ch)
+			for {
+				buf := make([]byte, 32<<10)
+				n, err := src.Read(buf)
+				if n > 0 {
+					ch <- chunk{at: time.Now().Add(delay), b: buf[:n]}
+				}
+				if err != nil {
+					ch <- chunk{at: time.Now().Add(delay), eof: true}
+					return
+				}
+			}
+		}()
+	}
+	pipe(p2, p1)
+	pipe(p1, p2)
+	t.Cleanup(func() { p1.Close(); p2.Close() })
+	return c1, c2
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -1058,5 +1059,175 @@ func TestRemoteAddrAfterPreface(t *testing.T) {
 	}
 	if !server.sameHost.Load() {
 		t.Error("sameHost false on loopback once the preface arrived")
+	}
+}
+
+// TestWriteBlockedAcrossCloseReportsDroppedData: a Write blocked for credit
+// when Session.Close begins must not report success for bytes that were
+// framed after Close half-closed the connection (they were dropped): it
+// fails with net.ErrClosed and the count the peer received at most.
+// (Found by a review helper.)
+func TestWriteBlockedAcrossCloseReportsDroppedData(t *testing.T) {
+	t.Parallel()
+	// With no deadline the Write waits for credit holding the read token;
+	// with one it waits for the reader goroutine and the writer goroutine.
+	for _, deadline := range []bool{false, true} {
+		t.Run(map[bool]string{false: "token", true: "deadline"}[deadline], func(t *testing.T) {
+			t.Parallel()
+			testWriteBlockedAcrossClose(t, deadline)
+		})
+	}
+}
+
+func testWriteBlockedAcrossClose(t *testing.T, deadline bool) {
+	c1, c2 := delayProxy(t, 30*time.Millisecond)
+	a, b := sessionPair(t, c1, c2, nil, nil)
+	sa, err := a.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 320 << 10 // the peer's stream window is 256 KiB
+	p := make([]byte, size)
+	for i := range p {
+		p[i] = byte(i)
+	}
+	type res struct {
+		n   int
+		err error
+	}
+	wres := make(chan res, 1)
+	if deadline {
+		sa.SetWriteDeadline(time.Now().Add(time.Minute))
+	}
+	go func() {
+		n, err := sa.Write(p)
+		wres <- res{n, err}
+	}()
+	sb, err := b.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the Write to wait for credit", func() bool {
+		sa.mu.Lock()
+		defer sa.mu.Unlock()
+		return a.handshakeDone.Load() && sa.sendCredit == 0 && len(sa.wbuf) > 0
+	})
+	// The peer reads: its WINDOW_UPDATE is on its way (30 ms) when Close
+	// begins, as on any link with latency.
+	got := make([]byte, 0, size)
+	buf := make([]byte, 200<<10)
+	if _, err := io.ReadFull(sb, buf); err != nil {
+		t.Fatal(err)
+	}
+	got = append(got, buf...)
+	closed := make(chan struct{})
+	go func() { a.Close(); close(closed) }()
+
+	r := <-wres
+	for {
+		n, err := sb.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil {
+			break
+		}
+	}
+	<-closed
+	t.Logf("Write returned n=%d err=%v; peer received %d bytes", r.n, r.err, len(got))
+	if r.n > len(got) {
+		t.Fatalf("Write reported %d bytes written (err %v), but the peer received only %d: %d bytes silently dropped",
+			r.n, r.err, len(got), r.n-len(got))
+	}
+	if r.n < size && !errors.Is(r.err, net.ErrClosed) {
+		t.Fatalf("Write took %d of %d bytes and returned %v, want an error matching net.ErrClosed", r.n, size, r.err)
+	}
+}
+
+// TestWriteBlockedAcrossCloseCreditAfterFIN: a Write blocked for credit
+// when Session.Close begins must fail (the
+// Close doc: "Blocked calls on the session's streams ... fail with an error
+// matching net.ErrClosed"). If credit arrives while Close lingers after its
+// half-close, the rest of the Write is framed into batches that are never
+// written, and the Write reported success for bytes the peer never got.
+// (Found by a review helper.)
+func TestWriteBlockedAcrossCloseCreditAfterFIN(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	const window = 64 << 10
+	const extra = 100
+	got := make(chan int64, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- -1
+			return
+		}
+		defer c.Close()
+		c.Write(appendPreface(nil, settings{streamWindow: window, sessionWindow: 1 << 20, maxFrameSize: 1024, maxStreams: 100}))
+		// Read the client's preface and frames until its half-close,
+		// counting DATA payload bytes.
+		pre := make([]byte, prefaceSize)
+		if _, err := io.ReadFull(c, pre); err != nil {
+			got <- -1
+			return
+		}
+		var data int64
+		hdr := make([]byte, headerSize)
+		for {
+			if _, err := io.ReadFull(c, hdr); err != nil {
+				break // EOF: the client's half-close
+			}
+			typ := hdr[0]
+			n := binary.BigEndian.Uint32(hdr[8:12])
+			if typ == 0 { // DATA
+				io.CopyN(io.Discard, c, int64(n))
+				data += int64(n)
+			}
+		}
+		// Credit crossing the client's FIN, as a peer that was reading
+		// sends it.
+		c.Write(appendHeader(nil, frameHeader{typ: frameWindowUpdate, streamID: 1, length: window}))
+		time.Sleep(300 * time.Millisecond)
+		got <- data
+	}()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := Client(conn, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := client.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		n   int
+		err error
+	}
+	wr := make(chan result, 1)
+	go func() {
+		n, err := st.Write(make([]byte, window+extra))
+		wr <- result{n, err}
+	}()
+	time.Sleep(200 * time.Millisecond) // the Write waits for credit
+	select {
+	case r := <-wr:
+		t.Fatalf("Write returned before Close: %d, %v", r.n, r.err)
+	default:
+	}
+	client.Close()
+	r := <-wr
+	sent := <-got
+	t.Logf("Write = %d, %v; peer received %d data bytes", r.n, r.err, sent)
+	if r.err == nil && sent < int64(r.n) {
+		t.Errorf("Write blocked when Close began returned %d, nil, but only %d bytes reached the peer: %d bytes silently lost", r.n, sent, int64(r.n)-sent)
+	}
+	if !errors.Is(r.err, net.ErrClosed) {
+		t.Errorf("blocked Write after Session.Close: err = %v, want net.ErrClosed", r.err)
 	}
 }

@@ -92,9 +92,12 @@ func (st *Stream) readyLocked() bool {
 }
 
 // pendingLocked is the data a Write has offered and the writer has not yet
-// framed; after Close or reset the rest of that Write is abandoned.
+// framed; after Close or reset the rest of that Write is abandoned, as it
+// is once Session.Close begins: the connection is half-closed after the
+// flush, and what a Write blocked for credit would frame after that would
+// go nowhere while the Write reported it sent.
 func (st *Stream) pendingLocked() []byte {
-	if st.has(stClosed | stReset) {
+	if st.has(stClosed|stReset) || st.sess.closing.Load() {
 		return nil
 	}
 	return st.wbuf
