@@ -663,6 +663,12 @@ func (s *Session) Shutdown(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-s.dying:
+			if s.NumStreams() == 0 {
+				// The last stream finished before the session ended
+				// (the peer's own Shutdown closed the connection right
+				// after): nothing was cut off.
+				continue
+			}
 			// Streams still open were cut off.
 			err := s.Err()
 			s.Close()

@@ -1231,3 +1231,50 @@ func TestWriteBlockedAcrossCloseCreditAfterFIN(t *testing.T) {
 		t.Errorf("blocked Write after Session.Close: err = %v, want net.ErrClosed", r.err)
 	}
 }
+
+// TestMutualShutdown: both ends shut down gracefully.
+// The server's Shutdown is waiting for its last stream when the client
+// finishes that stream, and the client's Shutdown then half-closes the
+// connection. The server's stream has finished (both FINs) before its
+// session sees the end of the connection, so nothing was cut off: its
+// Shutdown should return nil, as the client's does. (Found by a review
+// helper: it returned ErrGoAway.)
+func TestMutualShutdown(t *testing.T) {
+	t.Parallel()
+	for _, transport := range []string{"tcp", "pipe"} {
+		t.Run(transport, func(t *testing.T) {
+			t.Parallel()
+			var client, server *Session
+			if transport == "tcp" {
+				client, server = tcpSessions(t, nil, nil)
+			} else {
+				client, server = pipeSessions(t, nil, nil)
+			}
+			a, b := streamPair(t, client, server)
+			if _, err := a.Write([]byte("request")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(b, make([]byte, 7)); err != nil {
+				t.Fatal(err)
+			}
+			b.Write([]byte("reply"))
+			b.CloseWrite()
+			if got, err := io.ReadAll(a); err != nil || string(got) != "reply" {
+				t.Fatalf("client read %q, %v", got, err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			sres := make(chan error, 1)
+			go func() { sres <- server.Shutdown(ctx) }()
+			time.Sleep(150 * time.Millisecond) // the server polls its stream table
+			a.CloseWrite()                      // the server's last stream finishes
+			cerr := client.Shutdown(ctx)
+			serr := <-sres
+			b.Close()
+			a.Close()
+			if cerr != nil || serr != nil {
+				t.Fatalf("client Shutdown: %v; server Shutdown: %v (server streams left: %d)", cerr, serr, server.NumStreams())
+			}
+		})
+	}
+}
