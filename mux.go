@@ -411,7 +411,8 @@ func (s *Session) clock() int64 { return int64(time.Since(s.start)) }
 // error matching net.ErrClosed after Close, or one wrapping the cause
 // (ErrProtocol, ErrHandshake, ErrKeepAliveTimeout, ErrWriteTimeout, ErrGoAway
 // after the peer's graceful shutdown, io.ErrUnexpectedEOF when the peer
-// dropped the connection, or the connection's own error).
+// dropped the connection, also after its GOAWAY if streams were still
+// open, or the connection's own error).
 func (s *Session) Err() error {
 	if p := s.err.Load(); p != nil {
 		return *p

@@ -1278,3 +1278,30 @@ func TestMutualShutdown(t *testing.T) {
 		})
 	}
 }
+
+// TestCutOffAfterGoAway: a stream the peer cuts off by closing the
+// connection after its GOAWAY (a Shutdown whose ctx ended, then Close)
+// fails with io.ErrUnexpectedEOF, as after any Close, not with ErrGoAway,
+// which says the session ended gracefully. (Found by a review helper.)
+func TestCutOffAfterGoAway(t *testing.T) {
+	t.Parallel()
+	client, server := tcpSessions(t, nil, nil)
+	a, _ := streamPair(t, client, server)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := server.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown = %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := a.Read(make([]byte, 1)); done <- err }()
+	time.Sleep(20 * time.Millisecond)
+	server.Close()
+	err := <-done
+	t.Logf("peer's blocked Read: %v", err)
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("peer's blocked Read after Close = %v; Session.Close doc says it wraps io.ErrUnexpectedEOF", err)
+	}
+	if errors.Is(err, ErrGoAway) {
+		t.Errorf("a stream cut off in mid-transfer reports ErrGoAway (\"the session no longer opens streams\")")
+	}
+}

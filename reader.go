@@ -634,8 +634,12 @@ func (s *Session) readError(err error, midFrame bool) error {
 		// Shutdown half-closed and the peer closed its end in answer.
 		return errSessionClosed
 	case s.goAwayReceived() && (!midFrame || !errors.Is(err, io.EOF)):
-		// A peer that sent GOAWAY closes once its streams are done.
+		// A peer that sent GOAWAY closes once its streams are done; if
+		// it closes before, they were cut off, which is no graceful end.
 		if errors.Is(err, io.EOF) {
+			if n := s.NumStreams(); n > 0 {
+				return fmt.Errorf("tcpchan: the peer closed the connection after GOAWAY with %d streams open: %w", n, io.ErrUnexpectedEOF)
+			}
 			return fmt.Errorf("%w: the peer closed the connection after GOAWAY", ErrGoAway)
 		}
 		return fmt.Errorf("%w: the peer closed the connection after GOAWAY: %w", ErrGoAway, err)
