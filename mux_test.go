@@ -1267,7 +1267,7 @@ func TestMutualShutdown(t *testing.T) {
 			sres := make(chan error, 1)
 			go func() { sres <- server.Shutdown(ctx) }()
 			time.Sleep(150 * time.Millisecond) // the server polls its stream table
-			a.CloseWrite()                      // the server's last stream finishes
+			a.CloseWrite()                     // the server's last stream finishes
 			cerr := client.Shutdown(ctx)
 			serr := <-sres
 			b.Close()
