@@ -69,7 +69,8 @@ type Config struct {
 	// side's preface and stays within it). A stream the peer resets keeps
 	// its place until the application has closed it, so that opening and
 	// resetting streams ("rapid reset") cannot make the application handle
-	// more than this many streams of the session at once. Default 8192.
+	// more than this many streams of the session at once. Default 8192,
+	// at most 2^30.
 	MaxIncomingStreams int
 
 	// AcceptBacklog is how many incoming streams may wait for Accept. Past
@@ -90,7 +91,7 @@ type Config struct {
 	// MaxQueuedControlFrames bounds the control frames (ping answers,
 	// refusals) queued because of what the peer sent while the peer is not
 	// reading. Past it, the session is closed with ErrProtocol. Default
-	// 10000.
+	// 10000; negative values are rejected.
 	MaxQueuedControlFrames int
 
 	// MaxGlitches bounds the peer's glitches: frames that cost this side
@@ -110,7 +111,8 @@ type Config struct {
 	// answering no ping; every GOAWAY after the first. The budget is a
 	// token bucket: it holds MaxGlitches and regains GlitchesPerSecond,
 	// and a glitch that finds it empty closes the session with ErrProtocol
-	// naming that glitch. Default 1000; negative disables the check.
+	// naming that glitch. Default 1000, at most 2^30; negative disables
+	// the check.
 	MaxGlitches int
 
 	// GlitchesPerSecond is the rate at which the glitch budget refills.
@@ -123,7 +125,8 @@ type Config struct {
 	KeepAliveInterval time.Duration
 
 	// KeepAliveTimeout is how long after such a ping the session waits for
-	// any frame before it closes with ErrKeepAliveTimeout. Default 30s.
+	// any frame before it closes with ErrKeepAliveTimeout. Default 30s;
+	// negative values are rejected unless keepalive is disabled.
 	KeepAliveTimeout time.Duration
 
 	// WriteTimeout closes the session with ErrWriteTimeout when one write to
@@ -210,7 +213,7 @@ func (c *Config) resolve() (Config, error) {
 		return r, bad("MaxGlitches", r.MaxGlitches, "at most 2^30, or negative to disable")
 	case r.GlitchesPerSecond < 1 || r.GlitchesPerSecond > 1e9:
 		return r, bad("GlitchesPerSecond", r.GlitchesPerSecond, "1 to 10^9")
-	case r.KeepAliveTimeout < 0:
+	case r.KeepAliveTimeout < 0 && r.KeepAliveInterval > 0:
 		return r, bad("KeepAliveTimeout", r.KeepAliveTimeout, "> 0")
 	}
 	return r, nil

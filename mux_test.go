@@ -117,12 +117,20 @@ func TestConfigValidation(t *testing.T) {
 		{Config{AcceptBacklog: maxAcceptBacklog + 1}, "AcceptBacklog"},
 		{Config{MaxQueuedControlFrames: -5}, "MaxQueuedControlFrames"},
 		{Config{KeepAliveTimeout: -time.Second}, "KeepAliveTimeout"},
+		{Config{MaxIncomingStreams: 1<<30 + 1}, "MaxIncomingStreams"},
+		{Config{MaxGlitches: 1<<30 + 1}, "MaxGlitches"},
+		{Config{GlitchesPerSecond: -1}, "GlitchesPerSecond"},
+		{Config{MaxSessions: -1}, "MaxSessions"},
 	}
 	for _, tc := range tests {
 		_, err := Client(nil, &tc.cfg)
 		if err == nil || !strings.Contains(err.Error(), "Config."+tc.field) {
 			t.Errorf("Client(%+v) error = %v, want one naming Config.%s", tc.cfg, err, tc.field)
 		}
+	}
+	// Disabled keepalive: its timeout does not matter.
+	if _, err := (&Config{KeepAliveInterval: -1, KeepAliveTimeout: -1}).resolve(); err != nil {
+		t.Errorf("KeepAliveTimeout -1 with keepalive disabled: %v, want accepted", err)
 	}
 	got, err := (&Config{}).resolve()
 	if err != nil || got != *DefaultConfig() {
