@@ -9,11 +9,12 @@ import (
 
 type rawWriter interface {
 	tryWrite(b []byte) (int, error)
+	writeAll(b []byte) (int, error)
 }
 
 // newRawWriter returns nil: without a portable non-blocking write, all
 // writes go through the writer goroutine.
-func newRawWriter(io.ReadWriteCloser) rawWriter { return nil }
+func newRawWriter(io.ReadWriteCloser, func()) rawWriter { return nil }
 
 type readDeadliner interface{ SetReadDeadline(time.Time) error }
 

@@ -10,20 +10,23 @@ import (
 )
 
 // rawWriter writes without blocking: tryWrite returns how much the socket
-// buffer took.
+// buffer took. writeAll blocks until all of b is written, calling the
+// progress function given to newRawWriter after each system call that
+// wrote some.
 type rawWriter interface {
 	tryWrite(b []byte) (int, error)
+	writeAll(b []byte) (int, error)
 }
 
 // newRawWriter returns a non-blocking writer for connections backed by a
 // socket (TCP, Unix), or nil for the others (TLS, pipes, wrappers), which then always
 // go through the writer goroutine.
-func newRawWriter(conn io.ReadWriteCloser) rawWriter {
+func newRawWriter(conn io.ReadWriteCloser, progress func()) rawWriter {
 	rc, _ := socketOf(conn)
 	if rc == nil {
 		return nil
 	}
-	w := &socketWriter{rc: rc}
+	w := &socketWriter{rc: rc, progress: progress}
 	w.writeFD = w.write // bound once: a closure per call would allocate
 	return w
 }
@@ -31,15 +34,25 @@ func newRawWriter(conn io.ReadWriteCloser) rawWriter {
 // socketWriter is used only by the write token's holder, so its fields need
 // no lock.
 type socketWriter struct {
-	rc      syscall.RawConn
-	writeFD func(fd uintptr) bool
-	b       []byte
-	n       int
-	err     error
+	rc       syscall.RawConn
+	writeFD  func(fd uintptr) bool
+	progress func()
+	b        []byte
+	n        int
+	err      error
+	wait     bool // writeAll: wait for room rather than return
 }
 
 func (w *socketWriter) tryWrite(b []byte) (int, error) {
-	w.b, w.n, w.err = b, 0, nil
+	return w.run(b, false)
+}
+
+func (w *socketWriter) writeAll(b []byte) (int, error) {
+	return w.run(b, true)
+}
+
+func (w *socketWriter) run(b []byte, wait bool) (int, error) {
+	w.b, w.n, w.err, w.wait = b, 0, nil, wait
 	err := w.rc.Write(w.writeFD)
 	if err == nil {
 		err = w.err
@@ -50,12 +63,15 @@ func (w *socketWriter) tryWrite(b []byte) (int, error) {
 }
 
 // write is the RawConn callback: it writes until done or the socket buffer
-// is full, and never asks to wait.
+// is full; then it asks to wait for room only in writeAll.
 func (w *socketWriter) write(fd uintptr) bool {
 	for w.n < len(w.b) {
 		k, err := syscall.Write(int(fd), w.b[w.n:])
 		if k > 0 {
 			w.n += k
+			if w.wait {
+				w.progress()
+			}
 		}
 		switch err {
 		case nil:
@@ -65,7 +81,7 @@ func (w *socketWriter) write(fd uintptr) bool {
 			}
 		case syscall.EINTR:
 		case syscall.EAGAIN:
-			return true // full: the writer goroutine waits for it
+			return !w.wait // full: tryWrite leaves the rest to the writer goroutine
 		default:
 			w.err = err
 			return true

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -1502,6 +1503,124 @@ func TestRefusalsExcused(t *testing.T) {
 			if got := victim.glitches; got != tc.glitches {
 				t.Errorf("%d glitches for 3 refused streams, want %d", got, tc.glitches)
 			}
+		})
+	}
+}
+
+// TestWriteTimeoutSlowReader: the peer reads steadily, 1 KiB
+// every 100 ms (10 KiB/s), never stalling for anywhere near WriteTimeout.
+// Config.WriteTimeout and SECURITY.md promise to close only a session whose
+// write "makes no progress" for WriteTimeout; every write here makes
+// progress every 100 ms, so the session must survive and the Write finish.
+func TestWriteTimeoutSlowReader(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c1, c2 := net.Pipe()
+		peerDone := make(chan struct{})
+		defer func() { <-peerDone }()
+		defer c2.Close()
+		go func() { // the peer: preface, then reads 1 KiB every 100 ms
+			defer close(peerDone)
+			c2.Write(appendPreface(nil, settings{streamWindow: maxWindow, sessionWindow: maxWindow, maxFrameSize: 1024}))
+			buf := make([]byte, 1024)
+			for {
+				if _, err := io.ReadFull(c2, buf); err != nil {
+					return
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}()
+		s, err := Client(c1, &Config{WriteTimeout: 3 * time.Second, KeepAliveInterval: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		synctest.Wait()
+		st, _ := s.OpenStream()
+		start := time.Now()
+		n, err := st.Write(make([]byte, 256<<10))
+		if errors.Is(err, ErrWriteTimeout) || errors.Is(s.Err(), ErrWriteTimeout) {
+			t.Fatalf("peer reading 10 KiB/s (progress every 100 ms) killed by WriteTimeout=3s after %v: Write = %d, %v; Err() = %v",
+				time.Since(start), n, err, s.Err())
+		}
+		if err != nil {
+			t.Fatalf("Write: %d, %v", n, err)
+		}
+	})
+}
+
+// TestWriteTimeoutSlowReaderSocket is the same over a socket, where the
+// writer goroutine sees progress at each system call: the peer reads 1 KiB
+// every 20 ms through small buffers (a 64 KiB batch takes 1.3 s to go),
+// WriteTimeout is 1 s. (A Unix socket: on loopback TCP reopens a closed
+// window only in steps of its 64 KiB MSS, so progress there is as coarse
+// as a batch.)
+func TestWriteTimeoutSlowReaderSocket(t *testing.T) {
+	t.Parallel()
+	c1, c2 := connPair(t, "unix", filepath.Join(t.TempDir(), "s"))
+	c1.(*net.UnixConn).SetWriteBuffer(4096)
+	c2.(*net.UnixConn).SetReadBuffer(4096)
+	defer c2.Close()
+	go func() {
+		c2.Write(appendPreface(nil, settings{streamWindow: maxWindow, sessionWindow: maxWindow, maxFrameSize: 1024}))
+		buf := make([]byte, 1024)
+		for {
+			if _, err := io.ReadFull(c2, buf); err != nil {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	s, err := Client(c1, &Config{WriteTimeout: time.Second, KeepAliveInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAndWait(t, s)
+	st, _ := s.OpenStream()
+	start := time.Now()
+	if n, err := st.Write(make([]byte, 96<<10)); err != nil {
+		t.Fatalf("peer reading 50 KiB/s (progress every 20 ms), WriteTimeout 1s: after %v, Write = %d, %v; Err() = %v",
+			time.Since(start), n, err, s.Err())
+	}
+}
+
+// TestKeepAliveWhileWriteBlocked: the peer goes silent and stops
+// reading (a real black hole on TCP: the send buffer fills, so writes block
+// rather than vanish) while this side has data to send. SECURITY.md: a
+// silent peer closes the session "exactly KeepAliveInterval +
+// KeepAliveTimeout after the last byte heard". Here that is 4 s; the
+// session must not live until WriteTimeout (30 s by default), nor forever
+// with WriteTimeout disabled. (Found by a review helper: keepalive ran in
+// the writer goroutine, blocked in that write.)
+func TestKeepAliveWhileWriteBlocked(t *testing.T) {
+	t.Parallel()
+	for _, wt := range []time.Duration{0, -1} {
+		t.Run("WriteTimeout="+wt.String(), func(t *testing.T) {
+			t.Parallel()
+			synctest.Test(t, func(t *testing.T) {
+				c1, c2 := net.Pipe()
+				defer c2.Close()
+				go func() { // the peer: preface, reads ours and our ping, then black hole
+					c2.Write(appendPreface(nil, attackerSettings))
+					io.ReadFull(c2, make([]byte, prefaceSize+headerSize))
+				}()
+				s, err := Client(c1, &Config{KeepAliveInterval: 2 * time.Second, KeepAliveTimeout: 2 * time.Second, WriteTimeout: wt})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer s.Close()
+				synctest.Wait()
+				start := time.Now()
+				st, _ := s.OpenStream()
+				go st.Write(make([]byte, 256<<10)) // ends with the session
+				select {
+				case <-s.Done():
+				case <-time.After(time.Minute):
+				}
+				if got := time.Since(start); got > 4*time.Second || !errors.Is(s.Err(), ErrKeepAliveTimeout) {
+					t.Errorf("silent, non-reading peer: session ended after %v with %v; want ErrKeepAliveTimeout after 4s (KeepAliveInterval+KeepAliveTimeout)", got, s.Err())
+				}
+			})
 		})
 	}
 }

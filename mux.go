@@ -121,7 +121,10 @@ type Config struct {
 
 	// KeepAliveInterval is how long the session waits without hearing from
 	// the peer before it sends a ping. Any frame received counts as a sign
-	// of life. Default 30s; negative disables keepalive.
+	// of life. The session closes a peer silent for KeepAliveInterval +
+	// KeepAliveTimeout even while its writes to the peer are blocked (a
+	// peer gone silent has usually stopped reading too). Default 30s;
+	// negative disables keepalive.
 	KeepAliveInterval time.Duration
 
 	// KeepAliveTimeout is how long after such a ping the session waits for
@@ -131,7 +134,9 @@ type Config struct {
 
 	// WriteTimeout closes the session with ErrWriteTimeout when one write to
 	// the connection makes no progress for this long (a peer that stopped
-	// reading). Default 30s; negative disables.
+	// reading); a peer that reads slowly but steadily is not cut off. On a
+	// connection that is not a TCP or Unix socket (TLS, a pipe), progress
+	// is seen 16 KiB at a time. Default 30s; negative disables.
 	WriteTimeout time.Duration
 
 	// HandshakeTimeout is how long the session waits for the peer's preface
@@ -310,7 +315,10 @@ type Session struct {
 	writeShut     atomic.Bool // Shutdown half-closed the connection: write nothing more
 	closing       atomic.Bool // Close began, or Shutdown's half-close: Writes and OpenStream fail, as after Close
 	hsTimer       *time.Timer
-	wTimer        *time.Timer
+	wTimer        *time.Timer  // WriteTimeout; see writeTimerFired
+	wBusy         atomic.Bool  // the writer goroutine is blocked in a write
+	wProgress     atomic.Int64 // session clock when that write last made progress
+	ka            keepalive
 
 	// Lifecycle.
 	failOnce   sync.Once
@@ -355,9 +363,10 @@ func newSession(conn io.ReadWriteCloser, cfg *Config, client bool) (*Session, er
 		})
 	}
 	if s.cfg.WriteTimeout > 0 {
-		s.wTimer = time.AfterFunc(time.Hour, func() { s.fail(ErrWriteTimeout) })
+		s.wTimer = time.AfterFunc(time.Hour, s.writeTimerFired)
 		s.wTimer.Stop()
 	}
+	s.startKeepalive()
 	go s.readLoop()
 	s.startWriter(batch)
 	return s, nil

@@ -210,6 +210,7 @@ func (s *Session) readLoop() {
 	if s.rt.timer != nil {
 		defer s.rt.timer.Stop()
 	}
+	defer s.stopKeepalive()
 	err := s.readPreface()
 	for err == nil {
 		if err = s.readHeld(nil); err != nil {

@@ -39,7 +39,7 @@ func (s *Session) startWriter(batch []byte) {
 	s.w.held = true
 	s.w.batch = batch[:0]
 	s.w.pending = batch
-	s.w.raw = newRawWriter(s.conn)
+	s.w.raw = newRawWriter(s.conn, s.progressed)
 	go s.writeLoop()
 }
 
@@ -198,17 +198,11 @@ func (s *Session) writeLoop() {
 	if s.wTimer != nil {
 		defer s.wTimer.Stop()
 	}
-	var ka keepalive
-	if s.cfg.KeepAliveInterval > 0 {
-		ka.timer = time.NewTimer(s.cfg.KeepAliveInterval)
-		defer ka.timer.Stop()
-		ka.c = ka.timer.C
-	}
 	var flushed []chan struct{}
 	held := true
 	for {
 		if held {
-			if err := s.writeQueued(&ka); err != nil {
+			if err := s.writeQueued(); err != nil {
 				s.fail(err)
 				return
 			}
@@ -223,11 +217,6 @@ func (s *Session) writeLoop() {
 		case <-s.wake:
 		case ch := <-s.flushReq:
 			flushed = append(flushed, ch)
-		case <-ka.c:
-			if err := s.keepaliveTick(&ka); err != nil {
-				s.fail(err)
-				return
-			}
 		case <-s.dying:
 			return
 		}
@@ -238,7 +227,7 @@ func (s *Session) writeLoop() {
 // writeQueued writes, holding the token, what is pending (the preface, or
 // what a direct write left) and then batches until the scheduler has
 // nothing ready.
-func (s *Session) writeQueued(ka *keepalive) error {
+func (s *Session) writeQueued() error {
 	b := s.w.pending
 	if len(b) == 0 {
 		b = s.fillBatch(s.w.batch[:0])
@@ -249,44 +238,74 @@ func (s *Session) writeQueued(ka *keepalive) error {
 			return err
 		}
 		s.w.pending = nil
-		// A busy writer still looks at the keepalive timer.
-		select {
-		case <-ka.c:
-			if err := s.keepaliveTick(ka); err != nil {
-				return err
-			}
-		default:
-		}
 		b = s.fillBatch(s.w.batch[:0])
 		s.w.batch = b
 	}
 	return nil
 }
 
-// writeBatch writes b, blocking; if that takes longer than WriteTimeout the
-// session fails with ErrWriteTimeout.
+// writeBatch writes b, blocking; if the write makes no progress for
+// WriteTimeout, the session fails with ErrWriteTimeout. A peer that reads
+// slowly but steadily is no stuck one.
 func (s *Session) writeBatch(b []byte) error {
 	if s.writeShut.Load() {
 		return nil // after Shutdown's half-close the peer reads nothing more
 	}
-	if s.wTimer != nil {
-		s.wTimer.Reset(s.cfg.WriteTimeout)
-	}
-	_, err := s.conn.Write(b)
-	if s.wTimer != nil {
-		s.wTimer.Stop()
-	}
-	if err != nil {
+	if s.wTimer == nil {
+		_, err := s.conn.Write(b)
 		return s.writeError(err)
 	}
-	return nil
+	s.progressed()
+	s.wBusy.Store(true)
+	s.wTimer.Reset(s.cfg.WriteTimeout)
+	var err error
+	if s.w.raw != nil {
+		// Each system call that writes some is progress.
+		_, err = s.w.raw.writeAll(b)
+	} else {
+		// A write of any connection returns only when all of it went
+		// out: progress is seen slice by slice.
+		for len(b) > 0 && err == nil {
+			k := min(len(b), writeSlice)
+			_, err = s.conn.Write(b[:k])
+			b = b[k:]
+			s.progressed()
+		}
+	}
+	s.wBusy.Store(false)
+	s.wTimer.Stop()
+	return s.writeError(err)
+}
+
+// writeSlice is how much of a batch the writer goroutine writes at a time
+// to a connection that is not a socket (TLS, a pipe), to see its progress:
+// one TLS record.
+const writeSlice = 16 << 10
+
+// progressed records that the blocked write of the writer goroutine made
+// progress, for WriteTimeout.
+func (s *Session) progressed() { s.wProgress.Store(s.clock()) }
+
+// writeTimerFired is WriteTimeout's timer: it fails the session if the
+// write of the writer goroutine has made no progress for WriteTimeout, and
+// otherwise looks again WriteTimeout after the last progress.
+func (s *Session) writeTimerFired() {
+	if !s.wBusy.Load() {
+		return // the write ended meanwhile
+	}
+	idle := time.Duration(s.clock() - s.wProgress.Load())
+	if idle < s.cfg.WriteTimeout {
+		s.wTimer.Reset(s.cfg.WriteTimeout - idle)
+		return
+	}
+	s.fail(ErrWriteTimeout)
 }
 
 // writeError turns a write error into the session's cause, or nil when the
-// write side was shut down on purpose.
+// write side was shut down on purpose (or err is nil).
 func (s *Session) writeError(err error) error {
 	switch {
-	case s.writeShut.Load():
+	case err == nil, s.writeShut.Load():
 		return nil
 	case !s.handshakeDone.Load():
 		return fmt.Errorf("%w: writing the preface: %w", ErrHandshake, err)
@@ -294,36 +313,4 @@ func (s *Session) writeError(err error) error {
 		return fmt.Errorf("%w: the peer closed the connection after GOAWAY: %w", ErrGoAway, err)
 	}
 	return fmt.Errorf("tcpchan: writing to the connection: %w", err)
-}
-
-// keepalive is the writer's keepalive state.
-type keepalive struct {
-	timer    *time.Timer
-	c        <-chan time.Time
-	pingSent int64 // session clock of the outstanding ping, or 0
-}
-
-// keepaliveTick runs when the keepalive timer fires: it pings a peer silent
-// for KeepAliveInterval and gives up on one still silent KeepAliveTimeout
-// after that ping, so a dead peer is detected within their sum.
-func (s *Session) keepaliveTick(ka *keepalive) error {
-	now := s.clock()
-	last := s.lastRecv.Load()
-	interval := int64(s.cfg.KeepAliveInterval)
-	if ka.pingSent != 0 && last < ka.pingSent {
-		if now-ka.pingSent >= int64(s.cfg.KeepAliveTimeout) {
-			return ErrKeepAliveTimeout
-		}
-		ka.timer.Reset(time.Duration(ka.pingSent + int64(s.cfg.KeepAliveTimeout) - now))
-		return nil
-	}
-	ka.pingSent = 0
-	if idle := now - last; idle < interval {
-		ka.timer.Reset(time.Duration(interval - idle))
-		return nil
-	}
-	ka.pingSent = now
-	s.queueControl(frameHeader{typ: framePing, length: s.registerPing(nil)})
-	ka.timer.Reset(s.cfg.KeepAliveTimeout)
-	return nil
 }
