@@ -1624,3 +1624,84 @@ func TestKeepAliveWhileWriteBlocked(t *testing.T) {
 		})
 	}
 }
+
+// TestKeepAliveAfterAnsweredPing: Config.KeepAliveInterval (updated
+// doc): "The session closes a peer silent for KeepAliveInterval +
+// KeepAliveTimeout"; SECURITY.md: "closes exactly KeepAliveInterval +
+// KeepAliveTimeout after the last byte heard". The peer answers the first
+// keepalive ping, then goes silent (still reading). With KeepAliveInterval
+// 1s and KeepAliveTimeout 5s the session must close 6s after that answer;
+// it closed only ~10s after it (KeepAliveTimeout - KeepAliveInterval late;
+// found by a review helper).
+func TestKeepAliveAfterAnsweredPing(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c1, c2 := net.Pipe()
+		defer c2.Close()
+		start := time.Now()
+		answered := make(chan time.Time, 1)
+		go func() {
+			c2.Write(appendPreface(nil, attackerSettings))
+			io.ReadFull(c2, make([]byte, prefaceSize))
+			hdr := make([]byte, headerSize)
+			done := false
+			for {
+				if _, err := io.ReadFull(c2, hdr); err != nil {
+					return
+				}
+				h, err := decodeHeader(hdr, 1<<20)
+				if err != nil {
+					return
+				}
+				if h.typ == frameData && h.length > 0 {
+					io.ReadFull(c2, make([]byte, h.length))
+				}
+				// Answer the first keepalive ping (sent at 1s; the
+				// start-up RTT pings at 0 go unanswered), then silence.
+				if h.typ == framePing && h.flags&flagACK == 0 && !done && time.Since(start) >= time.Second {
+					done = true
+					c2.Write(appendHeader(nil, frameHeader{typ: framePing, flags: flagACK, length: h.length}))
+					answered <- time.Now()
+				}
+			}
+		}()
+		s, err := Client(c1, &Config{KeepAliveInterval: time.Second, KeepAliveTimeout: 5 * time.Second, HandshakeTimeout: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		select {
+		case <-s.Done():
+		case <-time.After(time.Minute):
+		}
+		last := <-answered
+		got := time.Since(last)
+		t.Logf("last byte heard at %v; session ended %v later: %v", last.Sub(start), got, s.Err())
+		if !errors.Is(s.Err(), ErrKeepAliveTimeout) || got > 6*time.Second {
+			t.Errorf("peer silent since its ping answer: session ended %v after it (%v); want ErrKeepAliveTimeout after 6s (KeepAliveInterval+KeepAliveTimeout)", got, s.Err())
+		}
+	})
+}
+
+// TestKeepAliveTinyInterval: a tiny KeepAliveInterval (valid: the
+// Config accepts any positive duration) fires the keepalive timer before
+// startKeepalive has stored it in s.ka.timer; keepaliveTick then calls
+// Reset on a nil *time.Timer and the process panicked. (Found by a review
+// helper.)
+func TestKeepAliveTinyInterval(t *testing.T) {
+	t.Parallel()
+	for i := 0; i < 300; i++ {
+		c1, c2 := net.Pipe()
+		cfg := &Config{KeepAliveInterval: time.Nanosecond, KeepAliveTimeout: time.Hour}
+		a, err := Client(c1, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := Server(c2, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.Close()
+		b.Close()
+	}
+}
