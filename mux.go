@@ -439,6 +439,13 @@ func (s *Session) Done() <-chan struct{} { return s.done }
 // IsClient reports whether this is the client side of the session.
 func (s *Session) IsClient() bool { return s.client }
 
+// unfinishedStreams counts the streams whose ends the peer may still send
+// or wait for: those in the table but the ones it reset that the
+// application has not closed yet.
+func (s *Session) unfinishedStreams() int {
+	return s.NumStreams() - int(s.heldResets.Load())
+}
+
 // NumStreams returns the number of streams not yet finished, in either
 // direction, including ones waiting to be accepted and ones the peer reset
 // that the application has not closed yet.
@@ -671,16 +678,17 @@ func (s *Session) Shutdown(ctx context.Context) error {
 	wait := time.Millisecond
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
+waiting:
 	for s.NumStreams() > 0 {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-s.dying:
-			if s.NumStreams() == 0 {
+			if s.unfinishedStreams() == 0 {
 				// The last stream finished before the session ended
 				// (the peer's own Shutdown closed the connection right
 				// after): nothing was cut off.
-				continue
+				break waiting
 			}
 			// Streams still open were cut off.
 			err := s.Err()

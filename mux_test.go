@@ -1313,3 +1313,44 @@ func TestCutOffAfterGoAway(t *testing.T) {
 		t.Errorf("a stream cut off in mid-transfer reports ErrGoAway (\"the session no longer opens streams\")")
 	}
 }
+
+// TestGoAwayAfterHeldReset: the client resets a stream
+// (finished, by PROTOCOL.md "when either has sent RST"), then shuts down
+// gracefully: GOAWAY, and it closes the connection as all its streams have
+// finished. The server's application has not yet closed the reset stream
+// (a handler busy elsewhere). Nothing was cut off, yet the server's session
+// reported io.ErrUnexpectedEOF "with 1 streams open" instead of ErrGoAway.
+// (Found by a review helper.)
+func TestGoAwayAfterHeldReset(t *testing.T) {
+	t.Parallel()
+	client, server := tcpSessions(t, nil, nil)
+	a, b := streamPair(t, client, server)
+	if _, err := a.Write([]byte("req")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(b, make([]byte, 3)); err != nil {
+		t.Fatal(err)
+	}
+	a.Reset() // the client cancels the request
+	waitFor(t, "the server to see the RST", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.has(stReset)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := client.Shutdown(ctx); err != nil {
+		t.Fatalf("client Shutdown: %v", err)
+	}
+	select {
+	case <-server.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("server session did not end")
+	}
+	err := server.Err()
+	t.Logf("server.Err() = %v", err)
+	if !errors.Is(err, ErrGoAway) || errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("after the peer's graceful Shutdown (every stream finished, one by its RST) the session reports %v; want ErrGoAway", err)
+	}
+	b.Close()
+}

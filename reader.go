@@ -638,7 +638,7 @@ func (s *Session) readError(err error, midFrame bool) error {
 		// A peer that sent GOAWAY closes once its streams are done; if
 		// it closes before, they were cut off, which is no graceful end.
 		if errors.Is(err, io.EOF) {
-			if n := s.NumStreams(); n > 0 {
+			if n := s.unfinishedStreams(); n > 0 {
 				return fmt.Errorf("tcpchan: the peer closed the connection after GOAWAY with %d streams open: %w", n, io.ErrUnexpectedEOF)
 			}
 			return fmt.Errorf("%w: the peer closed the connection after GOAWAY", ErrGoAway)
