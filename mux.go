@@ -1030,11 +1030,8 @@ func (s *Session) removeStream(st *Stream) {
 		s.heldResets.Add(-1)
 	}
 	st.stopDeadlinesLocked()
-	growth := st.recvWindow - int64(s.cfg.InitialStreamWindow)
+	st.releaseGrowthLocked()
 	st.mu.Unlock()
-	if growth > 0 {
-		s.windowGrowth.Add(-growth)
-	}
 }
 
 func (s *Session) isPeerID(id uint32) bool {

@@ -965,6 +965,7 @@ func (s *Session) handleData(h frameHeader) error {
 	s.br.Discard(n)
 	if fin && !st.has(stReset) {
 		st.state |= stRecvFIN
+		st.releaseGrowthLocked()
 		st.rcond.Broadcast()
 	}
 	done := st.removableLocked()

@@ -309,6 +309,19 @@ func (st *Stream) repackLocked() {
 	}
 }
 
+// releaseGrowthLocked gives the stream's window growth back to the
+// session's budget once the peer can use no more credit on it: after its
+// FIN, or when this side closed or reset the stream (nothing it sends then
+// is kept, nor credited on the stream). A stream half-closed by the peer
+// while this side still sends (a long reply) would otherwise keep the
+// growth, and later streams on a long link could not grow. st.mu is held.
+func (st *Stream) releaseGrowthLocked() {
+	if g := st.recvWindow - int64(st.sess.cfg.InitialStreamWindow); g > 0 {
+		st.recvWindow -= g
+		st.sess.windowGrowth.Add(-g)
+	}
+}
+
 // appendChunkLocked puts c at the end of the receive buffer.
 func (st *Stream) appendChunkLocked(c *chunk) {
 	c.next = nil
@@ -624,6 +637,7 @@ func (st *Stream) Close() error {
 	}
 	st.state |= stWriteClosed
 	st.discardLocked()
+	st.releaseGrowthLocked()
 	st.stopDeadlinesLocked()
 	st.rcond.Broadcast()
 	st.wcond.Broadcast()
@@ -746,6 +760,7 @@ func (st *Stream) removableLocked() bool {
 func (st *Stream) resetLocked(flags streamState) {
 	st.state |= stReset | flags
 	st.state &^= stFinPending | stSynPending | stResetAfterFIN
+	st.releaseGrowthLocked()
 	if !st.has(stRecvFIN) || flags&stResetByPeer == 0 {
 		st.discardLocked()
 	}
