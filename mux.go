@@ -285,7 +285,8 @@ type Session struct {
 	windowGrowth atomic.Int64 // sum of stream window growth, ≤ SessionWindow/2
 	numStreams   atomic.Int32 // len(streams), readable without smu
 	_            [64]byte
-	recvSpent    int64 // bytes received; the read token's holder only
+	recvSpent    int64       // bytes received; the read token's holder only
+	peerStarved  atomic.Bool // the peer had used all its session credit at its last DATA frame
 	_            [64]byte
 	recvUnacked  atomic.Int64 // bytes consumed but not yet credited back
 	_            [64]byte
@@ -917,13 +918,22 @@ func (s *Session) wakeWriter() {
 	}
 }
 
-// consumed credits n bytes the application read (or the session discarded)
-// back to the peer's session window, in batches of a quarter window.
-func (s *Session) consumed(n int) {
+// consumed credits n bytes the application read back to the peer's
+// session window, in batches of a quarter window.
+func (s *Session) consumed(n int) { s.credit(n, int64(s.cfg.SessionWindow/4)) }
+
+// discarded credits n bytes dropped unread (a closed, reset, refused or
+// read-closed stream) back at once, so that a peer waiting for session
+// credit is not held up by bytes nobody will read: in updates of at least
+// minFrameSize all the same, as the peer counts more frequent session
+// updates as glitches.
+func (s *Session) discarded(n int) { s.credit(n, minFrameSize) }
+
+func (s *Session) credit(n int, batch int64) {
 	if n <= 0 {
 		return
 	}
-	if s.recvUnacked.Add(int64(n)) < int64(s.cfg.SessionWindow/4) {
+	if s.recvUnacked.Add(int64(n)) < batch {
 		return
 	}
 	inc := s.recvUnacked.Swap(0)
@@ -931,6 +941,7 @@ func (s *Session) consumed(n int) {
 		return
 	}
 	s.recvCredit.Add(inc)
+	s.peerStarved.Store(false)
 	s.queueControl(frameHeader{typ: frameWindowUpdate, streamID: 0, length: uint32(inc)})
 }
 

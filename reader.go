@@ -794,6 +794,9 @@ func (s *Session) takeRunLocked(st *Stream) {
 		}
 		frame, _ := s.br.Peek(headerSize + n)
 		s.recvSpent += int64(n)
+		if s.recvSpent == s.recvCredit.Load() {
+			s.peerStarved.Store(true)
+		}
 		st.recvAvail -= int64(n)
 		st.deliverLocked(frame[headerSize:])
 		s.br.Discard(headerSize + n)
@@ -903,6 +906,8 @@ func (s *Session) handleData(h frameHeader) error {
 	s.recvSpent += int64(n)
 	if over := s.recvSpent - s.recvCredit.Load(); over > 0 {
 		return fmt.Errorf("%w: DATA on stream %d overruns the session window by %d bytes", ErrProtocol, h.streamID, over)
+	} else if over == 0 && n > 0 {
+		s.peerStarved.Store(true) // see Stream.Close
 	}
 	st, err := s.streamForData(h)
 	if err != nil {
@@ -910,7 +915,7 @@ func (s *Session) handleData(h frameHeader) error {
 	}
 	if st == nil {
 		s.br.Discard(n)
-		s.consumed(n)
+		s.discarded(n)
 		if n == 0 && h.flags&flagSYN == 0 {
 			if h.flags&flagFIN == 0 {
 				return s.glitch(glitchEmptyData, h)
@@ -943,11 +948,11 @@ func (s *Session) handleData(h frameHeader) error {
 	reset, update := false, false
 	switch {
 	case st.has(stReset):
-		s.consumed(n)
+		s.discarded(n)
 	case st.has(stClosed):
 		// Closed here: nobody will read it. More data from a peer that
 		// has not finished gets an RST so it stops sending.
-		s.consumed(n)
+		s.discarded(n)
 		reset = n > 0 && !fin && !st.has(stResetAfterFIN) && st.stopPeerLocked()
 	case st.has(stReadClosed):
 		// Discarded as if read at once, so the peer never waits for

@@ -362,7 +362,11 @@ func (st *Stream) appendChunkLocked(c *chunk) {
 // maxGrownWindow.
 func (st *Stream) consumedLocked(n int) {
 	s := st.sess
-	s.consumed(n)
+	if st.has(stReadClosed) {
+		s.discarded(n)
+	} else {
+		s.consumed(n)
+	}
 	if st.has(stRecvFIN | stReset) {
 		return
 	}
@@ -642,10 +646,12 @@ func (st *Stream) Close() error {
 	st.rcond.Broadcast()
 	st.wcond.Broadcast()
 	st.sess.interruptRead(st)
-	// A peer that has used up its credit waits for more that will never
-	// come: it would neither finish nor send the DATA that makes this
-	// side reset the stream.
-	reset := !st.has(stRecvFIN|stReset) && st.recvAvail == 0 && st.sess.Err() == nil && st.stopPeerLocked()
+	// A peer that has used up its credit, the stream's or the session's
+	// (other streams' unread data), waits for more that may never come:
+	// it would neither finish nor send the DATA that makes this side
+	// reset the stream.
+	starved := st.recvAvail == 0 || st.sess.peerStarved.Load()
+	reset := !st.has(stRecvFIN|stReset) && starved && st.sess.Err() == nil && st.stopPeerLocked()
 	done := st.removableLocked()
 	st.mu.Unlock()
 	if done {
@@ -722,7 +728,7 @@ func (st *Stream) refuse() { st.reset(codeRefused) }
 // discardLocked frees buffered data, crediting the session window so
 // discarded bytes never leak the peer's credit.
 func (st *Stream) discardLocked() {
-	st.sess.consumed(st.buffered)
+	st.sess.discarded(st.buffered)
 	st.freeBufferLocked()
 }
 

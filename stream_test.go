@@ -899,3 +899,149 @@ func TestHalfClosedStreamReleasesGrowth(t *testing.T) {
 		})
 	}
 }
+
+// TestCloseStopsPeerWaitingForSessionCredit: the peer's Write on a
+// stream waits for session credit (other streams' unread data fill the
+// session window) while it still has stream credit. This side closes the
+// stream, discarding what it buffered. PROTOCOL.md: "Data discarded without
+// being read (closed or reset streams, refused SYNs) is credited back to the
+// session at once", and Close's doc: "if the peer keeps sending (or waits for
+// credit to send more), the stream is reset right behind the FIN: the peer's
+// Writes fail with ErrStreamReset". So the peer's Write must end. (Found by
+// a review helper: discarded bytes waited for a quarter window's worth.)
+func TestCloseStopsPeerWaitingForSessionCredit(t *testing.T) {
+	t.Parallel()
+	for _, closeRead := range []bool{false, true} {
+		t.Run(map[bool]string{false: "Close", true: "CloseRead"}[closeRead], func(t *testing.T) {
+			t.Parallel()
+			testDiscardCreditsSession(t, closeRead)
+		})
+	}
+}
+
+func testDiscardCreditsSession(t *testing.T, closeRead bool) {
+	scfg := &Config{SessionWindow: 1 << 20, InitialStreamWindow: 1 << 20}
+	client, server := tcpSessions(t, nil, scfg)
+	waitFor(t, "handshake", func() bool { return client.handshakeDone.Load() && server.handshakeDone.Load() })
+	// Stream a: 900 KiB the server's application has not read yet.
+	a, ar := streamPair(t, client, server)
+	if _, err := a.Write(make([]byte, 900<<10)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a's data buffered", func() bool {
+		ar.mu.Lock()
+		defer ar.mu.Unlock()
+		return ar.buffered+ar.rgot == 900<<10
+	})
+	// Stream b: the client writes 1 MiB; 124 KiB fit in the session window.
+	b, br := streamPair(t, client, server)
+	werr := make(chan error, 1)
+	go func() {
+		_, err := b.Write(make([]byte, 1<<20))
+		werr <- err
+	}()
+	waitFor(t, "b's sender out of session credit", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return client.sendWindow.Load() == 0 && b.sendCredit > 0 && len(b.wbuf) > 0
+	})
+	waitFor(t, "b's data buffered", func() bool {
+		br.mu.Lock()
+		defer br.mu.Unlock()
+		return br.buffered == 124<<10
+	})
+	// The server's application rejects b: Close discards what b buffered.
+	if closeRead {
+		// CloseRead: "what the peer sends afterwards, credited back to
+		// it so that its Writes never wait for a reader that is gone".
+		br.CloseRead()
+	} else {
+		br.Close()
+	}
+	returned := false
+	select {
+	case err := <-werr:
+		returned = true
+		if closeRead {
+			if err != nil {
+				t.Errorf("peer's Write after CloseRead: %v, want it to complete", err)
+			}
+		} else if !errors.Is(err, ErrStreamReset) {
+			t.Errorf("peer's Write on the closed stream: %v, want ErrStreamReset", err)
+		}
+	case <-time.After(3 * time.Second):
+		b.mu.Lock()
+		t.Errorf("peer's Write on the closed (or read-closed) stream still blocked after 3s: stream credit %d, session credit %d; server holds %d bytes of discarded data uncredited (session window update threshold %d)",
+			b.sendCredit, client.sendWindow.Load(), server.recvUnacked.Load(), server.cfg.SessionWindow/4)
+		b.mu.Unlock()
+	}
+	// Unblock: read a.
+	go io.Copy(io.Discard, ar)
+	if !returned {
+		select {
+		case err := <-werr:
+			t.Logf("after reading a, b's Write returned %v", err)
+		case <-time.After(5 * time.Second):
+		}
+	}
+}
+
+// TestCloseStopsPeerStarvedOfSessionCredit: as above with nothing of
+// the closed stream buffered: four streams whose application has not read
+// yet fill the 1 MiB session window, so the peer's Write on a fifth stream
+// cannot send a byte. This side's application closes that stream. The peer
+// "waits for credit to send more", so Close's doc promises an RST; Close
+// looks only at the stream's credit (256 KiB unused), sends FIN alone, and
+// the peer's Write stayed blocked. (Found by a review helper.)
+func TestCloseStopsPeerStarvedOfSessionCredit(t *testing.T) {
+	t.Parallel()
+	client, server := tcpSessions(t, nil, &Config{SessionWindow: 1 << 20})
+	var unread []*Stream
+	for range 4 {
+		a, ar := streamPair(t, client, server)
+		if _, err := a.Write(make([]byte, 256<<10)); err != nil {
+			t.Fatal(err)
+		}
+		unread = append(unread, ar)
+	}
+	for _, ar := range unread {
+		waitFor(t, "data buffered", func() bool {
+			ar.mu.Lock()
+			defer ar.mu.Unlock()
+			return ar.buffered == 256<<10
+		})
+	}
+	b, br := streamPair(t, client, server)
+	werr := make(chan error, 1)
+	go func() {
+		_, err := b.Write(make([]byte, 64<<10))
+		werr <- err
+	}()
+	waitFor(t, "b's Write waiting", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.wbuf) > 0 && client.sendWindow.Load() == 0
+	})
+	br.Close()
+	returned := false
+	select {
+	case err := <-werr:
+		returned = true
+		if !errors.Is(err, ErrStreamReset) {
+			t.Errorf("peer's Write on the closed stream: %v, want ErrStreamReset", err)
+		}
+	case <-time.After(3 * time.Second):
+		b.mu.Lock()
+		t.Errorf("peer's Write on the closed stream still blocked after 3s (session credit %d, stream credit %d)", client.sendWindow.Load(), b.sendCredit)
+		b.mu.Unlock()
+	}
+	for _, ar := range unread {
+		go io.Copy(io.Discard, ar)
+	}
+	if !returned {
+		select {
+		case <-werr:
+		case <-time.After(5 * time.Second):
+		}
+	}
+}
