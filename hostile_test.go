@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -702,12 +703,23 @@ func TestResetBeforeAcceptSkipped(t *testing.T) {
 	victim, a := newAttack(t, &Config{MaxIncomingStreams: 1}, false)
 	a.send(dataFrame(flagSYN, 1, []byte("x")), hdr(frameReset, 0, 1, uint32(codeCancel)))
 	a.sync(t)
+	type accepted struct {
+		st  *Stream
+		err error
+	}
+	got := make(chan accepted, 1)
+	go func() {
+		st, err := victim.AcceptStream()
+		got <- accepted{st, err}
+	}()
 	// Stream 3 is accepted only if Accept skipped stream 1 and freed its
-	// place. (The send ends when the victim has read it, or at cleanup.)
+	// place; sent before that, it would be refused. (The send ends when
+	// the victim has read it, or at cleanup.)
+	waitFor(t, "Accept to skip stream 1", func() bool { return victim.NumStreams() == 0 })
 	go a.send(dataFrame(flagSYN, 3, []byte("y")))
-	st, err := victim.AcceptStream()
-	if err != nil || st.ID() != 3 {
-		t.Fatalf("AcceptStream = %v, %v; want stream 3 (stream 1 was reset before it was accepted)", st, err)
+	r := <-got
+	if r.err != nil || r.st.ID() != 3 {
+		t.Fatalf("AcceptStream = %v, %v; want stream 3 (stream 1 was reset before it was accepted)", r.st, r.err)
 	}
 }
 
@@ -1703,5 +1715,42 @@ func TestKeepAliveTinyInterval(t *testing.T) {
 		}
 		a.Close()
 		b.Close()
+	}
+}
+
+// TestWriteTimeoutSlowReaderTCP: over TCP with default buffers, a peer
+// reading steadily (1 KiB every 5 ms) keeps a blocked write from timing
+// out: the kernel wakes the writer only once a third of the megabytes of
+// send buffer is free, but the send queue shrinks all along, which the
+// write timer watches on Linux. The Write ends at its own deadline, the
+// session alive. (Found by a review helper: the session failed with
+// ErrWriteTimeout after 2 s.)
+func TestWriteTimeoutSlowReaderTCP(t *testing.T) {
+	t.Parallel()
+	if runtime.GOOS != "linux" {
+		t.Skip("the send queue is watched on Linux only")
+	}
+	c1, c2 := tcpConnPair(t)
+	defer c2.Close()
+	go func() {
+		c2.Write(appendPreface(nil, settings{streamWindow: maxWindow, sessionWindow: maxWindow, maxFrameSize: 1024}))
+		buf := make([]byte, 1024)
+		for {
+			if _, err := io.ReadFull(c2, buf); err != nil {
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	s, err := Client(c1, &Config{WriteTimeout: time.Second, KeepAliveInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAndWait(t, s)
+	st, _ := s.OpenStream()
+	st.SetWriteDeadline(time.Now().Add(4 * time.Second))
+	n, err := st.Write(make([]byte, 32<<20))
+	if !errors.Is(err, os.ErrDeadlineExceeded) || s.Err() != nil {
+		t.Errorf("Write = %d, %v, want its deadline; session error %v, want none", n, err, s.Err())
 	}
 }

@@ -134,9 +134,13 @@ type Config struct {
 
 	// WriteTimeout closes the session with ErrWriteTimeout when one write to
 	// the connection makes no progress for this long (a peer that stopped
-	// reading); a peer that reads slowly but steadily is not cut off. On a
-	// connection that is not a TCP or Unix socket (TLS, a pipe), progress
-	// is seen 16 KiB at a time. Default 30s; negative disables.
+	// reading); a peer that reads slowly but steadily is not cut off.
+	// Progress is what the connection takes, and on Linux also the socket's
+	// send queue shrinking (also under TLS). Elsewhere a blocked write to a
+	// socket shows progress only once the kernel frees a third of the send
+	// buffer, so a reader slower than that per WriteTimeout is cut off; on
+	// a connection that is not a socket, progress is seen 16 KiB at a time.
+	// Default 30s; negative disables.
 	WriteTimeout time.Duration
 
 	// HandshakeTimeout is how long the session waits for the peer's preface
@@ -319,6 +323,8 @@ type Session struct {
 	wTimer        *time.Timer  // WriteTimeout; see writeTimerFired
 	wBusy         atomic.Bool  // the writer goroutine is blocked in a write
 	wProgress     atomic.Int64 // session clock when that write last made progress
+	wQueue        func() int   // the socket's send queue length, or nil (see newSendQueueProbe)
+	wQueued       atomic.Int64 // its length when last looked at
 	ka            keepalive
 
 	// Lifecycle.
@@ -366,6 +372,7 @@ func newSession(conn io.ReadWriteCloser, cfg *Config, client bool) (*Session, er
 	if s.cfg.WriteTimeout > 0 {
 		s.wTimer = time.AfterFunc(time.Hour, s.writeTimerFired)
 		s.wTimer.Stop()
+		s.wQueue = newSendQueueProbe(conn)
 	}
 	s.startKeepalive()
 	go s.readLoop()

@@ -256,8 +256,11 @@ func (s *Session) writeBatch(b []byte) error {
 		return s.writeError(err)
 	}
 	s.progressed()
+	if s.wQueue != nil {
+		s.wQueued.Store(int64(s.wQueue()))
+	}
 	s.wBusy.Store(true)
-	s.wTimer.Reset(s.cfg.WriteTimeout)
+	s.wTimer.Reset(s.writeCheck(s.cfg.WriteTimeout))
 	var err error
 	if s.w.raw != nil {
 		// Each system call that writes some is progress.
@@ -288,17 +291,35 @@ func (s *Session) progressed() { s.wProgress.Store(s.clock()) }
 
 // writeTimerFired is WriteTimeout's timer: it fails the session if the
 // write of the writer goroutine has made no progress for WriteTimeout, and
-// otherwise looks again WriteTimeout after the last progress.
+// otherwise looks again WriteTimeout after the last progress (or sooner:
+// see writeCheck). A send queue that shrank since the last look is
+// progress too.
 func (s *Session) writeTimerFired() {
 	if !s.wBusy.Load() {
 		return // the write ended meanwhile
 	}
+	if s.wQueue != nil {
+		q := int64(s.wQueue())
+		if q < s.wQueued.Swap(q) {
+			s.progressed()
+		}
+	}
 	idle := time.Duration(s.clock() - s.wProgress.Load())
 	if idle < s.cfg.WriteTimeout {
-		s.wTimer.Reset(s.cfg.WriteTimeout - idle)
+		s.wTimer.Reset(s.writeCheck(s.cfg.WriteTimeout - idle))
 		return
 	}
 	s.fail(ErrWriteTimeout)
+}
+
+// writeCheck is when the write timer should look next, d being the time
+// left: with a send queue to watch, every quarter of WriteTimeout, so that
+// progress seen there dates from at most that long ago.
+func (s *Session) writeCheck(d time.Duration) time.Duration {
+	if s.wQueue != nil {
+		return min(d, s.cfg.WriteTimeout/4)
+	}
+	return d
 }
 
 // writeError turns a write error into the session's cause, or nil when the

@@ -1,0 +1,56 @@
+package tcpchan
+
+import (
+	"io"
+	"net"
+	"syscall"
+	"unsafe"
+)
+
+// newBacklogProbe returns, for a connection that wraps a TCP or Unix socket
+// and exposes it with NetConn (as *tls.Conn does), a function that reports
+// how many bytes wait unread in that socket's receive queue; nil for
+// anything else. Such a wrapper's Read returns one record at a time, so
+// connReader cannot tell from its reads whether the session is behind.
+func newBacklogProbe(conn io.ReadWriteCloser) func() int {
+	w, ok := conn.(interface{ NetConn() net.Conn })
+	if !ok {
+		return nil
+	}
+	return queueProbe(w.NetConn(), syscall.TIOCINQ)
+}
+
+// newSendQueueProbe returns, for a TCP or Unix socket or a connection that
+// wraps one and exposes it with NetConn, a function that reports how many
+// bytes the socket's send queue holds that the peer has not taken (TCP: not
+// yet acknowledged); nil for anything else. While a write is blocked, the
+// queue shrinking is progress a system call does not show: the kernel
+// wakes the writer only once a third of the send buffer is free, which for
+// a slow reader behind megabytes of buffer can take longer than
+// WriteTimeout.
+func newSendQueueProbe(conn io.ReadWriteCloser) func() int {
+	if w, ok := conn.(interface{ NetConn() net.Conn }); ok {
+		conn = w.NetConn()
+	}
+	return queueProbe(conn, syscall.TIOCOUTQ)
+}
+
+// queueProbe returns a function that asks the socket under conn, if it is
+// one, for the length of a queue with ioctl request req.
+func queueProbe(conn io.ReadWriteCloser, req uintptr) func() int {
+	rc, _ := socketOf(conn)
+	if rc == nil {
+		return nil
+	}
+	return func() int {
+		var queued int32
+		var errno syscall.Errno
+		err := rc.Control(func(fd uintptr) {
+			_, _, errno = syscall.Syscall(syscall.SYS_IOCTL, fd, req, uintptr(unsafe.Pointer(&queued)))
+		})
+		if err != nil || errno != 0 {
+			return 0
+		}
+		return int(queued)
+	}
+}
