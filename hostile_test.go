@@ -1719,12 +1719,14 @@ func TestKeepAliveTinyInterval(t *testing.T) {
 }
 
 // TestWriteTimeoutSlowReaderTCP: over TCP with default buffers, a peer
-// reading steadily (1 KiB every 5 ms) keeps a blocked write from timing
+// reading steadily (1 KiB every 2 ms) keeps a blocked write from timing
 // out: the kernel wakes the writer only once a third of the megabytes of
 // send buffer is free, but the send queue shrinks all along, which the
 // write timer watches on Linux. The Write ends at its own deadline, the
 // session alive. (Found by a review helper: the session failed with
-// ErrWriteTimeout after 2 s.)
+// ErrWriteTimeout after 2 s. On loopback the receiver reopens its window in
+// steps of its 64 KiB MSS, so the queue shrinks in such steps: the reader
+// must take 64 KiB well within WriteTimeout even on a loaded machine.)
 func TestWriteTimeoutSlowReaderTCP(t *testing.T) {
 	t.Parallel()
 	if runtime.GOOS != "linux" {
@@ -1739,16 +1741,16 @@ func TestWriteTimeoutSlowReaderTCP(t *testing.T) {
 			if _, err := io.ReadFull(c2, buf); err != nil {
 				return
 			}
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(2 * time.Millisecond)
 		}
 	}()
-	s, err := Client(c1, &Config{WriteTimeout: time.Second, KeepAliveInterval: -1})
+	s, err := Client(c1, &Config{WriteTimeout: 2 * time.Second, KeepAliveInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer closeAndWait(t, s)
 	st, _ := s.OpenStream()
-	st.SetWriteDeadline(time.Now().Add(4 * time.Second))
+	st.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	n, err := st.Write(make([]byte, 32<<20))
 	if !errors.Is(err, os.ErrDeadlineExceeded) || s.Err() != nil {
 		t.Errorf("Write = %d, %v, want its deadline; session error %v, want none", n, err, s.Err())
