@@ -246,7 +246,7 @@ func (s *Session) writeQueued() error {
 
 // writeBatch writes b, blocking; if the write makes no progress for
 // WriteTimeout, the session fails with ErrWriteTimeout. A peer that reads
-// slowly but steadily is no stuck one.
+// slowly but steadily is not stuck.
 func (s *Session) writeBatch(b []byte) error {
 	if s.writeShut.Load() {
 		return nil // after Shutdown's half-close the peer reads nothing more
