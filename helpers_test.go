@@ -1,6 +1,7 @@
 package tcpchan
 
 import (
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -155,6 +156,34 @@ func delayProxy(t *testing.T, delay time.Duration) (clientEnd, serverEnd net.Con
 	}
 	pipe(p2, p1)
 	pipe(p1, p2)
+	t.Cleanup(func() { p1.Close(); p2.Close() })
+	return c1, c2
+}
+
+// throttledPair returns client and server ends joined by a proxy that
+// passes client->server at full speed and server->client at about
+// rate bytes per second (an asymmetric link: a slow downlink).
+func throttledPair(t *testing.T, rate int) (clientEnd, serverEnd net.Conn) {
+	c1, p1 := tcpConnPair(t)
+	p2, c2 := tcpConnPair(t)
+	go func() { io.Copy(p2, p1); p2.(*net.TCPConn).CloseWrite() }()
+	go func() {
+		buf := make([]byte, 4096)
+		tick := time.Duration(int64(time.Second) * 4096 / int64(rate))
+		for {
+			n, err := p2.Read(buf)
+			if n > 0 {
+				if _, werr := p1.Write(buf[:n]); werr != nil {
+					return
+				}
+				time.Sleep(tick)
+			}
+			if err != nil {
+				p1.(*net.TCPConn).CloseWrite()
+				return
+			}
+		}
+	}()
 	t.Cleanup(func() { p1.Close(); p2.Close() })
 	return c1, c2
 }

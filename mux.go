@@ -930,11 +930,16 @@ func (s *Session) wakeWriter() {
 func (s *Session) consumed(n int) { s.credit(n, int64(s.cfg.SessionWindow/4)) }
 
 // discarded credits n bytes dropped unread (a closed, reset, refused or
-// read-closed stream) back at once, so that a peer waiting for session
-// credit is not held up by bytes nobody will read: in updates of at least
-// minFrameSize all the same, as the peer counts more frequent session
-// updates as glitches.
-func (s *Session) discarded(n int) { s.credit(n, minFrameSize) }
+// read-closed stream) back soon, so that a peer waiting for session credit
+// is not held up long by bytes nobody will read: in updates of
+// discardBatch (a quarter window if that is less), not one per KiB, which
+// would fill the control queue while the writer is blocked.
+func (s *Session) discarded(n int) {
+	s.credit(n, int64(min(discardBatch, s.cfg.SessionWindow/4)))
+}
+
+// discardBatch is the session credit a discard sends back at once.
+const discardBatch = 64 << 10
 
 func (s *Session) credit(n int, batch int64) {
 	if n <= 0 {

@@ -1354,3 +1354,58 @@ func TestGoAwayAfterHeldReset(t *testing.T) {
 	}
 	b.Close()
 }
+
+// TestDiscardUpdatesFillNoControlQueue: an HTTP-style server that
+// ignores request bodies (CloseRead) and writes its replies over a slow
+// downlink. The uploads to the read-closed streams are discarded and
+// credited back while the server's writer is blocked on the slow link, so
+// the session WINDOW_UPDATEs wait in the control queue, which counts
+// against MaxQueuedControlFrames. With one update per KiB discarded (as in
+// 7d8e77b) the next answer the peer needed (here a PING ACK) overflowed it
+// and the server ended the honest session with ErrProtocol.
+func TestDiscardUpdatesFillNoControlQueue(t *testing.T) {
+	t.Parallel()
+	c1, c2 := throttledPair(t, 256<<10)
+	client, server := sessionPair(t, c1, c2, nil, nil)
+	const nStreams = 48
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	var streams []*Stream
+	for range nStreams {
+		st, err := client.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Write([]byte("POST"))
+		sr, err := server.AcceptStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sr.CloseRead() // the handler ignores the body
+		wg.Add(2)
+		go func() { defer wg.Done(); sr.Write(make([]byte, 1<<20)); sr.Close() }()
+		go func() { defer wg.Done(); io.Copy(io.Discard, st) }()
+		streams = append(streams, st)
+	}
+	time.Sleep(time.Second) // the downlink is full; the server's writer waits on it
+	var up sync.WaitGroup
+	for _, st := range streams {
+		up.Add(1)
+		go func() { defer up.Done(); st.Write(make([]byte, 256<<10-4)) }() // exactly the stream credit left
+	}
+	up.Wait()
+	time.Sleep(300 * time.Millisecond) // the uploads arrive and are discarded
+	server.wmu.Lock()
+	queued := len(server.sched.ctrl)
+	server.wmu.Unlock()
+	t.Logf("control frames queued at the server: %d", queued)
+	pingErr := make(chan error, 1)
+	go func() { _, err := client.Ping(); pingErr <- err }()
+	time.Sleep(500 * time.Millisecond)
+	if err := server.Err(); err != nil {
+		t.Errorf("honest session ended by the server: %v", err)
+	}
+	c1.Close() // do not wait for the slow link to flush
+	c2.Close()
+	<-pingErr
+}

@@ -650,7 +650,9 @@ func (st *Stream) Close() error {
 	// (other streams' unread data), waits for more that may never come:
 	// it would neither finish nor send the DATA that makes this side
 	// reset the stream.
-	starved := st.recvAvail == 0 || st.sess.peerStarved.Load()
+	// Only on a stream the peer opened: on one this side opened the peer
+	// could send nothing, so it would count the RST as a rapid reset.
+	starved := st.recvAvail == 0 || st.sess.peerStarved.Load() && st.sess.isPeerID(st.id)
 	reset := !st.has(stRecvFIN|stReset) && starved && st.sess.Err() == nil && st.stopPeerLocked()
 	done := st.removableLocked()
 	st.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -1043,5 +1044,88 @@ func TestCloseStopsPeerStarvedOfSessionCredit(t *testing.T) {
 		case <-werr:
 		case <-time.After(5 * time.Second):
 		}
+	}
+}
+
+// TestCancelWhileStarvedNoRapidReset: an HTTP-style client has a few
+// downloads it has not read yet, which use all the session credit it gave
+// the server; meanwhile it cancels requests (Write request, Close before the
+// reply). In 7d8e77b each such Close sent RST behind the FIN because
+// peerStarved is set, and the server counts every one as a rapid reset (it
+// sent no DATA on the stream: it could not, having no session credit), so
+// the server ended the honest session with ErrProtocol. (Found by a review
+// helper.)
+func TestCancelWhileStarvedNoRapidReset(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name      string
+		cfg       *Config
+		downloads int // of 256 KiB: enough to use up the session window
+	}{
+		{"SessionWindow=1MiB", &Config{SessionWindow: 1 << 20}, 4},
+		{"defaults", nil, 64},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			testCancelWhileStarved(t, tc.cfg, tc.downloads)
+		})
+	}
+}
+
+func testCancelWhileStarved(t *testing.T, ccfg *Config, downloads int) {
+	client, server := tcpSessions(t, ccfg, nil)
+	var wg sync.WaitGroup
+	defer func() {
+		client.Close() // ends the accept loop and the handlers' Writes
+		server.Close()
+		wg.Wait()
+	}()
+	wg.Add(1) // the accept loop: later Adds happen while the count is above zero
+	go func() {
+		defer wg.Done()
+		for {
+			st, err := server.AcceptStream()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer st.Close()
+				io.Copy(io.Discard, st) // the request
+				st.Write(make([]byte, 256<<10))
+			}()
+		}
+	}()
+	var unread []*Stream
+	for range downloads {
+		st, err := client.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Write([]byte("GET big"))
+		st.CloseWrite()
+		unread = append(unread, st)
+	}
+	waitFor(t, "the server out of session credit", func() bool { return server.sendWindow.Load() == 0 })
+	deadline := time.Now().Add(5 * time.Second)
+	n := 0
+	for ; n < 1500 && time.Now().Before(deadline) && server.Err() == nil; n++ {
+		st, err := client.OpenStream()
+		if err != nil {
+			t.Fatalf("OpenStream %d: %v", n, err)
+		}
+		st.Write([]byte("GET small"))
+		st.Close() // cancelled
+	}
+	time.Sleep(200 * time.Millisecond)
+	if err := server.Err(); err != nil {
+		t.Errorf("after %d cancelled requests the server ended the session: %v", n, err)
+	}
+	if err := client.Err(); err != nil {
+		t.Errorf("client: %v", err)
+	}
+	for _, st := range unread {
+		st.Close()
 	}
 }
