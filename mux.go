@@ -451,7 +451,9 @@ func (s *Session) IsClient() bool { return s.client }
 // or wait for: those in the table but the ones it reset that the
 // application has not closed yet.
 func (s *Session) unfinishedStreams() int {
-	return s.NumStreams() - int(s.heldResets.Load())
+	s.smu.Lock()
+	defer s.smu.Unlock()
+	return len(s.streams) - int(s.heldResets.Load())
 }
 
 // NumStreams returns the number of streams not yet finished, in either
@@ -1045,13 +1047,14 @@ func (s *Session) removeStream(st *Stream) {
 	} else {
 		s.outgoing--
 	}
-	s.smu.Unlock()
-
+	// heldResets changes under smu with the table, so that
+	// unfinishedStreams never sees one without the other.
 	st.mu.Lock()
 	st.state |= stRemoved
 	if st.has(stHeldReset) {
 		s.heldResets.Add(-1)
 	}
+	s.smu.Unlock()
 	st.stopDeadlinesLocked()
 	st.releaseGrowthLocked()
 	st.mu.Unlock()

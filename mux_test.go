@@ -1409,3 +1409,50 @@ func TestDiscardUpdatesFillNoControlQueue(t *testing.T) {
 	c2.Close()
 	<-pingErr
 }
+
+// TestHeldResetsCounted: streams the peer resets before the application
+// closes them are counted apart (Session.heldResets) from the table. The
+// count and the table change together, so unfinishedStreams, which
+// Shutdown and the reader's error consult, never sees one without the
+// other: it never goes negative, and all are gone once the streams are
+// closed.
+func TestHeldResetsCounted(t *testing.T) {
+	t.Parallel()
+	client, server := tcpSessions(t, nil, nil)
+	stop := make(chan struct{})
+	lowest := make(chan int, 1)
+	go func() {
+		low := 0
+		for {
+			select {
+			case <-stop:
+				lowest <- low
+				return
+			default:
+			}
+			low = min(low, server.unfinishedStreams())
+		}
+	}()
+	for i := range 300 {
+		a, b := streamPair(t, client, server)
+		if _, err := b.Write([]byte("x")); err != nil { // so that the RST is no rapid reset
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(a, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		a.Reset()
+		if _, err := b.Read(make([]byte, 1)); !errors.Is(err, ErrStreamReset) {
+			t.Fatalf("stream %d: Read after the peer's RST = %v", i, err)
+		}
+		b.Close()
+	}
+	close(stop)
+	if low := <-lowest; low < 0 {
+		t.Errorf("unfinishedStreams went down to %d", low)
+	}
+	waitFor(t, "the streams to finish", func() bool { return server.NumStreams() == 0 })
+	if n := server.heldResets.Load(); n != 0 {
+		t.Errorf("heldResets = %d with no stream left", n)
+	}
+}

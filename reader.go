@@ -816,6 +816,12 @@ func (s *Session) lockedStream(h frameHeader) (*Stream, error) {
 		return nil, s.excuseLate(h)
 	}
 	st.mu.Lock()
+	if st.has(stRemoved) {
+		// Finished (the writer sent the last FIN) between the lookup and
+		// the lock: a frame that crossed its end.
+		st.mu.Unlock()
+		return nil, s.excuseLate(h)
+	}
 	if st.has(stReset) {
 		byPeer := st.has(stResetByPeer)
 		st.mu.Unlock()
@@ -1070,13 +1076,11 @@ func (s *Session) handleReset(h frameHeader) error {
 	held := !done && s.isPeerID(st.id)
 	if held {
 		st.state |= stHeldReset
+		s.heldResets.Add(1) // with the flag, which removeStream reads
 	}
 	st.mu.Unlock()
 	if done {
 		s.removeStream(st)
-	}
-	if held {
-		s.heldResets.Add(1)
 	}
 	if rapid {
 		return s.glitch(glitchRapidReset, h)

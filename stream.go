@@ -367,7 +367,10 @@ func (st *Stream) consumedLocked(n int) {
 	} else {
 		s.consumed(n)
 	}
-	if st.has(stRecvFIN | stReset) {
+	if st.has(stRecvFIN | stReset | stClosed) {
+		// The peer can send no more, or nobody will read it (a Read that
+		// got data as Close ran): the stream needs no credit, and its
+		// window growth was given back.
 		return
 	}
 	st.unacked += int64(n)

@@ -1129,3 +1129,29 @@ func testCancelWhileStarved(t *testing.T, ccfg *Config, downloads int) {
 		st.Close()
 	}
 }
+
+// TestReadAsCloseRunsGrowsNothing: a Read whose data the session reader
+// delivered as Close ran credits it when it wakes, after Close gave the
+// stream's window growth back. That credit must not grow the closed
+// stream's window again: the growth would never be given back if the
+// stream had left the table meanwhile, and later streams could grow less.
+// (consumedLocked is called as that Read calls it: the interleaving is
+// hard to bring about from outside.)
+func TestReadAsCloseRunsGrowsNothing(t *testing.T) {
+	t.Parallel()
+	client, server := tcpSessions(t, nil, nil)
+	forceShortLink(t, server) // a lone stream on a short link grows to loneStreamWindow
+	_, b := streamPair(t, client, server)
+	b.Close()
+	initial := int64(server.cfg.InitialStreamWindow)
+	b.mu.Lock()
+	b.consumedLocked(int(initial))
+	window := b.recvWindow
+	b.mu.Unlock()
+	if window != initial {
+		t.Errorf("closed stream's window = %d after a Read's credit, want %d", window, initial)
+	}
+	if g := server.windowGrowth.Load(); g != 0 {
+		t.Errorf("session window growth = %d with only a closed stream", g)
+	}
+}
