@@ -1519,6 +1519,24 @@ func TestRefusalsExcused(t *testing.T) {
 	}
 }
 
+// slowReader is a peer on c that sends its preface and then reads 1 KiB
+// every pause, until c is closed; the channel is closed as it returns.
+func slowReader(c net.Conn, pause time.Duration) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.Write(appendPreface(nil, settings{streamWindow: maxWindow, sessionWindow: maxWindow, maxFrameSize: 1024}))
+		buf := make([]byte, 1024)
+		for {
+			if _, err := io.ReadFull(c, buf); err != nil {
+				return
+			}
+			time.Sleep(pause)
+		}
+	}()
+	return done
+}
+
 // TestWriteTimeoutSlowReader: the peer reads steadily, 1 KiB
 // every 100 ms (10 KiB/s), never stalling for anywhere near WriteTimeout.
 // Config.WriteTimeout and SECURITY.md promise to close only a session whose
@@ -1528,20 +1546,9 @@ func TestWriteTimeoutSlowReader(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		c1, c2 := net.Pipe()
-		peerDone := make(chan struct{})
+		peerDone := slowReader(c2, 100*time.Millisecond)
 		defer func() { <-peerDone }()
 		defer c2.Close()
-		go func() { // the peer: preface, then reads 1 KiB every 100 ms
-			defer close(peerDone)
-			c2.Write(appendPreface(nil, settings{streamWindow: maxWindow, sessionWindow: maxWindow, maxFrameSize: 1024}))
-			buf := make([]byte, 1024)
-			for {
-				if _, err := io.ReadFull(c2, buf); err != nil {
-					return
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
-		}()
 		s, err := Client(c1, &Config{WriteTimeout: 3 * time.Second, KeepAliveInterval: -1})
 		if err != nil {
 			t.Fatal(err)
@@ -1573,16 +1580,7 @@ func TestWriteTimeoutSlowReaderSocket(t *testing.T) {
 	c1.(*net.UnixConn).SetWriteBuffer(4096)
 	c2.(*net.UnixConn).SetReadBuffer(4096)
 	defer c2.Close()
-	go func() {
-		c2.Write(appendPreface(nil, settings{streamWindow: maxWindow, sessionWindow: maxWindow, maxFrameSize: 1024}))
-		buf := make([]byte, 1024)
-		for {
-			if _, err := io.ReadFull(c2, buf); err != nil {
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}()
+	slowReader(c2, 20*time.Millisecond)
 	s, err := Client(c1, &Config{WriteTimeout: time.Second, KeepAliveInterval: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -1734,16 +1732,7 @@ func TestWriteTimeoutSlowReaderTCP(t *testing.T) {
 	}
 	c1, c2 := tcpConnPair(t)
 	defer c2.Close()
-	go func() {
-		c2.Write(appendPreface(nil, settings{streamWindow: maxWindow, sessionWindow: maxWindow, maxFrameSize: 1024}))
-		buf := make([]byte, 1024)
-		for {
-			if _, err := io.ReadFull(c2, buf); err != nil {
-				return
-			}
-			time.Sleep(2 * time.Millisecond)
-		}
-	}()
+	slowReader(c2, 2*time.Millisecond)
 	s, err := Client(c1, &Config{WriteTimeout: 2 * time.Second, KeepAliveInterval: -1})
 	if err != nil {
 		t.Fatal(err)

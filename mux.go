@@ -324,7 +324,7 @@ type Session struct {
 	wBusy         atomic.Bool  // the writer goroutine is blocked in a write
 	wProgress     atomic.Int64 // session clock when that write last made progress
 	wQueue        func() int   // the socket's send queue length, or nil (see newSendQueueProbe)
-	wQueued       atomic.Int64 // its length when last looked at
+	wQueued       atomic.Int64 // its length when the timer last looked during this write, or -1
 	ka            keepalive
 
 	// Lifecycle.

@@ -256,9 +256,7 @@ func (s *Session) writeBatch(b []byte) error {
 		return s.writeError(err)
 	}
 	s.progressed()
-	if s.wQueue != nil {
-		s.wQueued.Store(int64(s.wQueue()))
-	}
+	s.wQueued.Store(-1) // unknown: the timer looks, not every batch (a system call)
 	s.wBusy.Store(true)
 	s.wTimer.Reset(s.writeCheck(s.cfg.WriteTimeout))
 	var err error
