@@ -1468,6 +1468,105 @@ func TestFramesCrossingOwnReset(t *testing.T) {
 	}
 }
 
+// collect is sync that returns the victim's frames read on the way. Two
+// in a row return everything the victim had queued before the first: an
+// update queued beside the first answer may go out after it.
+func (a *attacker) collect(t *testing.T) []frameHeader {
+	t.Helper()
+	if err := a.send(hdr(framePing, 0, 0, syncPing)); err != nil {
+		t.Fatalf("attacker ping: %v", err)
+	}
+	var got []frameHeader
+	for {
+		h, err := a.readFrame()
+		if err != nil {
+			t.Fatalf("waiting for the victim's answer to a ping: %v", err)
+		}
+		if h.typ == framePing && h.flags == flagACK && h.length == syncPing {
+			return got
+		}
+		got = append(got, h)
+	}
+}
+
+// finishedStreamData sends n bytes on a new stream id, the last frame with
+// FIN, in frames of 1024 bytes.
+func finishedStreamData(id uint32, n int) []byte {
+	b := fill(id, n-1024)
+	return append(b, dataFrame(flagFIN, id, make([]byte, 1024))...)
+}
+
+// TestCloseReadAfterResetAfterFIN: data the peer finished with FIN stays
+// readable when it resets the stream afterwards; CloseRead then drops it
+// and must give its session credit back, or every such stream shrinks
+// the peer's session window for good.
+func TestCloseReadAfterResetAfterFIN(t *testing.T) {
+	t.Parallel()
+	victim, a := newAttack(t, nil, false)
+	const n = 256 << 10 // the whole stream window: four discard batches
+	a.send(finishedStreamData(1, n))
+	st, err := victim.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	a.send(hdr(frameReset, 0, 1, uint32(codeCancel)))
+	a.collect(t)
+	if err := st.CloseRead(); !errors.Is(err, ErrStreamReset) {
+		t.Errorf("CloseRead after the peer's RST: %v, want ErrStreamReset", err)
+	}
+	credit := 0
+	for _, h := range append(a.collect(t), a.collect(t)...) {
+		if h.typ == frameWindowUpdate && h.streamID == 0 {
+			credit += int(h.length)
+		}
+	}
+	if credit != n {
+		t.Errorf("session credit given back after CloseRead: %d bytes, want %d", credit, n)
+	}
+}
+
+// TestCloseReadNoUpdateAfterFIN: a read-closed stream discards what
+// arrives and credits the stream so the peer never waits, but the frame
+// that carries FIN ends the peer's sending: crediting it is a wasted
+// frame.
+func TestCloseReadNoUpdateAfterFIN(t *testing.T) {
+	t.Parallel()
+	victim, a := newAttack(t, nil, false)
+	a.send(dataFrame(flagSYN, 1, []byte("x")))
+	st, err := victim.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.CloseRead(); err != nil {
+		t.Fatal(err)
+	}
+	a.collect(t)
+	// 192 KiB in all is a multiple of the stream's update batch, a
+	// quarter or three quarters of its 256 KiB window: the frame with FIN
+	// is the one that reaches a batch.
+	const n = 192<<10 - 1
+	var b []byte
+	for sent := 1; sent < n; {
+		k := min(n-sent, 1024)
+		b = append(b, dataFrame(0, 1, make([]byte, k))...)
+		sent += k
+	}
+	a.send(b)
+	a.collect(t)
+	a.collect(t)
+	a.send(dataFrame(flagFIN, 1, []byte("x")))
+	for _, h := range append(a.collect(t), a.collect(t)...) {
+		if h.typ == frameWindowUpdate && h.streamID == 1 {
+			t.Errorf("stream WINDOW_UPDATE of %d bytes after the peer's FIN", h.length)
+		}
+	}
+	if err := victim.Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestRefusalsExcused: a stream refused at MaxIncomingStreams is a glitch,
 // except where a peer that keeps to the limit could not help it: before it
 // answered a ping (it may not have read the preface, which announces the

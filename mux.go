@@ -959,6 +959,23 @@ func (s *Session) credit(n int, batch int64) {
 	s.queueControl(frameHeader{typ: frameWindowUpdate, streamID: 0, length: uint32(inc)})
 }
 
+// spend counts n bytes of DATA against the peer's session credit and
+// returns by how much they overrun it. A peer left with no credit is
+// starved (see Stream.Close) until credit clears the flag; the credit is
+// looked at again after the flag is set, because a credit that ran
+// between the two would have cleared it first and left it stuck.
+func (s *Session) spend(n int) (over int64) {
+	s.recvSpent += int64(n)
+	over = s.recvSpent - s.recvCredit.Load()
+	if over == 0 && n > 0 {
+		s.peerStarved.Store(true)
+		if s.recvSpent < s.recvCredit.Load() {
+			s.peerStarved.Store(false)
+		}
+	}
+	return over
+}
+
 // maxGrownWindow is the most a stream's window grows to: MaxStreamWindow,
 // but no more than half the session window, so that one stream whose
 // reader stalls leaves the others credit (unless InitialStreamWindow

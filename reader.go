@@ -793,10 +793,7 @@ func (s *Session) takeRunLocked(st *Stream) {
 			return // the Read reading has its fill: leave the rest for its next
 		}
 		frame, _ := s.br.Peek(headerSize + n)
-		s.recvSpent += int64(n)
-		if s.recvSpent == s.recvCredit.Load() {
-			s.peerStarved.Store(true)
-		}
+		s.spend(n)
 		st.recvAvail -= int64(n)
 		st.deliverLocked(frame[headerSize:])
 		s.br.Discard(headerSize + n)
@@ -909,11 +906,8 @@ func (s *Session) handleData(h frameHeader) error {
 		}
 		payload = p
 	}
-	s.recvSpent += int64(n)
-	if over := s.recvSpent - s.recvCredit.Load(); over > 0 {
+	if over := s.spend(n); over > 0 {
 		return fmt.Errorf("%w: DATA on stream %d overruns the session window by %d bytes", ErrProtocol, h.streamID, over)
-	} else if over == 0 && n > 0 {
-		s.peerStarved.Store(true) // see Stream.Close
 	}
 	st, err := s.streamForData(h)
 	if err != nil {
@@ -960,6 +954,8 @@ func (s *Session) handleData(h frameHeader) error {
 		// has not finished gets an RST so it stops sending.
 		s.discarded(n)
 		reset = n > 0 && !fin && !st.has(stResetAfterFIN) && st.stopPeerLocked()
+	case st.has(stReadClosed) && fin:
+		s.discarded(n) // the peer sends no more: the stream needs no credit
 	case st.has(stReadClosed):
 		// Discarded as if read at once, so the peer never waits for
 		// credit (CloseRead).

@@ -603,12 +603,14 @@ func (st *Stream) CloseRead() error {
 	st.rcond.Broadcast()
 	st.sess.interruptRead(st)
 	var err error
-	switch {
-	case st.has(stReset):
+	if st.has(stReset) {
 		err = st.resetErrLocked()
-	case st.sess.Err() != nil:
+	} else {
 		err = st.sess.Err()
-	default:
+	}
+	if st.sess.Err() == nil {
+		// Data the peer finished with FIN stays readable after its RST;
+		// dropped here, its session credit goes back.
 		n := st.buffered
 		st.freeBufferLocked()
 		st.consumedLocked(n)
