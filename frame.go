@@ -249,7 +249,8 @@ func decodePreface(b []byte) (settings, error) {
 // errors returned wrap them with detail.
 var (
 	// ErrStreamReset means the peer aborted the stream (RST). Data the peer
-	// had sent but that was not yet read is discarded.
+	// had sent but that was not yet read is discarded, except data it had
+	// completed with FIN before the RST, which stays readable up to io.EOF.
 	ErrStreamReset = errors.New("tcpchan: stream reset by peer")
 	// ErrStreamRefused means the peer did not accept the stream: its stream
 	// limit or accept backlog was full, or it is shutting down. The peer

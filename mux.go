@@ -7,7 +7,8 @@
 // so http.Serve(session, handler) works (serve session.StreamListener() to
 // stop the server gracefully with http.Server.Shutdown).
 //
-// Opening a stream costs no round trip: the SYN travels with the first data.
+// Opening a stream costs no round trip: data follows the SYN without waiting
+// for an answer.
 // Writes are cut into frames of MaxFrameSize bytes (1 KiB by default) that
 // one round-robin scheduler per session interleaves, so a bulk
 // transfer never starves a small request. Every stream has its own
@@ -52,14 +53,16 @@ type Config struct {
 	// the session's pings under 1 ms) a window grows only while its stream
 	// is alone in the session, to 1 MiB within those caps, and shrinks
 	// back as the application reads once another stream opens (credit
-	// already granted stays valid). Default 8 MiB, at most 2^31-1.
+	// already granted stays valid). Default 8 MiB (InitialStreamWindow if
+	// that is more), at most 2^31-1.
 	MaxStreamWindow int
 
 	// SessionWindow is the session's receive budget: the most bytes all
 	// streams together may hold received but unread. It bounds a session's
 	// receive memory. Growth of stream windows beyond InitialStreamWindow
 	// is limited to half of it, so that streams whose readers stall cannot
-	// take it all. Default 16 MiB, range 1 MiB (and at least
+	// take it all. Default 16 MiB (InitialStreamWindow if that is more),
+	// range 1 MiB (and at least
 	// InitialStreamWindow) to 2^31-1.
 	SessionWindow int
 
@@ -88,9 +91,11 @@ type Config struct {
 	// or Server ignore it. Default 0: no limit.
 	MaxSessions int
 
-	// MaxQueuedControlFrames bounds the control frames (ping answers,
-	// refusals) queued because of what the peer sent while the peer is not
-	// reading. Past it, the session is closed with ErrProtocol. Default
+	// MaxQueuedControlFrames bounds the control frames queued while the
+	// peer is not reading: an answer to the peer (a ping answer, a
+	// refusal, an RST) that finds this many control frames of any kind
+	// queued closes the session with ErrProtocol. This side's own frames
+	// (window updates, its pings) are queued without the check. Default
 	// 10000; negative values are rejected.
 	MaxQueuedControlFrames int
 
@@ -491,7 +496,8 @@ func (sessionAddr) Network() string { return "tcpchan" }
 func (sessionAddr) String() string  { return "tcpchan" }
 
 // OpenStream opens a new stream to the peer. It never waits for the network:
-// the SYN goes out with the first data written. If the peer refuses the
+// the SYN is queued at once (with the first data, if it is written by
+// then), and data follows without waiting for an answer. If the peer refuses the
 // stream (its limit or backlog is full), the stream's Read and Write fail
 // with ErrStreamRefused; while this side already has as many streams open
 // as the peer's MaxIncomingStreams (announced in its preface) allows,
@@ -669,10 +675,10 @@ func (s *Session) closeGracefully(flushCtx, lingerCtx context.Context) error {
 }
 
 // Shutdown closes the session gracefully, as http.Server.Shutdown does: it
-// sends GOAWAY with the last stream ID accepted, refuses streams the peer
-// opens after that, fails OpenStream with ErrGoAway, waits for the open
-// streams to finish (both directions closed), flushes what is queued, and
-// then closes as Close does, half-closing the connection and waiting for
+// sends GOAWAY with the highest stream ID the peer opened, refuses streams
+// the peer opens after that, fails OpenStream with ErrGoAway, waits for the
+// open streams to finish (both directions closed), flushes what is queued,
+// and then closes as Close does, half-closing the connection and waiting for
 // the peer to close its end. If ctx ends before the streams have finished
 // and the queue is flushed, Shutdown returns ctx.Err() and leaves the
 // session open; call Close to end it. If ctx ends later, while Shutdown

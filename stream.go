@@ -116,10 +116,12 @@ func (st *Stream) RemoteAddr() net.Addr { return st.sess.RemoteAddr() }
 
 // Read reads data the peer sent. After the peer's FIN it returns io.EOF once
 // the buffered data is drained. After a local Close or CloseRead it fails
-// with an error matching net.ErrClosed; after the peer's RST, with ErrStreamReset (or
-// ErrStreamRefused); when the read deadline passes, with
-// os.ErrDeadlineExceeded, leaving the stream usable; when the session ends,
-// with the session's error.
+// with an error matching net.ErrClosed; after the peer's RST, with
+// ErrStreamReset (or ErrStreamRefused), unless the peer had finished with
+// FIN before it: then the data stays readable up to io.EOF. When the read
+// deadline passes it fails with os.ErrDeadlineExceeded, leaving the stream
+// usable; when the session ends, with the session's error once the
+// buffered data is read (io.EOF if the peer's FIN had arrived).
 func (st *Stream) Read(p []byte) (int, error) {
 	st.mu.Lock()
 	n, err := st.readLocked(p)
@@ -626,10 +628,11 @@ func (st *Stream) CloseRead() error {
 
 // Close closes the stream. Data already written is still delivered, followed
 // by FIN, so the peer reads everything and then io.EOF; data received but
-// not read is discarded, and if the peer keeps sending (or waits for credit
-// to send more), the stream is reset right behind the FIN: the peer's
-// Writes fail with ErrStreamReset, while what this side wrote stays
-// readable to it up to io.EOF. Blocked Read and Write calls
+// not read is discarded, and if the peer keeps sending (or has used up the
+// stream's credit, or, on a stream the peer opened, the session's), the
+// stream is reset right behind the FIN: the peer's Writes fail with
+// ErrStreamReset, while what this side wrote stays readable to it up to
+// io.EOF. Blocked Read and Write calls
 // return at once with an error matching net.ErrClosed, as do all later
 // calls. Close never blocks on the network. Closing twice returns an error
 // matching net.ErrClosed.
