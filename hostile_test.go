@@ -1496,33 +1496,65 @@ func finishedStreamData(id uint32, n int) []byte {
 	return append(b, dataFrame(flagFIN, id, make([]byte, 1024))...)
 }
 
-// TestCloseReadAfterResetAfterFIN: data the peer finished with FIN stays
-// readable when it resets the stream afterwards; CloseRead then drops it
-// and must give its session credit back, or every such stream shrinks
-// the peer's session window for good.
-func TestCloseReadAfterResetAfterFIN(t *testing.T) {
+// TestUnreadAfterFINAndRSTCredited: data the peer finished with FIN stays
+// readable when it resets the stream afterwards. Whatever drops it unread
+// (CloseRead, Reset, a StreamListener's Close refusing it in the backlog)
+// must give its session credit back, or every such stream shrinks the
+// peer's session window for good.
+func TestUnreadAfterFINAndRSTCredited(t *testing.T) {
 	t.Parallel()
-	victim, a := newAttack(t, nil, false)
-	const n = 256 << 10 // the whole stream window: four discard batches
-	a.send(finishedStreamData(1, n))
-	st, err := victim.AcceptStream()
-	if err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name   string
+		accept bool
+		drop   func(t *testing.T, victim *Session, st *Stream)
+	}{
+		{"CloseRead", true, func(t *testing.T, _ *Session, st *Stream) {
+			if err := st.CloseRead(); !errors.Is(err, ErrStreamReset) {
+				t.Errorf("CloseRead after the peer's RST: %v, want ErrStreamReset", err)
+			}
+		}},
+		{"Reset", true, func(t *testing.T, _ *Session, st *Stream) {
+			st.Reset()
+			st.Close()
+		}},
+		{"refused from the backlog", false, func(t *testing.T, victim *Session, _ *Stream) {
+			victim.StreamListener().Close()
+		}},
 	}
-	defer st.Close()
-	a.send(hdr(frameReset, 0, 1, uint32(codeCancel)))
-	a.collect(t)
-	if err := st.CloseRead(); !errors.Is(err, ErrStreamReset) {
-		t.Errorf("CloseRead after the peer's RST: %v, want ErrStreamReset", err)
-	}
-	credit := 0
-	for _, h := range append(a.collect(t), a.collect(t)...) {
-		if h.typ == frameWindowUpdate && h.streamID == 0 {
-			credit += int(h.length)
-		}
-	}
-	if credit != n {
-		t.Errorf("session credit given back after CloseRead: %d bytes, want %d", credit, n)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			victim, a := newAttack(t, nil, false)
+			// An accepted stream left open, so that the listener's Close
+			// waits for it rather than closing the session.
+			a.send(dataFrame(flagSYN, 1, []byte("x")))
+			keep, err := victim.AcceptStream()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer keep.Close()
+			const n = 256 << 10 // the whole stream window: four discard batches
+			a.send(finishedStreamData(3, n))
+			var st *Stream
+			if tc.accept {
+				if st, err = victim.AcceptStream(); err != nil {
+					t.Fatal(err)
+				}
+				defer st.Close()
+			}
+			a.send(hdr(frameReset, 0, 3, uint32(codeCancel)))
+			a.collect(t)
+			tc.drop(t, victim, st)
+			credit := 0
+			for _, h := range append(a.collect(t), a.collect(t)...) {
+				if h.typ == frameWindowUpdate && h.streamID == 0 {
+					credit += int(h.length)
+				}
+			}
+			if credit != n {
+				t.Errorf("session credit given back for the unread data: %d bytes, want %d", credit, n)
+			}
+		})
 	}
 }
 

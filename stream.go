@@ -700,6 +700,10 @@ func (st *Stream) reset(code errCode) error {
 	st.state |= stClosed | stWriteClosed
 	if !st.has(stReset) {
 		st.resetLocked(0)
+	} else {
+		// Reset by the peer after its FIN: what the FIN completed was
+		// kept for Read, and nobody will read it now.
+		st.discardLocked()
 	}
 	st.stopDeadlinesLocked()
 	s.interruptRead(st)
