@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"runtime"
 	"strings"
@@ -1454,5 +1455,92 @@ func TestHeldResetsCounted(t *testing.T) {
 	waitFor(t, "the streams to finish", func() bool { return server.NumStreams() == 0 })
 	if n := server.heldResets.Load(); n != 0 {
 		t.Errorf("heldResets = %d with no stream left", n)
+	}
+}
+
+// TestSessionCreditBalance: streams that write, read part, CloseRead,
+// Reset, Close and run into deadlines in random orders, at both ends at
+// once, must leave each session's credit whole once they are gone: the
+// sender's session window plus the credit the receiver holds back for its
+// next update is the receiver's SessionWindow. Credit lost on some path
+// (data dropped unread and never credited) would shrink the window for
+// good, until the session stalls.
+func TestSessionCreditBalance(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		sessions func(testing.TB, *Config, *Config) (*Session, *Session)
+		cfg      *Config
+	}{
+		{"tcp", tcpSessions, nil},
+		{"pipe", pipeSessions, nil},
+		{"pipe, small windows", pipeSessions, &Config{SessionWindow: 1 << 20, InitialStreamWindow: 64 << 10}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			client, server := tc.sessions(t, tc.cfg, tc.cfg)
+			seed := time.Now().UnixNano()
+			t.Logf("seed %d", seed)
+			rng := rand.New(rand.NewPCG(uint64(seed), 0))
+			play := func(st *Stream, r *rand.Rand) {
+				st.SetDeadline(time.Now().Add(500 * time.Millisecond))
+				written := make(chan struct{})
+				size, closeWrite := 1+r.IntN(400<<10), r.IntN(2) == 0
+				go func() {
+					defer close(written)
+					st.Write(make([]byte, size))
+					if closeWrite {
+						st.CloseWrite()
+					}
+				}()
+				buf := make([]byte, 1+r.IntN(64<<10))
+				for k := r.IntN(8); k > 0; k-- {
+					if _, err := st.Read(buf); err != nil {
+						break
+					}
+				}
+				if r.IntN(2) == 0 {
+					<-written // FIN sent, if chosen, before what follows
+				}
+				switch r.IntN(4) {
+				case 0:
+					st.CloseRead()
+					time.Sleep(time.Duration(r.IntN(50)) * time.Millisecond)
+				case 1:
+					st.Reset()
+				}
+				if r.IntN(3) == 0 {
+					st.Close()
+				}
+				<-written
+				st.Close()
+			}
+			var wg sync.WaitGroup
+			for range 40 {
+				a, b := streamPair(t, client, server)
+				ra := rand.New(rand.NewPCG(rng.Uint64(), 0))
+				rb := rand.New(rand.NewPCG(rng.Uint64(), 0))
+				wg.Go(func() { play(a, ra) })
+				wg.Go(func() { play(b, rb) })
+			}
+			wg.Wait()
+			waitFor(t, "streams gone", func() bool { return client.NumStreams() == 0 && server.NumStreams() == 0 })
+			for range 3 { // queued window updates go out before the answers
+				client.Ping()
+				server.Ping()
+			}
+			if err := errors.Join(client.Err(), server.Err()); err != nil {
+				t.Fatalf("a session failed: %v", err)
+			}
+			for _, d := range []struct {
+				name     string
+				from, to *Session
+			}{{"client to server", client, server}, {"server to client", server, client}} {
+				balance := d.from.sendWindow.Load() + d.to.recvUnacked.Load() - int64(d.to.cfg.SessionWindow)
+				if balance != 0 {
+					t.Errorf("%s: session credit off by %d bytes", d.name, balance)
+				}
+			}
+		})
 	}
 }
