@@ -70,3 +70,34 @@ func TestResetErr(t *testing.T) {
 		})
 	}
 }
+
+// TestDirectWriteErrorReported: a Write that finds the connection idle
+// writes its frames itself. If that write fails, the session ends inside
+// the call, and the Write must report it: its bytes never went out, as a
+// *net.TCPConn's Write would say.
+func TestDirectWriteErrorReported(t *testing.T) {
+	t.Parallel()
+	c1, c2 := tcpConnPair(t)
+	client, server := sessionPair(t, c1, c2, nil, nil)
+	a, b := streamPair(t, client, server)
+	if _, err := a.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(b, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the client's writer idle", func() bool {
+		client.wmu.Lock()
+		defer client.wmu.Unlock()
+		return !client.w.held && len(client.w.pending) == 0 && len(client.sched.ctrl) == 0 && client.sched.head == nil
+	})
+	rc, err := c1.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.Control(func(fd uintptr) { syscall.Shutdown(int(fd), syscall.SHUT_WR) })
+	n, err := a.Write([]byte("hello"))
+	if serr := client.Err(); serr != nil && err == nil {
+		t.Fatalf("Write returned %d, nil although the session ended as it wrote (%v): nothing was sent", n, serr)
+	}
+}

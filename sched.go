@@ -192,7 +192,10 @@ func (st *Stream) emitLocked(b []byte, frameSize int, sessAvail *int64) (out []b
 		done = st.removableLocked()
 	}
 	if st.readyLocked() {
-		if *sessAvail <= 0 && len(st.pendingLocked()) > 0 && !st.has(stSynPending) {
+		// Out of session credit after taking some: back to the ring's
+		// tail rather than parked at once, so that it parks behind the
+		// streams still waiting for their turn in this round.
+		if *sessAvail <= 0 && len(st.pendingLocked()) > 0 && n == 0 {
 			return b, emitParked, done
 		}
 		return b, emitMore, done

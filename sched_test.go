@@ -256,3 +256,70 @@ func TestWriteAloneParks(t *testing.T) {
 		t.Errorf("Write: %v", err)
 	}
 }
+
+// TestParkedStreamNotStarved: a stream that takes the last session credit
+// must not park ahead of the streams still waiting for their turn, or a
+// peer that returns session credit a frame at a time (as the protocol
+// allows) hands every frame to the same bulk stream.
+func TestParkedStreamNotStarved(t *testing.T) {
+	t.Parallel()
+	c1, c2 := tcpConnPair(t)
+	victim, err := Server(c1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c2.Close()
+		closeAndWait(t, victim)
+	})
+	a := handshakeWith(t, c2, settings{streamWindow: 16 << 20, sessionWindow: 1 << 20, maxFrameSize: 1024, maxStreams: 100})
+	if err := a.send(dataFrame(flagSYN, 1, nil), dataFrame(flagSYN, 3, nil)); err != nil {
+		t.Fatal(err)
+	}
+	bulk, err := victim.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	small, err := victim.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go bulk.Write(make([]byte, 4<<20))
+	for got := 0; got < 1<<20; { // the bulk stream takes the whole session window
+		h, err := a.readFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.typ == frameData {
+			if h.streamID != 1 {
+				t.Fatalf("unexpected DATA on stream %d", h.streamID)
+			}
+			got += int(h.length)
+		}
+	}
+	parked := func(st *Stream) func() bool {
+		return func() bool {
+			victim.wmu.Lock()
+			defer victim.wmu.Unlock()
+			return st.parked
+		}
+	}
+	waitFor(t, "the bulk stream parked", parked(bulk))
+	go small.Write([]byte("hello"))
+	waitFor(t, "the small stream parked", parked(small))
+	var order []uint32
+	for range 32 {
+		if err := a.send(hdr(frameWindowUpdate, 0, 0, 1024)); err != nil {
+			t.Fatal(err)
+		}
+		h, err := a.until(func(h frameHeader) bool { return h.typ == frameData && h.length > 0 })
+		if err != nil {
+			t.Fatal(err)
+		}
+		order = append(order, h.streamID)
+		if h.streamID == 3 {
+			return
+		}
+	}
+	t.Fatalf("the small stream sent nothing in 32 session credits of one frame each; frames went to streams %v", order)
+}

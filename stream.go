@@ -474,7 +474,9 @@ func (st *Stream) consumedLocked(n int) {
 // stream usable. A deadline already in the past sends nothing. After Close
 // or CloseWrite it fails with an error matching net.ErrClosed; after the
 // peer's RST, with ErrStreamReset or ErrStreamRefused; when the session
-// ends, with the session's error. A zero-length Write sends nothing.
+// ends, with the session's error, also if it ended before the Write
+// returned, even with all of p taken (its bytes may never have gone out).
+// A zero-length Write sends nothing.
 func (st *Stream) Write(p []byte) (int, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -513,6 +515,11 @@ func (st *Stream) Write(p []byte) (int, error) {
 		st.awaitCreditLocked()
 	}
 	n := len(p) - len(st.wbuf)
+	if err == nil {
+		// A direct write of this call may have failed and ended the
+		// session: what it framed never went out.
+		err = st.sess.Err()
+	}
 	wasPending := len(st.wbuf) > 0
 	st.wbuf = nil
 	st.state &^= stWriting
