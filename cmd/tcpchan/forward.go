@@ -107,7 +107,7 @@ func newTunnelDialer(tlsCfg *tls.Config, log *slog.Logger) *tcpchan.Dialer {
 // connection ln accepts it opens a stream to via with d (which keeps one
 // tcpchan connection to via and redials it when it drops) and pipes the two
 // together. When ctx ends it closes ln, waits up to opts.Grace for the
-// connections in flight, closes what remains and returns nil once every
+// connections in flight, resets what remains and returns nil once every
 // goroutine it started has exited. It returns an error if ln fails for
 // good. runForward owns ln; the caller owns d and closes it afterwards.
 func runForward(ctx context.Context, ln net.Listener, d *tcpchan.Dialer, via string, opts forwardOptions) error {
@@ -123,7 +123,7 @@ func runForward(ctx context.Context, ln net.Listener, d *tcpchan.Dialer, via str
 		cancel()
 		if err != nil {
 			log.Error("opening a stream through the tunnel", "via", via, "client", client, "err", err)
-			c.Close()
+			abort(c) // a reset: nothing reached the target
 			return
 		}
 		if !r.track(c, st) {
@@ -152,7 +152,7 @@ func runForward(ctx context.Context, ln net.Listener, d *tcpchan.Dialer, via str
 		}
 	}
 	if n := r.drain(opts.Grace); n > 0 {
-		log.Error("grace period over: closed the connections still open", "conns", n)
+		log.Error("grace period over: reset the connections still open", "conns", n)
 	}
 	log.Info("stopped")
 	return err

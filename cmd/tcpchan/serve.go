@@ -78,7 +78,7 @@ for up to -grace, then exits.
 // tcpchan connections (over TLS if opts.TLS is set), and for every stream
 // they carry dials target and pipes the two together. When ctx ends it
 // closes ln, sends GOAWAY so that clients open no more streams, waits up to
-// opts.Grace for the streams in flight, closes what remains and returns
+// opts.Grace for the streams in flight, resets what remains and returns
 // nil once every goroutine it started has exited. It returns an error if
 // ln fails for good. runServe owns ln.
 func runServe(ctx context.Context, ln net.Listener, target string, opts serveOptions) error {
@@ -98,7 +98,7 @@ func runServe(ctx context.Context, ln net.Listener, target string, opts serveOpt
 		tc, err := dialer.DialContext(r.ctx, "tcp", target)
 		if err != nil {
 			log.Error("dialing target", "target", target, "session", session, "stream", st.ID(), "err", err)
-			st.Close() // the client reads EOF at once
+			abort(st) // the client's connection is reset: nothing reached the target
 			return
 		}
 		if !r.track(st, tc) {
@@ -134,7 +134,7 @@ func runServe(ctx context.Context, ln net.Listener, target string, opts serveOpt
 		tl.Close()
 	}
 	if n := r.drain(opts.Grace); n > 0 {
-		log.Error("grace period over: closed the connections still open", "conns", n)
+		log.Error("grace period over: reset the connections still open", "conns", n)
 	}
 	// Every stream is closed: the sessions finish at once.
 	sctx, cancel := context.WithTimeout(context.Background(), closeTimeout)

@@ -71,14 +71,14 @@ func newRelay() *relay {
 	return r
 }
 
-// track registers conns to be closed if the relay is cut off, or closes
+// track registers conns to be aborted if the relay is cut off, or aborts
 // them and returns false if it already is.
 func (r *relay) track(conns ...io.Closer) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.cutOff {
 		for _, c := range conns {
-			c.Close()
+			abort(c)
 		}
 		return false
 	}
@@ -134,7 +134,9 @@ func (r *relay) drain(grace time.Duration) int {
 	r.cutOff = true
 	n := len(r.conns)
 	for c := range r.conns {
-		c.Close()
+		// Cut off, not finished: the ends must see a reset, not a clean
+		// end of stream that passes a truncated transfer off as whole.
+		abort(c)
 	}
 	r.mu.Unlock()
 	<-done
@@ -194,7 +196,7 @@ func pipe(a, b net.Conn) (aToB, bToA int64, err error) {
 
 // abort closes c so that its peer sees an error rather than an end of
 // stream: a TCP reset (zero linger), a tcpchan stream reset.
-func abort(c net.Conn) {
+func abort(c io.Closer) {
 	switch c := c.(type) {
 	case *tcpchan.Stream:
 		c.Reset()

@@ -499,8 +499,8 @@ func TestTunnelTargetDown(t *testing.T) {
 		c.Write([]byte("hello"))
 		b, err := io.ReadAll(c)
 		c.Close()
-		if len(b) != 0 || (err != nil && !isConnReset(err)) {
-			t.Fatalf("read %q, %v from a connection whose target is down; want EOF", b, err)
+		if len(b) != 0 || err == nil || !isConnReset(err) {
+			t.Fatalf("read %q, %v from a connection whose target is down; want a reset", b, err)
 		}
 	}
 	if !strings.Contains(tu.serveLog.String(), `msg="dialing target"`) {
@@ -599,11 +599,40 @@ func TestTunnelShutdownGrace(t *testing.T) {
 		t.Errorf("shutdown with a stuck connection took %v, want about the 200ms grace", d)
 	}
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Errorf("local connection after the grace period: read error %v, want closed", err)
+	if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, io.EOF) || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("local connection after the grace period: read error %v, want a reset", err)
 	}
-	if !strings.Contains(tu.fwdLog.String(), "grace period over") {
-		t.Errorf("forward did not log the cut-off:\n%s", tu.fwdLog)
+	// Both ends' grace periods end together; the first to cut the
+	// connection off logs it, and the reset it sends ends the other's.
+	if !strings.Contains(tu.fwdLog.String()+tu.serveLog.String(), "grace period over") {
+		t.Errorf("neither forward nor serve logged the cut-off:\n%s", tu.fwdLog)
+	}
+}
+
+// TestTunnelGraceCutsDownload: a download still running when the grace
+// period ends is cut off with a reset, never a clean EOF that would pass
+// the truncated file off as whole.
+func TestTunnelGraceCutsDownload(t *testing.T) {
+	target := startTCPTarget(t, func(c *net.TCPConn) {
+		buf := make([]byte, 32<<10)
+		for { // streams until the connection dies
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	})
+	tu := startTunnel(t, target, tunnelConfig{grace: 200 * time.Millisecond})
+	c := dialForward(t, tu)
+	if _, err := io.ReadFull(c, make([]byte, 64<<10)); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); tu.stop(10 * time.Second) }()
+	n, err := io.Copy(io.Discard, c)
+	<-done
+	if err == nil {
+		t.Fatalf("download cut off at the end of the grace period ended with a clean EOF after %d more bytes", n)
 	}
 }
 
