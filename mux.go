@@ -496,23 +496,29 @@ func (sessionAddr) Network() string { return "tcpchan" }
 func (sessionAddr) String() string  { return "tcpchan" }
 
 // OpenStream opens a new stream to the peer. It never waits for the network:
-// the SYN is queued at once (with the first data, if it is written by
-// then), and data follows without waiting for an answer. If the peer refuses the
+// the SYN is queued at once (with the first data, if it is written by then),
+// and data follows without waiting for an answer. If the peer refuses the
 // stream (its limit or backlog is full), the stream's Read and Write fail
-// with ErrStreamRefused; while this side already has as many streams open
-// as the peer's MaxIncomingStreams (announced in its preface) allows,
+// with ErrStreamRefused; while this side already has as many streams open as
+// the peer's MaxIncomingStreams (announced in its preface) allows,
 // OpenStream itself fails at once with an error matching ErrStreamRefused,
 // sending nothing. It fails with ErrGoAway after Shutdown or the peer's
-// GOAWAY, and with the session's error once it has ended.
+// GOAWAY (also matching net.ErrClosed once Shutdown closes the session),
+// with an error matching net.ErrClosed from the moment Close begins, and
+// with the session's error once the session has ended.
 func (s *Session) OpenStream() (*Stream, error) {
 	if err := s.Err(); err != nil {
 		return nil, err
 	}
-	if s.closing.Load() {
-		return nil, errSessionClosed
-	}
 	s.smu.Lock()
 	switch {
+	case s.closing.Load() && s.goAwaySent:
+		// Closing after Shutdown (its half-close and linger): both hold.
+		s.smu.Unlock()
+		return nil, fmt.Errorf("%w: Shutdown was called: %w", ErrGoAway, errSessionClosed)
+	case s.closing.Load():
+		s.smu.Unlock()
+		return nil, errSessionClosed
 	case s.goAwaySent:
 		s.smu.Unlock()
 		return nil, fmt.Errorf("%w: Shutdown was called", ErrGoAway)
@@ -565,12 +571,13 @@ func (s *Session) DialContext(ctx context.Context, network, address string) (net
 	return s.Dial()
 }
 
-// AcceptStream waits for the next stream the peer opens. Once the session
-// has ended it returns the session's error (matching net.ErrClosed after
-// Close), but if it ended otherwise than by Close, it first returns the
-// streams still waiting: what they received before the end (complete
-// requests, perhaps) is still theirs to read. Streams the peer reset before
-// they were accepted are skipped.
+// AcceptStream waits for the next stream the peer opens. From the moment
+// Close begins it fails with an error matching net.ErrClosed (streams the
+// peer opens from then on are refused). When the session has ended
+// otherwise, it first returns the streams still waiting, since what they
+// received before the end (complete requests, perhaps) is still theirs to
+// read, and then the session's error. Streams the peer reset before they
+// were accepted are skipped.
 func (s *Session) AcceptStream() (*Stream, error) {
 	return s.acceptStream(nil)
 }
@@ -579,8 +586,10 @@ func (s *Session) AcceptStream() (*Stream, error) {
 // closed (a nil stop never is).
 func (s *Session) acceptStream(stop <-chan struct{}) (*Stream, error) {
 	for {
-		if s.Err() == errSessionClosed {
-			return nil, s.Err()
+		if s.Err() == errSessionClosed || s.closing.Load() {
+			// From the moment Close begins: a stream accepted now could
+			// not write.
+			return nil, errSessionClosed
 		}
 		var st *Stream
 		s.lurk()

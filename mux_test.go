@@ -1544,3 +1544,59 @@ func TestSessionCreditBalance(t *testing.T) {
 		})
 	}
 }
+
+// TestOpenStreamDuringShutdownLinger: while Shutdown waits for the peer to
+// close its end, the session is still alive and OpenStream must say why it
+// fails as documented: ErrGoAway (and net.ErrClosed, as the session is
+// closing).
+func TestOpenStreamDuringShutdownLinger(t *testing.T) {
+	t.Parallel()
+	c1, c2 := tcpConnPair(t)
+	defer c2.Close() // a peer that never closes its end
+	server, err := Server(c1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAndWait(t, server)
+	c2.Write(appendPreface(nil, attackerSettings))
+	shut := make(chan error, 1)
+	go func() { shut <- server.Shutdown(context.Background()) }()
+	waitFor(t, "Shutdown's half-close", func() bool { return server.writeShut.Load() })
+	_, err = server.OpenStream()
+	if server.Err() != nil {
+		t.Skip("the session ended before OpenStream")
+	}
+	if !errors.Is(err, ErrGoAway) || !errors.Is(err, net.ErrClosed) {
+		t.Errorf("OpenStream during Shutdown's linger: %v, want ErrGoAway and net.ErrClosed", err)
+	}
+	<-shut
+}
+
+// TestAcceptDuringCloseLinger: a stream the peer opens while Close waits for
+// it to close its end is refused, not handed to an Accept already waiting
+// (it could not write), and Accept fails with net.ErrClosed.
+func TestAcceptDuringCloseLinger(t *testing.T) {
+	t.Parallel()
+	victim, a := newAttack(t, nil, true)
+	a.drain()
+	got := make(chan error, 1)
+	go func() {
+		st, err := victim.AcceptStream()
+		if err == nil {
+			st.Close()
+			err = fmt.Errorf("got stream %d", st.ID())
+		}
+		got <- err
+	}()
+	closed := make(chan struct{})
+	go func() { victim.Close(); close(closed) }()
+	waitFor(t, "Close's half-close", func() bool { return victim.writeShut.Load() })
+	a.send(dataFrame(flagSYN, 1, []byte("hi")))
+	if err := <-got; !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Accept during Close: %v, want net.ErrClosed", err)
+	}
+	if _, err := victim.AcceptStream(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Accept after Close began: %v, want net.ErrClosed", err)
+	}
+	<-closed
+}

@@ -879,11 +879,12 @@ func (s *Session) streamForData(h frameHeader) (*Stream, error) {
 	}
 	s.lastPeerID = id
 	atLimit := s.incoming >= s.cfg.MaxIncomingStreams
-	if s.goAwaySent || atLimit || len(s.acceptCh) >= cap(s.acceptCh) {
+	closing := s.closing.Load() // Close began: nobody may accept it
+	if s.goAwaySent || closing || atLimit || len(s.acceptCh) >= cap(s.acceptCh) {
 		err := s.queueReply(frameHeader{typ: frameReset, streamID: id, length: uint32(codeRefused)})
 		s.allowLate()
-		if err == nil && !s.goAwaySent && !s.refusalExcusedLocked(atLimit) {
-			// Refusals after Shutdown are this side's doing.
+		if err == nil && !s.goAwaySent && !closing && !s.refusalExcusedLocked(atLimit) {
+			// Refusals after Shutdown or Close are this side's doing.
 			err = s.glitch(glitchRefused, h)
 		}
 		return nil, err
