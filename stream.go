@@ -886,11 +886,19 @@ func (d *deadline) set(st *Stream, cond *sync.Cond, t time.Time) {
 			st.mu.Lock()
 			defer st.mu.Unlock()
 			// A timer re-armed for a later deadline may still fire for the
-			// earlier one; only a deadline that has really passed counts.
-			if !d.when.IsZero() && !time.Now().Before(d.when) {
-				d.expired = true
-				cond.Broadcast()
+			// earlier one, and one for a deadline without a monotonic
+			// clock reading may fire before the wall clock gets there:
+			// only a deadline that has really passed counts, and one that
+			// has not is armed again, or it would never fire.
+			if d.when.IsZero() || d.expired {
+				return
 			}
+			if wait := time.Until(d.when); wait > 0 {
+				d.timer.Reset(wait)
+				return
+			}
+			d.expired = true
+			cond.Broadcast()
 		})
 		return
 	}

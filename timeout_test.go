@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -179,4 +180,43 @@ func TestSetDeadlineAfterClose(t *testing.T) {
 		}
 		st.mu.Unlock()
 	}
+}
+
+// TestDeadlineTimerEarly: a deadline's timer that fires before the deadline
+// (re-armed for a later one, or a deadline without a monotonic clock
+// reading while the wall clock is slewed) must not be spent: the deadline
+// still ends a blocked Read, when it comes.
+func TestDeadlineTimerEarly(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c1, c2 := net.Pipe()
+		client, err := Client(c1, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer client.Close()
+		server, err := Server(c2, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer server.Close()
+		st, err := client.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		st.SetReadDeadline(start.Add(100 * time.Millisecond).Round(0)) // wall clock only
+		st.mu.Lock()
+		st.dl.read.timer.Reset(time.Millisecond) // as if it fired early
+		st.mu.Unlock()
+		guard := time.AfterFunc(time.Minute, func() { st.Close() })
+		defer guard.Stop()
+		_, err = st.Read(make([]byte, 1))
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("Read: %v, want os.ErrDeadlineExceeded (the timer was spent early)", err)
+		}
+		if got := time.Since(start); got != 100*time.Millisecond {
+			t.Errorf("Read returned after %v, want 100ms", got)
+		}
+	})
 }
