@@ -83,7 +83,10 @@ func (s *Session) sentLocked(st *Stream) int64 {
 
 // Frames for a finished stream may have crossed its end on the wire: each
 // stream that ends (or is refused) excuses lateFramesPerStream of them, up
-// to maxLateFrames excused at once; beyond that they are glitches. A peer
+// to lateFramesPerStream per stream of the most the session had open at
+// once (all of them may end in one burst, each with a frame crossing its
+// end), and at least maxLateFrames, excused at once; beyond that they are
+// glitches. A peer
 // crediting every quarter window can have four WINDOW_UPDATEs in flight
 // when our FIN arrives, plus its own FIN or RST.
 const (
@@ -92,8 +95,15 @@ const (
 )
 
 func (s *Session) allowLate() {
-	if s.lateFrames.Load() < maxLateFrames {
+	if s.lateFrames.Load() < max(maxLateFrames, lateFramesPerStream*int64(s.peakStreams.Load())) {
 		s.lateFrames.Add(lateFramesPerStream)
+	}
+}
+
+// countStreamLocked counts a stream added to the table. s.smu is held.
+func (s *Session) countStreamLocked() {
+	if n := s.numStreams.Add(1); n > s.peakStreams.Load() {
+		s.peakStreams.Store(n)
 	}
 }
 

@@ -3,6 +3,7 @@ package tcpchan
 import (
 	"io"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -186,4 +187,66 @@ func throttledPair(t *testing.T, rate int) (clientEnd, serverEnd net.Conn) {
 	}()
 	t.Cleanup(func() { p1.Close(); p2.Close() })
 	return c1, c2
+}
+
+// gatedRelay joins two sessions through a relay whose client->server
+// direction can be held (a network that delays one direction), so that
+// frames the two sides send cross on the wire deterministically.
+type gatedRelay struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	closed bool
+}
+
+func (g *gatedRelay) hold() { g.mu.Lock(); g.closed = true; g.mu.Unlock() }
+func (g *gatedRelay) release() {
+	g.mu.Lock()
+	g.closed = false
+	g.cond.Broadcast()
+	g.mu.Unlock()
+}
+func (g *gatedRelay) wait() {
+	g.mu.Lock()
+	for g.closed {
+		g.cond.Wait()
+	}
+	g.mu.Unlock()
+}
+
+func gatedPair(t *testing.T) (clientEnd, serverEnd net.Conn, g *gatedRelay) {
+	c1, p1 := tcpConnPair(t)
+	p2, c2 := tcpConnPair(t)
+	g = &gatedRelay{}
+	g.cond = sync.NewCond(&g.mu)
+	relay := func(dst, src net.Conn, gate *gatedRelay) {
+		ch := make(chan []byte, 1<<16)
+		go func() {
+			for b := range ch {
+				if gate != nil {
+					gate.wait()
+				}
+				if _, err := dst.Write(b); err != nil {
+					break
+				}
+			}
+			dst.(*net.TCPConn).CloseWrite()
+		}()
+		go func() {
+			defer close(ch)
+			for {
+				buf := make([]byte, 32<<10)
+				n, err := src.Read(buf)
+				if n > 0 {
+					ch <- buf[:n]
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+	relay(p2, p1, g)   // client -> server, gated
+	relay(p1, p2, nil) // server -> client
+	t.Cleanup(func() { g.release(); p1.Close(); p2.Close() })
+	return c1, c2, g
 }

@@ -1876,3 +1876,149 @@ func TestWriteTimeoutSlowReaderTCP(t *testing.T) {
 		t.Errorf("Write = %d, %v, want its deadline; session error %v, want none", n, err, s.Err())
 	}
 }
+
+// TestCrossingResetsManyStreams: both applications reset the same 6000
+// streams at once, so each side's RST crosses the other's on the wire:
+// frames for finished streams that an honest peer could not help. All
+// must be excused, however many streams end in one burst.
+func TestCrossingResetsManyStreams(t *testing.T) {
+	t.Parallel()
+	const n = 6000 // under MaxIncomingStreams (8192)
+	c1, c2, gate := gatedPair(t)
+	client, server := sessionPair(t, c1, c2, nil, nil)
+
+	accepted := make(chan *Stream, n)
+	go func() {
+		for {
+			st, err := server.AcceptStream()
+			if err != nil {
+				return
+			}
+			accepted <- st
+		}
+	}()
+	cs := make([]*Stream, 0, n)
+	ss := make([]*Stream, 0, n)
+	buf := make([]byte, 1)
+	for len(cs) < n {
+		// In batches, so that the accept backlog never fills.
+		for i := 0; i < 256 && len(cs) < n; i++ {
+			st, err := client.OpenStream()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := st.Write([]byte("q")); err != nil {
+				t.Fatal(err)
+			}
+			cs = append(cs, st)
+		}
+		for len(ss) < len(cs) {
+			st := <-accepted
+			if _, err := io.ReadFull(st, buf); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := st.Write([]byte("r")); err != nil { // data sent: no rapid reset
+				t.Fatal(err)
+			}
+			ss = append(ss, st)
+		}
+	}
+	for _, st := range cs {
+		if _, err := io.ReadFull(st, buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	gate.hold() // the client's RSTs are in flight while the server resets too
+	for _, st := range cs {
+		st.Reset()
+	}
+	waitFor(t, "the client to forget its streams", func() bool { return client.NumStreams() == 0 })
+	for _, st := range ss {
+		st.Reset()
+	}
+	// A stream the server opens now reaches the client after every RST.
+	marker, err := server.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	marker.Write([]byte("m"))
+	got := make(chan error, 1)
+	go func() {
+		st, err := client.AcceptStream()
+		if err == nil {
+			st.Close()
+		}
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("client session ended: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("marker stream never arrived")
+	}
+	gate.release()
+	time.Sleep(500 * time.Millisecond)
+	marker.Close()
+	for name, s := range map[string]*Session{"client": client, "server": server} {
+		if err := s.Err(); err != nil {
+			t.Errorf("%s session ended: %v (ErrProtocol: %v)", name, err, errors.Is(err, ErrProtocol))
+		}
+	}
+}
+
+// TestWindowUpdatesJoin: credit counts as given when its WINDOW_UPDATE is
+// queued, so a peer that never reads (or reads a trickle, which
+// WriteTimeout tolerates) can keep sending at the pace the application
+// reads. Each batch the application consumes must join the update still
+// queued, or the control queue grows with the bytes sent, without end.
+func TestWindowUpdatesJoin(t *testing.T) {
+	t.Parallel()
+	cfg := &Config{MaxFrameSize: 64 << 10, InitialStreamWindow: 64 << 10, SessionWindow: 1 << 20, MaxQueuedControlFrames: 100}
+	victim, a := newAttack(t, cfg, false) // the attacker never reads
+	read := make(chan int, 1)
+	go func() {
+		st, err := victim.AcceptStream()
+		if err != nil {
+			return
+		}
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := st.Read(buf)
+			if err != nil {
+				return
+			}
+			read <- n
+		}
+	}()
+	chunk := make([]byte, 16<<10)
+	if err := a.send(dataFrame(flagSYN, 1, chunk[:1])); err != nil {
+		t.Fatal(err)
+	}
+	<-read
+	// Send a window's worth... then wait for the application to read it:
+	// what it read it credits back without the attacker seeing a byte.
+	const total = 256 << 20
+	for sent := 0; sent < total; sent += len(chunk) {
+		if err := a.send(dataFrame(0, 1, chunk)); err != nil {
+			t.Fatalf("after %d bytes: %v (session: %v)", sent, err, victim.Err())
+		}
+		for got := 0; got < len(chunk); {
+			select {
+			case n := <-read:
+				got += n
+			case <-time.After(10 * time.Second):
+				t.Fatalf("application stalled after %d bytes (session: %v)", sent, victim.Err())
+			}
+		}
+	}
+	victim.wmu.Lock()
+	queued := len(victim.sched.ctrl)
+	victim.wmu.Unlock()
+	t.Logf("session error: %v", victim.Err())
+	if victim.Err() == nil && queued > cfg.MaxQueuedControlFrames {
+		t.Errorf("%d control frames queued for a peer that read nothing, session alive (MaxQueuedControlFrames %d; one per %d KiB sent, without bound)", queued, cfg.MaxQueuedControlFrames, total/1024/queued)
+	}
+}

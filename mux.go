@@ -95,8 +95,10 @@ type Config struct {
 	// peer is not reading: an answer to the peer (a ping answer, a
 	// refusal, an RST) that finds this many control frames of any kind
 	// queued closes the session with ErrProtocol. This side's own frames
-	// (window updates, its pings) are queued without the check. Default
-	// 10000; negative values are rejected.
+	// are queued without the check: its pings, and its window updates, of
+	// which one per stream and one for the session are queued at a time
+	// (more credit joins the one queued). Default 10000; negative values
+	// are rejected.
 	MaxQueuedControlFrames int
 
 	// MaxGlitches bounds the peer's glitches: frames that cost this side
@@ -314,12 +316,13 @@ type Session struct {
 	ownNext  int       // next slot of ownPings
 
 	// Peer misbehaviour accounting; reader goroutine only.
-	glitchTAT  int64        // session clock at which the glitch budget is full again
-	glitches   int          // glitches so far
-	credited   int64        // sum of the peer's session WINDOW_UPDATE increments
-	updates    int64        // number of them
-	goAwayID   uint32       // last stream ID of the peer's latest GOAWAY
-	lateFrames atomic.Int64 // frames for finished streams still excused (see excuseLate)
+	glitchTAT   int64        // session clock at which the glitch budget is full again
+	glitches    int          // glitches so far
+	credited    int64        // sum of the peer's session WINDOW_UPDATE increments
+	updates     int64        // number of them
+	goAwayID    uint32       // last stream ID of the peer's latest GOAWAY
+	lateFrames  atomic.Int64 // frames for finished streams still excused (see excuseLate)
+	peakStreams atomic.Int32 // the most streams open at once (see allowLate)
 
 	handshakeDone atomic.Bool // the peer's preface was read
 	writeShut     atomic.Bool // Shutdown half-closed the connection: write nothing more
@@ -539,7 +542,7 @@ func (s *Session) OpenStream() (*Stream, error) {
 	st := newStream(s, id, int64(s.peer.streamWindow))
 	st.state = stSynPending
 	s.streams[id] = st
-	s.numStreams.Add(1)
+	s.countStreamLocked()
 	s.outgoing++
 	// Queued for the writer before smu is released, so that SYNs go out in
 	// the order of their IDs however many goroutines open streams: the
@@ -971,7 +974,10 @@ func (s *Session) credit(n int, batch int64) {
 	}
 	s.recvCredit.Add(inc)
 	s.peerStarved.Store(false)
-	s.queueControl(frameHeader{typ: frameWindowUpdate, streamID: 0, length: uint32(inc)})
+	s.wmu.Lock()
+	s.queueUpdateLocked(&s.sched.sessionUpdateAt, 0, inc)
+	s.wmu.Unlock()
+	s.wakeWriter()
 }
 
 // spend counts n bytes of DATA against the peer's session credit and

@@ -891,7 +891,7 @@ func (s *Session) streamForData(h frameHeader) (*Stream, error) {
 	}
 	st := newStream(s, id, int64(s.peer.streamWindow))
 	s.streams[id] = st
-	s.numStreams.Add(1)
+	s.countStreamLocked()
 	s.incoming++
 	s.acceptCh <- st // never blocks: checked above, and only this goroutine sends
 	return st, nil

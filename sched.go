@@ -12,6 +12,9 @@ const maxBatch = 64 << 10
 // allocates. All fields are guarded by Session.wmu.
 type writeScheduler struct {
 	ctrl []frameHeader
+	// sessionUpdateAt is where in ctrl the last session WINDOW_UPDATE
+	// went (see queueUpdateLocked).
+	sessionUpdateAt int32
 
 	head, tail *Stream // streams ready to send
 
@@ -248,6 +251,27 @@ func (s *Session) appendControlLocked(b []byte) []byte {
 	}
 	s.sched.ctrl = s.sched.ctrl[:0]
 	return b
+}
+
+// queueUpdateLocked queues a WINDOW_UPDATE of inc for stream id (0: the
+// session), or adds inc to one for it still queued, as HTTP/2
+// implementations do: credit counts as given when queued, and a peer may
+// use it without reading the update, so one update per batch consumed
+// would let a peer that never reads grow the queue without end. *at is
+// where the last update for id went; it is stale once the queue was
+// written out, which the check of the frame found there tells (a frame
+// for id found there is one still queued, wherever it came from). wmu is
+// held.
+func (s *Session) queueUpdateLocked(at *int32, id uint32, inc int64) {
+	q := &s.sched
+	if i := int(*at); i < len(q.ctrl) {
+		if h := &q.ctrl[i]; h.typ == frameWindowUpdate && h.streamID == id && int64(h.length)+inc <= maxWindow {
+			h.length += uint32(inc)
+			return
+		}
+	}
+	*at = int32(len(q.ctrl))
+	q.ctrl = append(q.ctrl, frameHeader{typ: frameWindowUpdate, streamID: id, length: uint32(inc)})
 }
 
 // fillBatch appends to b every control frame queued, then stream frames

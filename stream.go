@@ -26,6 +26,9 @@ var (
 type Stream struct {
 	sess *Session
 	id   uint32
+	// updateAt is where in the control queue this stream's last
+	// WINDOW_UPDATE went (see queueUpdateLocked); guarded by sess.wmu.
+	updateAt int32
 
 	mu    sync.Mutex
 	rcond sync.Cond // Read waits here: data, FIN, reset, deadline, close
@@ -452,15 +455,14 @@ func (st *Stream) consumedLocked(n int) {
 		return // all of it went to shrinking the window
 	}
 	st.recvAvail += inc
-	h := frameHeader{typ: frameWindowUpdate, streamID: st.id, length: uint32(inc)}
+	s.wmu.Lock()
+	s.queueUpdateLocked(&st.updateAt, st.id, inc)
+	s.wmu.Unlock()
 	if s.w.raw == nil {
-		s.queueControl(h)
+		s.wakeWriter()
 		return
 	}
 	// Read writes it directly, or the token holder will.
-	s.wmu.Lock()
-	s.sched.ctrl = append(s.sched.ctrl, h)
-	s.wmu.Unlock()
 	st.updatePending = true
 }
 
