@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 
 	"golang.org/x/sync/singleflight"
@@ -35,8 +36,11 @@ var (
 // use.
 //
 // Concurrent first dials to an address share one connection. A session
-// that has ended, or received GOAWAY from its server, is replaced on the
-// next dial: a dial never hands out a stream on a session known to be dead.
+// that has ended is forgotten at once (a goroutine per pooled session
+// waits for its end; Close waits for them), also if its address is never
+// dialed again, and one that received GOAWAY from its server is replaced
+// on the next dial: a dial never hands out a stream on a session known to
+// be dead.
 // Its own streams are not retried, since a stream opens without a round
 // trip: if the session dies after the dial (or the server had already
 // closed it and its FIN has not arrived yet), the stream's Read and Write
@@ -75,6 +79,7 @@ type Dialer struct {
 	waiting  map[string]int        // dials waiting for a new session, per key
 	flights  map[string]context.CancelFunc
 	dialing  sync.WaitGroup // underlying dials in progress
+	watching sync.WaitGroup // goroutines forgetting sessions once they end
 }
 
 // Dial is DialContext with context.Background().
@@ -320,8 +325,32 @@ func (d *Dialer) dialNew(key, network, address string) (*Session, error) {
 		return nil, errDialerClosed
 	}
 	d.pools[key] = append(d.pools[key], s)
+	d.watching.Add(1)
 	d.mu.Unlock()
+	// Forget the session once it ends, also if its address is never
+	// dialed again: a dead session still holds its buffers.
+	go func() {
+		defer d.watching.Done()
+		<-s.Done()
+		d.forget(key, s)
+	}()
 	return s, nil
+}
+
+// forget takes the ended session s out of the pool for key, or out of
+// the draining list.
+func (d *Dialer) forget(key string, s *Session) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if pool := d.pools[key]; pool != nil {
+		kept := slices.DeleteFunc(pool, func(p *Session) bool { return p == s })
+		if len(kept) == 0 {
+			delete(d.pools, key)
+		} else {
+			d.pools[key] = kept
+		}
+	}
+	d.draining = slices.DeleteFunc(d.draining, func(p *Session) bool { return p == s })
 }
 
 // Close closes every session the Dialer keeps (see Session.Close: streams
@@ -351,6 +380,7 @@ func (d *Dialer) Close() error {
 	}
 	wg.Wait()
 	d.dialing.Wait()
+	d.watching.Wait()
 	return nil
 }
 

@@ -1395,3 +1395,42 @@ func TestStreamListenerRefusalReturnsCredit(t *testing.T) {
 		a.Close()
 	}
 }
+
+// TestDialerForgetsDeadSessions: the servers a Dialer talks to come and go
+// (a backend restarted on a new address, as pods are), and each session
+// ends when its server goes away. The Dialer must not keep the dead
+// sessions, each with its buffers, for addresses it never dials again.
+func TestDialerForgetsDeadSessions(t *testing.T) {
+	t.Parallel()
+	d := &Dialer{}
+	defer d.Close()
+	for range 10 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := make(chan *Session, 1)
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				srv <- nil
+				return
+			}
+			s, _ := Server(c, nil)
+			srv <- s
+		}()
+		st, err := d.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := <-srv
+		ln.Close()
+		if s == nil {
+			t.Fatal("accept failed")
+		}
+		st.Close()
+		s.Close() // the server goes away
+		<-st.(*Stream).Session().Done()
+	}
+	waitFor(t, "the Dialer to forget the dead sessions", func() bool { return len(dialerSessions(d)) == 0 })
+}

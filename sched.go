@@ -60,6 +60,26 @@ func (q *writeScheduler) park(st *Stream) {
 	q.parkedTail = st
 }
 
+// unlinkParked takes st, parked, out of the parked list.
+func (q *writeScheduler) unlinkParked(st *Stream) {
+	var prev *Stream
+	for cur := q.parkedHead; cur != nil; prev, cur = cur, cur.schedNext {
+		if cur != st {
+			continue
+		}
+		if prev == nil {
+			q.parkedHead = st.schedNext
+		} else {
+			prev.schedNext = st.schedNext
+		}
+		if q.parkedTail == st {
+			q.parkedTail = prev
+		}
+		st.schedNext, st.queued, st.parked = nil, false, false
+		return
+	}
+}
+
 // unpark moves every parked stream to the end of the ring, keeping their
 // order. It reports whether there was any.
 func (q *writeScheduler) unpark() bool {

@@ -323,3 +323,95 @@ func TestParkedStreamNotStarved(t *testing.T) {
 	}
 	t.Fatalf("the small stream sent nothing in 32 session credits of one frame each; frames went to streams %v", order)
 }
+
+// schedLen counts the streams in the write scheduler: the ring and the
+// parked list.
+func schedLen(s *Session) (ring, parked int) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	for st := s.sched.head; st != nil; st = st.schedNext {
+		ring++
+	}
+	for st := s.sched.parkedHead; st != nil; st = st.schedNext {
+		parked++
+	}
+	return ring, parked
+}
+
+// TestResetParkedStreamLeaves: a stream parked for session credit (the
+// peer's session window is full of unread data on another stream) that is
+// then reset, by this side or by the peer, must leave the write scheduler
+// as it leaves the session's table, or every such stream stays pinned for
+// as long as session credit does not come back.
+func TestResetParkedStreamLeaves(t *testing.T) {
+	t.Parallel()
+	for _, how := range []string{"local Reset", "peer Reset"} {
+		t.Run(how, func(t *testing.T) {
+			t.Parallel()
+			// MaxGlitches -1: resetting a stream the server sent nothing on
+			// is a rapid reset there, which is not what is tested.
+			scfg := &Config{InitialStreamWindow: 1 << 20, SessionWindow: 1 << 20, MaxGlitches: -1}
+			client, server := tcpSessions(t, nil, scfg)
+			a, err := client.OpenStream() // takes all the session credit; never read
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.Write(make([]byte, 1<<20)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := server.AcceptStream(); err != nil {
+				t.Fatal(err)
+			}
+			if how == "local Reset" {
+				go func() { // ends when the server closes
+					for {
+						st, err := server.AcceptStream()
+						if err != nil {
+							return
+						}
+						go func() { // ends with the client's RST
+							st.Read(make([]byte, 1))
+							st.Close()
+						}()
+					}
+				}()
+			}
+			waitFor(t, "the session credit used up", func() bool { return client.sendWindow.Load() == 0 })
+			for range 200 {
+				b, err := client.OpenStream()
+				if err != nil {
+					t.Fatal(err)
+				}
+				werr := make(chan error, 1)
+				go func() { _, err := b.Write(make([]byte, 64)); werr <- err }()
+				waitFor(t, "the stream parked", func() bool {
+					b.mu.Lock()
+					defer b.mu.Unlock()
+					client.wmu.Lock()
+					defer client.wmu.Unlock()
+					return b.parked && !b.has(stSynPending)
+				})
+				if how == "local Reset" {
+					b.Reset()
+				} else {
+					sb, err := server.AcceptStream()
+					if err != nil {
+						t.Fatal(err)
+					}
+					sb.Reset()
+				}
+				if err := <-werr; err == nil {
+					t.Fatal("Write on a reset stream succeeded")
+				}
+				if how == "peer Reset" {
+					waitFor(t, "the stream forgotten", func() bool { return client.NumStreams() == 1 })
+					b.Close()
+				}
+			}
+			waitFor(t, "the streams forgotten", func() bool { return client.NumStreams() == 1 && server.NumStreams() == 1 })
+			if ring, parked := schedLen(client); ring+parked > 0 {
+				t.Errorf("%d finished streams still in the write scheduler (ring %d, parked %d)", ring+parked, ring, parked)
+			}
+		})
+	}
+}

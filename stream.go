@@ -790,6 +790,13 @@ func (st *Stream) resetLocked(flags streamState) {
 	st.state |= stReset | flags
 	st.state &^= stFinPending | stSynPending | stResetAfterFIN
 	st.releaseGrowthLocked()
+	// A stream parked for session credit has nothing more to send: out of
+	// the parked list, or it stays there until credit comes.
+	st.sess.wmu.Lock()
+	if st.parked {
+		st.sess.sched.unlinkParked(st)
+	}
+	st.sess.wmu.Unlock()
 	if !st.has(stRecvFIN) || flags&stResetByPeer == 0 {
 		st.discardLocked()
 	}
@@ -908,6 +915,9 @@ func (d *deadline) set(st *Stream, cond *sync.Cond, t time.Time) {
 }
 
 func (d *deadline) stop() {
+	// A callback already under way (waiting for st.mu) must find the
+	// deadline spent, or it arms the timer again.
+	d.when = time.Time{}
 	if d.timer != nil {
 		d.timer.Stop()
 	}

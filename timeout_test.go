@@ -220,3 +220,28 @@ func TestDeadlineTimerEarly(t *testing.T) {
 		}
 	})
 }
+
+// TestDeadlineTimerStoppedAtClose: a deadline timer whose callback is
+// already waiting for the stream's lock when the application moves the
+// deadline later and closes the stream must not arm the timer again: it
+// would hold the closed stream, and its session, until the later deadline.
+func TestDeadlineTimerStoppedAtClose(t *testing.T) {
+	t.Parallel()
+	client, server := tcpSessions(t, nil, nil)
+	a, b := streamPair(t, client, server)
+	defer b.Close()
+	a.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+	a.mu.Lock()
+	time.Sleep(50 * time.Millisecond)                     // the timer fires; its callback waits for a.mu
+	a.dl.read.set(a, &a.rcond, time.Now().Add(time.Hour)) // SetReadDeadline, under the lock held
+	a.state |= stClosed                                   // and Close
+	a.stopDeadlinesLocked()
+	a.mu.Unlock()
+	time.Sleep(50 * time.Millisecond) // the callback runs
+	a.mu.Lock()
+	armed := a.dl.read.timer.Stop()
+	a.mu.Unlock()
+	if armed {
+		t.Error("the read deadline timer of a closed stream was armed again (for an hour)")
+	}
+}
