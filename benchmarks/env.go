@@ -212,6 +212,11 @@ func (e *env) handle(c net.Conn) {
 			return
 		}
 		want := int64(binary.BigEndian.Uint64(hdr[:]))
+		if _, err := c.Write([]byte{1}); err != nil { // ready
+			e.fail(fmt.Errorf("discard ready: %w", err))
+			c.Close()
+			return
+		}
 		buf := make([]byte, 64<<10)
 		var got int64
 		for got < want {
@@ -337,14 +342,25 @@ func (e *env) onceEcho() error {
 	return echoOn(c, tagOnce, 0)
 }
 
-// sendN writes n bytes on c (tagged as discard-n) and waits for the ack.
-func sendN(c net.Conn, n int64) error {
+// prepN tags c as discard-n for n bytes and waits for the server's ready
+// byte, so that connection setup (on a simulated link, the handshake) is
+// done before the caller starts its timer.
+func prepN(c net.Conn, n int64) error {
 	var hdr [9]byte
 	hdr[0] = tagDiscardN
 	binary.BigEndian.PutUint64(hdr[1:], uint64(n))
 	if _, err := c.Write(hdr[:]); err != nil {
 		return err
 	}
+	var ready [1]byte
+	if _, err := io.ReadFull(c, ready[:]); err != nil {
+		return fmt.Errorf("ready: %w", err)
+	}
+	return nil
+}
+
+// sendN writes n bytes on c (prepared by prepN) and waits for the ack.
+func sendN(c net.Conn, n int64) error {
 	buf := make([]byte, writeSize)
 	for rem := n; rem > 0; {
 		b := buf

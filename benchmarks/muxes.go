@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 
 	hyamux "github.com/hashicorp/yamux"
 	lyamux "github.com/libp2p/go-yamux/v5"
@@ -42,15 +43,19 @@ func (rawTCP) Pair(c1, c2 net.Conn) (Session, Session, error) {
 }
 
 type rawClient struct {
-	addr string
-	mu   sync.Mutex
-	open map[net.Conn]struct{}
+	addr    string
+	mu      sync.Mutex
+	open    map[net.Conn]struct{}
+	noTrack bool // idle-mem: the caller closes the connections itself
 }
 
 func (s *rawClient) Open() (net.Conn, error) {
 	c, err := net.Dial("tcp", s.addr)
 	if err != nil {
 		return nil, err
+	}
+	if s.noTrack {
+		return c, nil
 	}
 	s.mu.Lock()
 	s.open[c] = struct{}{}
@@ -69,9 +74,10 @@ func (s *rawClient) Close() error {
 }
 
 type rawServer struct {
-	ln   net.Listener
-	mu   sync.Mutex
-	open map[net.Conn]struct{}
+	ln      net.Listener
+	mu      sync.Mutex
+	open    map[net.Conn]struct{}
+	noTrack atomic.Bool // idle-mem: env.Close closes e.idle itself
 }
 
 func (s *rawServer) Open() (net.Conn, error) { return nil, errors.New("raw server cannot open") }
@@ -79,6 +85,9 @@ func (s *rawServer) Accept() (net.Conn, error) {
 	c, err := s.ln.Accept()
 	if err != nil {
 		return nil, err
+	}
+	if s.noTrack.Load() {
+		return c, nil
 	}
 	s.mu.Lock()
 	s.open[c] = struct{}{}
