@@ -882,9 +882,13 @@ func (s *Session) pingAcked(id uint32) bool {
 	}
 	// The minimum is the round trip without queueing, which is what the
 	// window autotuning needs; samples taken under load only add queueing.
-	// An answer read while this end was behind (in a read that filled
-	// at least half of the read buffer, or the read right after one) queued behind
-	// data this end was slow to read, often for milliseconds. Counted,
+	// An answer read while this end was behind (unless the two reads
+	// before, or the read that brought it and the one before, took all
+	// there was) queued behind data this end was slow to read, often for
+	// milliseconds. An answer in a full read right after two that drained
+	// the socket arrived after the last drain: it counts, or a sender that
+	// writes data behind each answer (the credit that came with the ping)
+	// had every sample left out, and a long link passed for a short one. Counted,
 	// such samples made loopback under load pass for a long link, whose
 	// grown windows left 16 bulk streams finishing up to 9 times apart,
 	// so they are left out. Reads tell that on a connection whose Read
@@ -897,7 +901,7 @@ func (s *Session) pingAcked(id uint32) bool {
 	// (BenchmarkTLSStartupRTT).
 	sample := max(s.clock()-w.sent, 1)
 	s.rttCount.Add(1)
-	if s.rt.drainedRuns >= 2 && (s.rt.backlog == nil || s.rt.backlog() < s.br.Size()/2) {
+	if max(s.rt.drainedRuns, s.rt.drainedPrev) >= 2 && (s.rt.backlog == nil || s.rt.backlog() < s.br.Size()/2) {
 		if old := s.rtt.Load(); old == 0 || sample < old {
 			s.rtt.Store(sample)
 		}

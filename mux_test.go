@@ -1600,3 +1600,52 @@ func TestAcceptDuringCloseLinger(t *testing.T) {
 	}
 	<-closed
 }
+
+// TestRTTAnswerAheadOfData: a peer on a 20 ms link that, as a
+// window-limited sender does, follows each ping answer in the same write
+// with the data that the credit arriving with the ping released. The
+// answer is at the head of that data, so nothing here delayed it, and the
+// read that brings it, filling the read buffer, must not make the sample
+// count as one taken behind a backlog: with every start-up sample dropped
+// the session took the link for a short one for good (its windows never
+// grew).
+func TestRTTAnswerAheadOfData(t *testing.T) {
+	t.Parallel()
+	victim, a := newAttack(t, nil, true)
+	const id = 1
+	streamCredit := int64(victim.cfg.InitialStreamWindow)
+	a.send(hdr(frameData, flagSYN, id, 0))
+	st, err := victim.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, st)
+	payload := make([]byte, 1024) // the attacker's MaxFrameSize, which the victim uses too
+	for !victim.startupPingsDone() {
+		h, err := a.readFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case h.typ == frameWindowUpdate && h.streamID == id:
+			streamCredit += int64(h.length)
+		case h.typ == framePing && h.flags&flagACK == 0:
+			answered := victim.rttCount.Load()
+			time.Sleep(20 * time.Millisecond) // the link's round trip
+			frames := [][]byte{hdr(framePing, flagACK, 0, h.length)}
+			for sent := 0; sent < 192<<10 && streamCredit >= int64(len(payload)); sent += len(payload) {
+				frames = append(frames, dataFrame(0, id, payload))
+				streamCredit -= int64(len(payload))
+			}
+			if err := a.send(frames...); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the answer read", func() bool { return victim.rttCount.Load() > answered })
+		}
+	}
+	t.Logf("victim: %d answers, %d kept, round trip %v", victim.rttCount.Load(), victim.rttKept.Load(), time.Duration(victim.minRTT()))
+	if rtt := victim.minRTT(); rtt < int64(20*time.Millisecond) {
+		t.Errorf("round trip %v on a link whose round trip is 20 ms or more (%d answers, %d kept)",
+			time.Duration(rtt), victim.rttCount.Load(), victim.rttKept.Load())
+	}
+}

@@ -121,6 +121,7 @@ type readToken struct {
 	delivered   bool  // it gave data or credit to a waiting Read or Write since it last blocked
 	nonBlocking bool  // connReader reads only what has arrived
 	drainedRuns uint8 // reads of the connection in a row, up to 2, that took all there was (see pingAcked)
+	drainedPrev uint8 // drainedRuns before the latest read: how caught up the reader was when its bytes began to arrive
 	readErr     error // what a non-blocking read saw, for the next blocking one
 }
 
@@ -172,6 +173,7 @@ func (r connReader) Read(p []byte) (int, error) {
 	if n > 0 {
 		now := r.s.clock()
 		r.s.lastRecv.Store(now)
+		rt.drainedPrev = rt.drainedRuns
 		if n < len(p) {
 			rt.drainedAt.Store(now) // it took all there was
 			rt.drainedRuns = min(rt.drainedRuns+1, 2)
