@@ -250,3 +250,24 @@ func gatedPair(t *testing.T) (clientEnd, serverEnd net.Conn, g *gatedRelay) {
 	t.Cleanup(func() { g.release(); p1.Close(); p2.Close() })
 	return c1, c2, g
 }
+
+// sessionCreditSpent starts sessions over TCP whose server has scfg with
+// 1 MiB stream and session windows, and fills them with one stream that
+// the server accepts and never reads: the client has no session credit
+// left.
+func sessionCreditSpent(t *testing.T, scfg *Config) (client, server *Session) {
+	t.Helper()
+	scfg.InitialStreamWindow, scfg.SessionWindow = 1<<20, 1<<20
+	client, server = tcpSessions(t, nil, scfg)
+	a, err := client.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Write(make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := server.AcceptStream(); err != nil {
+		t.Fatal(err)
+	}
+	return client, server
+}

@@ -55,6 +55,12 @@ type attacker struct {
 // and the victim's goroutines must exit.
 func newAttack(t *testing.T, cfg *Config, tcp bool) (*Session, *attacker) {
 	t.Helper()
+	return newAttackWith(t, cfg, tcp, attackerSettings)
+}
+
+// newAttackWith is newAttack with an attacker announcing ps.
+func newAttackWith(t *testing.T, cfg *Config, tcp bool, ps settings) (*Session, *attacker) {
+	t.Helper()
 	var c1, c2 net.Conn
 	if tcp {
 		c1, c2 = tcpConnPair(t)
@@ -69,7 +75,7 @@ func newAttack(t *testing.T, cfg *Config, tcp bool) (*Session, *attacker) {
 		c2.Close()
 		closeAndWait(t, victim)
 	})
-	return victim, handshake(t, c2)
+	return victim, handshakeWith(t, c2, ps)
 }
 
 // handshake makes conn an attacker: it sends the preface and reads the

@@ -48,18 +48,7 @@ func TestParkedStreamCloseSendsFIN(t *testing.T) {
 // while parked, then b is closed: the peer must read io.EOF on b.
 func TestParkedStreamCloseEndToEnd(t *testing.T) {
 	t.Parallel()
-	scfg := &Config{InitialStreamWindow: 1 << 20, SessionWindow: 1 << 20}
-	client, server := tcpSessions(t, nil, scfg)
-	a, err := client.OpenStream()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.Write(make([]byte, 1<<20)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := server.AcceptStream(); err != nil {
-		t.Fatal(err)
-	}
+	client, server := sessionCreditSpent(t, &Config{})
 	b, err := client.OpenStream()
 	if err != nil {
 		t.Fatal(err)

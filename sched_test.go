@@ -263,16 +263,7 @@ func TestWriteAloneParks(t *testing.T) {
 // allows) hands every frame to the same bulk stream.
 func TestParkedStreamNotStarved(t *testing.T) {
 	t.Parallel()
-	c1, c2 := tcpConnPair(t)
-	victim, err := Server(c1, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c2.Close()
-		closeAndWait(t, victim)
-	})
-	a := handshakeWith(t, c2, settings{streamWindow: 16 << 20, sessionWindow: 1 << 20, maxFrameSize: 1024, maxStreams: 100})
+	victim, a := newAttackWith(t, nil, true, settings{streamWindow: 16 << 20, sessionWindow: 1 << 20, maxFrameSize: 1024, maxStreams: 100})
 	if err := a.send(dataFrame(flagSYN, 1, nil), dataFrame(flagSYN, 3, nil)); err != nil {
 		t.Fatal(err)
 	}
@@ -350,18 +341,7 @@ func TestResetParkedStreamLeaves(t *testing.T) {
 			t.Parallel()
 			// MaxGlitches -1: resetting a stream the server sent nothing on
 			// is a rapid reset there, which is not what is tested.
-			scfg := &Config{InitialStreamWindow: 1 << 20, SessionWindow: 1 << 20, MaxGlitches: -1}
-			client, server := tcpSessions(t, nil, scfg)
-			a, err := client.OpenStream() // takes all the session credit; never read
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := a.Write(make([]byte, 1<<20)); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := server.AcceptStream(); err != nil {
-				t.Fatal(err)
-			}
+			client, server := sessionCreditSpent(t, &Config{MaxGlitches: -1})
 			if how == "local Reset" {
 				go func() { // ends when the server closes
 					for {

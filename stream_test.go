@@ -336,18 +336,9 @@ func TestStreamAddrs(t *testing.T) {
 // the peer grants session credit.
 func TestCloseWriteDuringParkedWrite(t *testing.T) {
 	t.Parallel()
-	c1, c2 := net.Pipe()
-	victim, err := Server(c1, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c2.Close()
-		closeAndWait(t, victim)
-	})
 	// Stream window larger than the session window: the session window
 	// runs out first.
-	a := handshakeWith(t, c2, settings{streamWindow: 4 << 20, sessionWindow: 1 << 20, maxFrameSize: 1024, maxStreams: 100})
+	victim, a := newAttackWith(t, nil, false, settings{streamWindow: 4 << 20, sessionWindow: 1 << 20, maxFrameSize: 1024, maxStreams: 100})
 	if err := a.send(dataFrame(flagSYN, 1, []byte("hi"))); err != nil {
 		t.Fatal(err)
 	}
