@@ -82,13 +82,12 @@ func (s *Session) sentLocked(st *Stream) int64 {
 }
 
 // Frames for a finished stream may have crossed its end on the wire: each
-// stream that ends (or is refused) excuses lateFramesPerStream of them, up
-// to lateFramesPerStream per stream of the most the session had open at
-// once (all of them may end in one burst, each with a frame crossing its
-// end), and at least maxLateFrames, excused at once; beyond that they are
-// glitches. A peer
-// crediting every quarter window can have four WINDOW_UPDATEs in flight
-// when our FIN arrives, plus its own FIN or RST.
+// stream that ends (or is refused) excuses lateFramesPerStream of them,
+// with at most lateFramesPerStream per stream of the most the session has
+// had open at once (all may end in one burst, each with a frame crossing
+// its end), and at least maxLateFrames, excused at once; beyond that they
+// are glitches. A peer crediting every quarter window can have four
+// WINDOW_UPDATEs in flight when our FIN arrives, plus its own FIN or RST.
 const (
 	lateFramesPerStream = 6
 	maxLateFrames       = 4096

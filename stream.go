@@ -667,8 +667,9 @@ func (st *Stream) Close() error {
 	// (other streams' unread data), waits for more that may never come:
 	// it would neither finish nor send the DATA that makes this side
 	// reset the stream.
-	// Only on a stream the peer opened: on one this side opened the peer
-	// could send nothing, so it would count the RST as a rapid reset.
+	// Session credit counts only on a stream the peer opened: on one this
+	// side opened the peer may have sent nothing, and it counts an RST on
+	// such a stream as a rapid reset.
 	starved := st.recvAvail == 0 || st.sess.peerStarved.Load() && st.sess.isPeerID(st.id)
 	reset := !st.has(stRecvFIN|stReset) && starved && st.sess.Err() == nil && st.stopPeerLocked()
 	done := st.removableLocked()
