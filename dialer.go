@@ -135,7 +135,6 @@ func (d *Dialer) openPooled(key string, fresh *Session) (*Stream, error) {
 	if d.closed {
 		return nil, errDialerClosed
 	}
-	d.pruneLocked()
 	var found *Stream
 	pool := d.pools[key]
 	kept := pool[:0]
@@ -178,23 +177,12 @@ func (d *Dialer) openPooled(key string, fresh *Session) (*Stream, error) {
 }
 
 // retireLocked takes s out of its pool: forgotten if it has ended, kept
-// for Close until it ends if it only received GOAWAY.
+// for Close until it ends (then forget drops it) if it only received
+// GOAWAY.
 func (d *Dialer) retireLocked(s *Session) {
 	if s.Err() == nil {
 		d.draining = append(d.draining, s)
 	}
-}
-
-// pruneLocked forgets draining sessions that have ended.
-func (d *Dialer) pruneLocked() {
-	kept := d.draining[:0]
-	for _, s := range d.draining {
-		if s.Err() == nil {
-			kept = append(kept, s)
-		}
-	}
-	clear(d.draining[len(kept):])
-	d.draining = kept
 }
 
 // usableLocked reports whether a pooled session for key can take a stream.

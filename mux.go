@@ -881,24 +881,23 @@ func (s *Session) pingAcked(id uint32) bool {
 		return false
 	}
 	// The minimum is the round trip without queueing, which is what the
-	// window autotuning needs; samples taken under load only add queueing.
-	// An answer read while this end was behind queued behind data this
-	// end was slow to read, often for milliseconds. Counted, such samples
-	// made loopback under load pass for a long link, whose grown windows
-	// left 16 bulk streams finishing up to 9 times apart, so they are left
-	// out: an answer counts only if the read that brought it and the one
-	// before, or the two before it, took all there was. The latter is an
-	// answer in a full read right after two that drained the socket: it
-	// arrived after the last drain, and left out, a sender that writes
-	// data behind each answer (the credit that came with the ping) had
-	// every sample left out, and a long link passed for a short one. Reads tell that on a connection whose Read
-	// returns all that has arrived, as TCP and Unix sockets do; TLS
+	// window autotuning needs; samples taken under load only add queueing. An
+	// answer read while this end was behind queued behind data this end was
+	// slow to read, often for milliseconds. Counted, such samples made
+	// loopback under load pass for a long link, whose grown windows left 16
+	// bulk streams finishing up to 9 times apart, so they are left out: an
+	// answer counts only if the read that brought it and the one before, or
+	// the two before it, took all there was. The latter is an answer in a
+	// full read right after two that drained the socket: it arrived after the
+	// last drain, and left out, a sender that writes data behind each answer
+	// (the credit that came with the ping) had every sample left out, and a
+	// long link passed for a short one. Reads tell that on a connection whose
+	// Read returns all that has arrived, as TCP and Unix sockets do; TLS
 	// returns a record at a time, so there (on Linux) the socket under it
-	// tells instead: an answer with half a read buffer or more still
-	// waiting in it is left out too. Without this, a receiving session
-	// over TLS on loopback took itself for one on a long link in 12 and
-	// 14 of 30 starts under 16 bulk streams; with it, in 2 and 4
-	// (BenchmarkTLSStartupRTT).
+	// tells instead: an answer with half a read buffer or more still waiting
+	// in it is left out too. Without this, a receiving session over TLS on
+	// loopback took itself for one on a long link in 12 and 14 of 30 starts
+	// under 16 bulk streams; with it, in 2 and 4 (BenchmarkTLSStartupRTT).
 	sample := max(s.clock()-w.sent, 1)
 	s.rttCount.Add(1)
 	if max(s.rt.drainedRuns, s.rt.drainedPrev) >= 2 && (s.rt.backlog == nil || s.rt.backlog() < s.br.Size()/2) {

@@ -613,11 +613,9 @@ func (st *Stream) CloseRead() error {
 	st.state |= stReadClosed
 	st.rcond.Broadcast()
 	st.sess.interruptRead(st)
-	var err error
+	err := st.sess.Err()
 	if st.has(stReset) {
 		err = st.resetErrLocked()
-	} else {
-		err = st.sess.Err()
 	}
 	if st.sess.Err() == nil {
 		// Data the peer finished with FIN stays readable after its RST;
