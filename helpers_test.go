@@ -115,13 +115,15 @@ func forceShortLink(t *testing.T, sessions ...*Session) {
 	}
 }
 
-// delayProxy relays between a and b with a fixed one-way delay in each
-// direction, propagating half-closes (also delayed), like a long link.
-func delayProxy(t *testing.T, delay time.Duration) (clientEnd, serverEnd net.Conn) {
+// relayPair joins a client and a server end through a relay in this
+// process, which reads each direction in chunks and, before passing a chunk
+// on, calls hold with the direction and the time the chunk was read (to
+// delay it, or hold it back), propagating half-closes the same way.
+func relayPair(t *testing.T, hold func(toServer bool, readAt time.Time)) (clientEnd, serverEnd net.Conn) {
 	t.Helper()
-	c1, p1 := tcpConnPair(t) // c1: client side, p1: proxy's end towards the client
-	p2, c2 := tcpConnPair(t) // p2: proxy's end towards the server, c2: server side
-	pipe := func(dst, src net.Conn) {
+	c1, p1 := tcpConnPair(t) // c1: client side, p1: relay's end towards the client
+	p2, c2 := tcpConnPair(t) // p2: relay's end towards the server, c2: server side
+	pipe := func(dst, src net.Conn, toServer bool) {
 		type chunk struct {
 			at  time.Time
 			b   []byte
@@ -130,7 +132,7 @@ func delayProxy(t *testing.T, delay time.Duration) (clientEnd, serverEnd net.Con
 		ch := make(chan chunk, 4096)
 		go func() {
 			for c := range ch {
-				time.Sleep(time.Until(c.at))
+				hold(toServer, c.at)
 				if c.eof {
 					dst.(*net.TCPConn).CloseWrite()
 					return
@@ -146,19 +148,26 @@ func delayProxy(t *testing.T, delay time.Duration) (clientEnd, serverEnd net.Con
 				buf := make([]byte, 32<<10)
 				n, err := src.Read(buf)
 				if n > 0 {
-					ch <- chunk{at: time.Now().Add(delay), b: buf[:n]}
+					ch <- chunk{at: time.Now(), b: buf[:n]}
 				}
 				if err != nil {
-					ch <- chunk{at: time.Now().Add(delay), eof: true}
+					ch <- chunk{at: time.Now(), eof: true}
 					return
 				}
 			}
 		}()
 	}
-	pipe(p2, p1)
-	pipe(p1, p2)
+	pipe(p2, p1, true)
+	pipe(p1, p2, false)
 	t.Cleanup(func() { p1.Close(); p2.Close() })
 	return c1, c2
+}
+
+// delayProxy relays between a client and a server end with a fixed one-way
+// delay in each direction, half-closes delayed too, like a long link.
+func delayProxy(t *testing.T, delay time.Duration) (clientEnd, serverEnd net.Conn) {
+	t.Helper()
+	return relayPair(t, func(_ bool, readAt time.Time) { time.Sleep(time.Until(readAt.Add(delay))) })
 }
 
 // throttledPair returns client and server ends joined by a proxy that
@@ -189,9 +198,9 @@ func throttledPair(t *testing.T, rate int) (clientEnd, serverEnd net.Conn) {
 	return c1, c2
 }
 
-// gatedRelay joins two sessions through a relay whose client->server
-// direction can be held (a network that delays one direction), so that
-// frames the two sides send cross on the wire deterministically.
+// gatedRelay holds the client-to-server direction of a relayPair while
+// closed (a network that delays one direction), so that frames the two
+// sides send cross on the wire deterministically.
 type gatedRelay struct {
 	mu     sync.Mutex
 	cond   *sync.Cond
@@ -213,41 +222,17 @@ func (g *gatedRelay) wait() {
 	g.mu.Unlock()
 }
 
+// gatedPair is a relayPair whose client-to-server direction g holds.
 func gatedPair(t *testing.T) (clientEnd, serverEnd net.Conn, g *gatedRelay) {
-	c1, p1 := tcpConnPair(t)
-	p2, c2 := tcpConnPair(t)
+	t.Helper()
 	g = &gatedRelay{}
 	g.cond = sync.NewCond(&g.mu)
-	relay := func(dst, src net.Conn, gate *gatedRelay) {
-		ch := make(chan []byte, 1<<16)
-		go func() {
-			for b := range ch {
-				if gate != nil {
-					gate.wait()
-				}
-				if _, err := dst.Write(b); err != nil {
-					break
-				}
-			}
-			dst.(*net.TCPConn).CloseWrite()
-		}()
-		go func() {
-			defer close(ch)
-			for {
-				buf := make([]byte, 32<<10)
-				n, err := src.Read(buf)
-				if n > 0 {
-					ch <- buf[:n]
-				}
-				if err != nil {
-					return
-				}
-			}
-		}()
-	}
-	relay(p2, p1, g)   // client -> server, gated
-	relay(p1, p2, nil) // server -> client
-	t.Cleanup(func() { g.release(); p1.Close(); p2.Close() })
+	c1, c2 := relayPair(t, func(toServer bool, _ time.Time) {
+		if toServer {
+			g.wait()
+		}
+	})
+	t.Cleanup(g.release) // before the relay's ends close: its writer may be held
 	return c1, c2, g
 }
 
