@@ -135,6 +135,20 @@ func (a *attacker) flood(from, n int, frame func(i int) []byte) int {
 	return sent
 }
 
+// openAccepted opens stream id with one byte of data and returns it as the
+// victim's application accepted it.
+func (a *attacker) openAccepted(t *testing.T, victim *Session, id uint32) *Stream {
+	t.Helper()
+	if err := a.send(dataFrame(flagSYN, id, []byte("x"))); err != nil {
+		t.Fatal(err)
+	}
+	st, err := victim.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
 // readFrame reads the victim's next frame, discarding DATA payloads.
 func (a *attacker) readFrame() (frameHeader, error) {
 	var b [headerSize]byte
@@ -1447,11 +1461,7 @@ func TestFramesCrossingOwnReset(t *testing.T) {
 			t.Parallel()
 			victim, a := newAttack(t, nil, false) // net.Pipe: the sync orders the glitch count
 			acked := a.drain()
-			a.send(dataFrame(flagSYN, 1, []byte("x")))
-			st, err := victim.AcceptStream()
-			if err != nil {
-				t.Fatal(err)
-			}
+			st := a.openAccepted(t, victim, 1)
 			st.Write([]byte("y")) // the peer is sent data: its RST is no rapid reset
 			if tc.byPeer {
 				a.send(hdr(frameReset, 0, 1, uint32(codeCancel)))
@@ -1533,16 +1543,13 @@ func TestUnreadAfterFINAndRSTCredited(t *testing.T) {
 			victim, a := newAttack(t, nil, false)
 			// An accepted stream left open, so that the listener's Close
 			// waits for it rather than closing the session.
-			a.send(dataFrame(flagSYN, 1, []byte("x")))
-			keep, err := victim.AcceptStream()
-			if err != nil {
-				t.Fatal(err)
-			}
+			keep := a.openAccepted(t, victim, 1)
 			defer keep.Close()
 			const n = 256 << 10 // the whole stream window: four discard batches
 			a.send(finishedStreamData(3, n))
 			var st *Stream
 			if tc.accept {
+				var err error
 				if st, err = victim.AcceptStream(); err != nil {
 					t.Fatal(err)
 				}
@@ -1571,11 +1578,7 @@ func TestUnreadAfterFINAndRSTCredited(t *testing.T) {
 func TestCloseReadNoUpdateAfterFIN(t *testing.T) {
 	t.Parallel()
 	victim, a := newAttack(t, nil, false)
-	a.send(dataFrame(flagSYN, 1, []byte("x")))
-	st, err := victim.AcceptStream()
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := a.openAccepted(t, victim, 1)
 	defer st.Close()
 	if err := st.CloseRead(); err != nil {
 		t.Fatal(err)
@@ -1634,11 +1637,7 @@ func TestRefusalsExcused(t *testing.T) {
 			if tc.answer {
 				a.send(hdr(framePing, flagACK, 0, ping.length))
 			}
-			a.send(dataFrame(flagSYN, 1, []byte("x")))
-			st, err := victim.AcceptStream()
-			if err != nil {
-				t.Fatal(err)
-			}
+			st := a.openAccepted(t, victim, 1)
 			defer st.Close()
 			if tc.resetOne {
 				st.Write([]byte("y")) // data sent: no rapid reset
