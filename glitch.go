@@ -17,7 +17,7 @@ const (
 	glitchIdleUpdate                   // WINDOW_UPDATE with no data sent since the last
 	glitchRapidReset                   // RST on a peer's stream this side sent nothing on
 	glitchFinished                     // frame for a finished or reset stream
-	glitchRefused                      // SYN refused: stream limit or backlog full
+	glitchRefused                      // SYN past MaxIncomingStreams
 	glitchPingAck                      // PING ACK answering no ping
 	glitchGoAway                       // GOAWAY after the first
 )
@@ -36,7 +36,7 @@ func (s *Session) describeGlitch(k glitchKind, h frameHeader) string {
 	case glitchFinished:
 		return fmt.Sprintf("%v frame for stream %d, which had already finished or been reset", h.typ, h.streamID)
 	case glitchRefused:
-		return fmt.Sprintf("SYN for stream %d refused: MaxIncomingStreams (%d) or AcceptBacklog (%d) full", h.streamID, s.cfg.MaxIncomingStreams, s.cfg.AcceptBacklog)
+		return fmt.Sprintf("SYN for stream %d refused: the peer has MaxIncomingStreams (%d) open", h.streamID, s.cfg.MaxIncomingStreams)
 	case glitchPingAck:
 		return fmt.Sprintf("PING ACK %d answering no ping", h.length)
 	case glitchGoAway:

@@ -392,16 +392,19 @@ func TestFloods(t *testing.T) {
 			cfg:   Config{MaxIncomingStreams: 64},
 			frame: func(i int) []byte { return dataFrame(flagSYN, syn(i), []byte("GET /")) },
 			reads: true, app: hold,
-			want: "refused: MaxIncomingStreams (64) or AcceptBacklog (1024) full", bound: 1 << 20, min: 64 + 1000},
-		{name: "SYN flood past AcceptBacklog",
+			want: "refused: the peer has MaxIncomingStreams (64) open", bound: 1 << 20, min: 64 + 1000},
+		// A full backlog is no fault of the peer (see
+		// TestBacklogBurstNotAGlitch): each refusal costs an RST, as a
+		// ping costs its answer, and MaxQueuedControlFrames stops a peer
+		// that does not read them.
+		{name: "SYN flood past AcceptBacklog, refusals read",
 			cfg:   Config{AcceptBacklog: 16},
 			frame: func(i int) []byte { return dataFrame(flagSYN, syn(i), []byte("GET /")) },
-			reads: true,
-			want:  "refused: MaxIncomingStreams (8192) or AcceptBacklog (16) full", bound: 1 << 20, min: 16 + 1000},
-		{name: "SYN flood within the glitch budget",
+			n:     50_000, reads: true, bound: 1 << 20},
+		{name: "SYN flood past AcceptBacklog, refusals not read",
 			cfg:   Config{AcceptBacklog: 16},
 			frame: func(i int) []byte { return dataFrame(flagSYN, syn(i), []byte("GET /")) },
-			n:     16 + 900, reads: true, bound: 1 << 20},
+			want:  "more than 10000 control frames queued", bound: 1 << 20, min: 16 + 10000},
 		{name: "unsolicited PING ACK flood",
 			frame: func(i int) []byte { return hdr(framePing, flagACK, 0, uint32(1000+i)) },
 			want:  "answering no ping", bound: 256 << 10, min: 1000},
@@ -1652,6 +1655,71 @@ func TestRefusalsExcused(t *testing.T) {
 				t.Errorf("%d glitches for 3 refused streams, want %d", got, tc.glitches)
 			}
 		})
+	}
+}
+
+// TestBacklogBurstNotAGlitch: a client that opens far more streams than the
+// server's AcceptBacklog before the server's application accepts any has the
+// excess refused (ErrStreamRefused, safe to retry), and the session lives
+// on. The client cannot see the backlog, so these refusals are no glitches;
+// counted as glitches, 2100 of them closed the session with every stream in
+// it.
+func TestBacklogBurstNotAGlitch(t *testing.T) {
+	t.Parallel()
+	const backlog, burst = 16, 16 + 2100
+	client, server := tcpSessions(t, nil, &Config{AcceptBacklog: backlog})
+	streams := make([]*Stream, burst)
+	for i := range streams {
+		st, err := client.OpenStream()
+		if err == nil {
+			_, err = st.Write([]byte("x"))
+		}
+		if err != nil {
+			t.Fatalf("stream %d of the burst: %v", i, err)
+		}
+		streams[i] = st
+	}
+	// The ping goes out behind every SYN: once it is answered, the server
+	// has refused all it will, and accepting now takes only the backlog.
+	if _, err := client.Ping(); err != nil {
+		t.Fatalf("session ended during the burst: %v", err)
+	}
+	go func() {
+		for range backlog {
+			st, err := server.AcceptStream()
+			if err != nil {
+				return
+			}
+			st.Write([]byte("y"))
+			st.Close()
+		}
+	}()
+	accepted, refused := 0, 0
+	buf := make([]byte, 1)
+	for i, st := range streams {
+		_, err := st.Read(buf)
+		switch {
+		case err == nil && buf[0] == 'y':
+			accepted++
+		case errors.Is(err, ErrStreamRefused):
+			refused++
+		default:
+			t.Fatalf("stream %d of the burst: read %q, %v; want the answer or ErrStreamRefused", i, buf, err)
+		}
+		st.Close()
+	}
+	if accepted != backlog || refused != burst-backlog {
+		t.Errorf("%d streams accepted and %d refused, want %d and %d", accepted, refused, backlog, burst-backlog)
+	}
+	c, s := streamPair(t, client, server)
+	if _, err := c.Write([]byte("z")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(s, buf); err != nil || buf[0] != 'z' {
+		t.Fatalf("a stream after the burst read %q, %v", buf, err)
+	}
+	if err := server.Err(); err != nil {
+		t.Fatalf("the server's session ended: %v", err)
 	}
 }
 

@@ -78,7 +78,9 @@ type Config struct {
 
 	// AcceptBacklog is how many incoming streams may wait for Accept. Past
 	// it, a new stream is refused as above, so the session's reader never
-	// waits for the application. Default 1024, range 1 to 2^20: the
+	// waits for the application; the session lives on (the peer cannot
+	// see the backlog, so these refusals are not glitches: see
+	// MaxGlitches). Default 1024, range 1 to 2^20: the
 	// backlog's slots (8 bytes each) are allocated with the session.
 	AcceptBacklog int
 
@@ -111,10 +113,11 @@ type Config struct {
 	// WINDOW_UPDATE for a stream the peer already reset; an RST, WINDOW_UPDATE or
 	// empty DATA frame for a finished stream, beyond six per stream that
 	// ended (those may have crossed its end on the wire); a stream refused
-	// because MaxIncomingStreams or AcceptBacklog is full (unless only
-	// streams the peer reset and the application has not closed fill the
-	// limit, or the peer has not yet answered a ping, so may not know the
-	// limit: up to 1024 such); a PING ACK
+	// because the peer has MaxIncomingStreams open (unless only streams the
+	// peer reset and the application has not closed fill the limit, or the
+	// peer has not yet answered a ping, so may not know the limit: up to
+	// 1024 such; a refusal for a full AcceptBacklog, which the peer cannot
+	// see, is none); a PING ACK
 	// answering no ping; every GOAWAY after the first. The budget is a
 	// token bucket: it holds MaxGlitches and regains GlitchesPerSecond,
 	// and a glitch that finds it empty closes the session with ErrProtocol
@@ -281,7 +284,7 @@ type Session struct {
 	lastPeerID    uint32       // highest stream ID the peer opened
 	incoming      int          // open streams the peer opened
 	heldResets    atomic.Int32 // of those, ones the peer reset that the application has not closed: the peer no longer counts them
-	earlyRefusals int          // refusals excused because the peer had not answered a ping yet (see refusalExcusedLocked)
+	earlyRefusals int          // refusals excused because the peer had not answered a ping yet (see refusalIsGlitchLocked)
 	outgoing      int          // open streams this side opened, which the peer's maxStreams bounds
 	peer          settings
 	goAwaySent    bool // Shutdown: refuse new streams

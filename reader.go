@@ -841,22 +841,27 @@ func (s *Session) resetFrame(byPeer bool, h frameHeader) error {
 	return nil
 }
 
-// refusalExcusedLocked reports whether a refused stream is no fault of a
-// peer that keeps to this side's MaxIncomingStreams, which it learns from
-// the preface: at the limit only because of streams the peer reset and no
-// longer counts, which stay counted here until the application closes
-// them; or, for at most maxEarlyRefusals refusals, before the peer has
-// answered a ping, so before it may have read the preface (its first
-// streams go out without waiting for it). smu is held.
-func (s *Session) refusalExcusedLocked(atLimit bool) bool {
-	if atLimit && s.incoming-int(s.heldResets.Load()) < s.cfg.MaxIncomingStreams && len(s.acceptCh) < cap(s.acceptCh) {
-		return true
+// refusalIsGlitchLocked reports whether a refused stream is the peer's
+// fault: only a stream past MaxIncomingStreams, which a correct peer learns
+// from the preface and keeps to, can be. A full AcceptBacklog is not: the
+// peer cannot see it, so an honest burst of streams that the application
+// is slow to accept is refused without closing the session. (A flood of
+// streams into a full backlog costs this side one RST per SYN, as a ping
+// flood costs a PING ACK per ping; a peer that does not read them is
+// stopped by MaxQueuedControlFrames.) Excused too: a peer at the limit only
+// because of streams it reset and no longer counts, which stay counted here
+// until the application closes them; and, for at most maxEarlyRefusals
+// refusals, a peer that has not answered a ping, so may not have read the
+// preface (its first streams go out without waiting for it). smu is held.
+func (s *Session) refusalIsGlitchLocked(atLimit bool) bool {
+	if !atLimit || s.incoming-int(s.heldResets.Load()) < s.cfg.MaxIncomingStreams {
+		return false
 	}
 	if s.rttCount.Load() == 0 && s.earlyRefusals < maxEarlyRefusals {
 		s.earlyRefusals++
-		return true
+		return false
 	}
-	return false
+	return true
 }
 
 // maxEarlyRefusals bounds the refusals excused before the peer has answered
@@ -885,7 +890,7 @@ func (s *Session) streamForData(h frameHeader) (*Stream, error) {
 	if s.goAwaySent || closing || atLimit || len(s.acceptCh) >= cap(s.acceptCh) {
 		err := s.queueReply(frameHeader{typ: frameReset, streamID: id, length: uint32(codeRefused)})
 		s.allowLate()
-		if err == nil && !s.goAwaySent && !closing && !s.refusalExcusedLocked(atLimit) {
+		if err == nil && !s.goAwaySent && !closing && s.refusalIsGlitchLocked(atLimit) {
 			// Refusals after Shutdown or Close are this side's doing.
 			err = s.glitch(glitchRefused, h)
 		}
