@@ -642,17 +642,18 @@ const closeFlushTimeout = time.Second
 // (data of Writes that returned, FINs of closed streams, control frames);
 // then it half-closes the connection and waits for the peer to close its
 // end, so that nothing in flight is destroyed by a reset. Both steps
-// together take at most one second; then the connection is closed. Blocked
-// calls on the session's streams, and Writes and OpenStream from the moment
-// Close begins, fail with an error matching net.ErrClosed, and the peer's
-// with an error wrapping
+// together take at most one second; then the connection is closed. Writes
+// and OpenStream fail from the moment Close begins (a Write waiting for the
+// peer's credit at once), other blocked calls on the session's streams when
+// the connection is closed, with an error matching net.ErrClosed; the
+// peer's with an error wrapping
 // io.ErrUnexpectedEOF. Streams still open are cut off: use Shutdown to let
 // them finish. Close returns nil, also when the session had already ended.
 func (s *Session) Close() error {
 	// From here Writes fail as they will once the session has ended: one
 	// taken during the flush and the wait below would report success for
 	// data the half-closed connection never carries.
-	s.closing.Store(true)
+	s.beginClosing()
 	if s.Err() == nil && !s.writeShut.Load() {
 		ctx, cancel := context.WithTimeout(context.Background(), closeFlushTimeout)
 		s.closeGracefully(ctx, ctx)
@@ -677,7 +678,7 @@ func (s *Session) closeGracefully(flushCtx, lingerCtx context.Context) error {
 	if !ok {
 		return nil
 	}
-	s.closing.Store(true) // set before writeShut: Writes fail rather than go nowhere
+	s.beginClosing() // before writeShut: Writes fail rather than go nowhere
 	s.writeShut.Store(true)
 	cw.CloseWrite()
 	s.lurk() // for the peer's end
@@ -687,6 +688,25 @@ func (s *Session) closeGracefully(flushCtx, lingerCtx context.Context) error {
 	}
 	s.doneLurking()
 	return nil
+}
+
+// beginClosing makes Writes fail from now on, waking those already waiting
+// for credit: nothing they wait for would go out, and they would otherwise
+// wait until the session ends, after Close's linger.
+func (s *Session) beginClosing() {
+	if s.closing.Swap(true) {
+		return
+	}
+	s.smu.Lock()
+	for _, st := range s.streams {
+		st.mu.Lock()
+		if st.has(stWriting) {
+			st.wcond.Broadcast()
+			s.interruptRead(st) // a Write reading the connection for credit
+		}
+		st.mu.Unlock()
+	}
+	s.smu.Unlock()
 }
 
 // Shutdown closes the session gracefully, as http.Server.Shutdown does: it

@@ -1601,6 +1601,48 @@ func TestAcceptDuringCloseLinger(t *testing.T) {
 	<-closed
 }
 
+// TestCloseWakesWriteAwaitingCredit: a Write waiting for the peer's credit
+// when Close begins fails with net.ErrClosed at once, as Close documents,
+// not when the session ends after Close's linger (a second, with a peer
+// that does not close its end): whether it waits for the reader or reads
+// the connection itself (holding the read token).
+func TestCloseWakesWriteAwaitingCredit(t *testing.T) {
+	t.Parallel()
+	for _, holds := range []bool{false, true} {
+		t.Run(fmt.Sprintf("holds read token=%v", holds), func(t *testing.T) {
+			t.Parallel()
+			victim, a := newAttack(t, nil, true)
+			a.drain() // reads everything and never closes its end
+			st := a.openAccepted(t, victim, 1)
+			if _, err := io.ReadFull(st, make([]byte, 1)); err != nil {
+				t.Fatal(err)
+			}
+			if holds {
+				freeTokenAttacked(t, victim, st, func() { a.send(dataFrame(0, 1, []byte("y"))) })
+			}
+			werr := make(chan error, 1)
+			go func() {
+				_, err := st.Write(make([]byte, 2*attackerSettings.streamWindow))
+				werr <- err
+			}()
+			waitFor(t, "the Write to spend the stream's credit", func() bool {
+				st.mu.Lock()
+				defer st.mu.Unlock()
+				return st.sendCredit == 0 && (!holds || holderOf(victim) == st)
+			})
+			go victim.Close()
+			if err := recvErr(t, werr); !errors.Is(err, net.ErrClosed) {
+				t.Errorf("Write during Close: %v, want net.ErrClosed", err)
+			}
+			// The session's cause is set before anything blocked is woken
+			// as it ends.
+			if err := victim.Err(); err != nil {
+				t.Errorf("the Write returned only when the session ended after Close's linger (%v)", err)
+			}
+		})
+	}
+}
+
 // TestRTTAnswerAheadOfData: a peer on a 20 ms link that, as a
 // window-limited sender does, follows each ping answer in the same write
 // with the data that the credit arriving with the ping released. The
