@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -1854,31 +1855,17 @@ func TestKeepAliveAfterAnsweredPing(t *testing.T) {
 		defer c2.Close()
 		start := time.Now()
 		answered := make(chan time.Time, 1)
-		go func() {
-			c2.Write(appendPreface(nil, attackerSettings))
-			io.ReadFull(c2, make([]byte, prefaceSize))
-			hdr := make([]byte, headerSize)
-			done := false
-			for {
-				if _, err := io.ReadFull(c2, hdr); err != nil {
-					return
-				}
-				h, err := decodeHeader(hdr, 1<<20)
-				if err != nil {
-					return
-				}
-				if h.typ == frameData && h.length > 0 {
-					io.ReadFull(c2, make([]byte, h.length))
-				}
-				// Answer the first keepalive ping (sent at 1s; the
-				// start-up RTT pings at 0 go unanswered), then silence.
-				if h.typ == framePing && h.flags&flagACK == 0 && !done && time.Since(start) >= time.Second {
-					done = true
-					c2.Write(appendHeader(nil, frameHeader{typ: framePing, flags: flagACK, length: h.length}))
-					answered <- time.Now()
-				}
+		done := false
+		// Answer the first keepalive ping (sent at 1s; the start-up RTT
+		// pings at 0 go unanswered), then silence.
+		go pingAnswerer(c2, func(since time.Duration) time.Duration {
+			if done || since < time.Second {
+				return -1
 			}
-		}()
+			done = true
+			answered <- time.Now()
+			return 0
+		})
 		s, err := Client(c1, &Config{KeepAliveInterval: time.Second, KeepAliveTimeout: 5 * time.Second, HandshakeTimeout: -1})
 		if err != nil {
 			t.Fatal(err)
@@ -1893,6 +1880,102 @@ func TestKeepAliveAfterAnsweredPing(t *testing.T) {
 		t.Logf("last byte heard at %v; session ended %v later: %v", last.Sub(start), got, s.Err())
 		if !errors.Is(s.Err(), ErrKeepAliveTimeout) || got > 6*time.Second {
 			t.Errorf("peer silent since its ping answer: session ended %v after it (%v); want ErrKeepAliveTimeout after 6s (KeepAliveInterval+KeepAliveTimeout)", got, s.Err())
+		}
+	})
+}
+
+// pingAnswerer plays a peer on c: it sends its preface, reads everything,
+// and answers each ping after the delay that delay returns for it, given
+// the time since pingAnswerer started (0: at once; negative: never).
+func pingAnswerer(c net.Conn, delay func(since time.Duration) time.Duration) {
+	start := time.Now()
+	c.Write(appendPreface(nil, attackerSettings))
+	io.ReadFull(c, make([]byte, prefaceSize))
+	hdr := make([]byte, headerSize)
+	for {
+		if _, err := io.ReadFull(c, hdr); err != nil {
+			return
+		}
+		h, err := decodeHeader(hdr, 1<<20)
+		if err != nil {
+			return
+		}
+		if h.typ == frameData && h.length > 0 {
+			io.ReadFull(c, make([]byte, h.length))
+		}
+		if h.typ != framePing || h.flags&flagACK != 0 {
+			continue
+		}
+		ack := appendHeader(nil, frameHeader{typ: framePing, flags: flagACK, length: h.length})
+		switch d := delay(time.Since(start)); {
+		case d == 0:
+			c.Write(ack)
+		case d > 0:
+			time.AfterFunc(d, func() { c.Write(ack) })
+		}
+	}
+}
+
+// TestKeepAliveNextPingAfterAnswer: with KeepAliveInterval 1s and
+// KeepAliveTimeout 5s, a peer that answers every keepalive ping within 3s
+// is never closed. The ping after an answered one went out only when the
+// tick set for the answered one's timeout came (5s late), and the peer,
+// silent until pinged, was closed at 7s. (Found by a review helper.)
+func TestKeepAliveNextPingAfterAnswer(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c1, c2 := net.Pipe()
+		defer c2.Close()
+		start := time.Now()
+		first := true
+		// Start-up RTT pings (at 0) and the first keepalive ping (at 1s)
+		// are answered at once, later keepalive pings after 3s.
+		go pingAnswerer(c2, func(since time.Duration) time.Duration {
+			if since < time.Second || first {
+				first = first && since < time.Second
+				return 0
+			}
+			return 3 * time.Second
+		})
+		s, err := Client(c1, &Config{KeepAliveInterval: time.Second, KeepAliveTimeout: 5 * time.Second, HandshakeTimeout: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		select {
+		case <-s.Done():
+			t.Errorf("session closed after %v with %v, though the peer answered every keepalive ping within 3s", time.Since(start), s.Err())
+		case <-time.After(time.Minute):
+		}
+	})
+}
+
+// TestKeepAliveLongTimeout: any positive KeepAliveTimeout is valid, and a
+// huge one ("ping, but never give up") must not close a live session:
+// KeepAliveInterval + KeepAliveTimeout overflowed, and the first tick
+// closed it. (Found by a review helper.)
+func TestKeepAliveLongTimeout(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c1, c2 := net.Pipe()
+		client, err := Client(c1, &Config{KeepAliveInterval: time.Second, KeepAliveTimeout: math.MaxInt64})
+		if err != nil {
+			t.Fatal(err)
+		}
+		server, err := Server(c2, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer closeAndWait(t, server)
+		defer closeAndWait(t, client)
+		a, b := streamPair(t, client, server)
+		for range 10 { // a live, chatty peer
+			b.Write([]byte("x"))
+			a.Read(make([]byte, 1))
+			time.Sleep(500 * time.Millisecond)
+		}
+		if err := client.Err(); err != nil {
+			t.Errorf("live session closed: %v", err)
 		}
 	})
 }

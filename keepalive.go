@@ -1,6 +1,7 @@
 package tcpchan
 
 import (
+	"math"
 	"sync"
 	"time"
 )
@@ -13,8 +14,9 @@ import (
 type keepalive struct {
 	mu       sync.Mutex
 	timer    *time.Timer
-	stopped  bool  // the session ended: tick no more
-	pingSent int64 // session clock of the latest keepalive ping, or 0
+	stopped  bool   // the session ended: tick no more
+	pingSent int64  // session clock of the latest keepalive ping, or 0
+	pingID   uint32 // that ping's value while unanswered, or 0
 }
 
 // startKeepalive arms the keepalive timer, if keepalive is enabled.
@@ -53,21 +55,41 @@ func (s *Session) keepaliveTick() {
 	now := s.clock()
 	last := s.lastRecv.Load()
 	interval, timeout := int64(s.cfg.KeepAliveInterval), int64(s.cfg.KeepAliveTimeout)
-	var next int64 // session clock of the next tick
+	limit := interval + timeout
+	if limit < interval {
+		limit = math.MaxInt64 // the sum overflows: as good as never
+	}
+	var wait int64 // until the next tick
 	switch silent := now - last; {
-	case silent >= interval+timeout:
+	case silent >= limit:
 		ka.mu.Unlock()
 		s.fail(ErrKeepAliveTimeout)
 		return
 	case silent >= interval:
 		if ka.pingSent <= last { // one ping per silence
 			ka.pingSent = now
-			s.queueControl(frameHeader{typ: framePing, length: s.registerPing(nil)})
+			ka.pingID = s.registerPing(nil)
+			s.queueControl(frameHeader{typ: framePing, length: ka.pingID})
 		}
-		next = last + interval + timeout
+		wait = limit - silent
 	default:
-		next = last + interval
+		wait = interval - silent
 	}
-	ka.timer.Reset(time.Duration(next - now))
+	ka.timer.Reset(time.Duration(wait))
+	ka.mu.Unlock()
+}
+
+// keepaliveAnswered runs when the answer to ping id arrives. If it answers
+// the keepalive ping, the peer has been heard from: the next ping is due
+// KeepAliveInterval from now, not when the tick set for the ping's
+// timeout comes (which would leave the peer less than KeepAliveTimeout to
+// answer that next ping).
+func (s *Session) keepaliveAnswered(id uint32) {
+	ka := &s.ka
+	ka.mu.Lock()
+	if !ka.stopped && ka.timer != nil && id != 0 && id == ka.pingID {
+		ka.pingID = 0
+		ka.timer.Reset(s.cfg.KeepAliveInterval)
+	}
 	ka.mu.Unlock()
 }

@@ -937,6 +937,8 @@ func (s *Session) pingAcked(id uint32) bool {
 	}
 	if w.ch != nil {
 		close(w.ch)
+	} else {
+		s.keepaliveAnswered(id)
 	}
 	return true
 }
