@@ -146,7 +146,9 @@ type Config struct {
 	// the connection makes no progress for this long (a peer that stopped
 	// reading); a peer that reads slowly but steadily is not cut off.
 	// Progress is what the connection takes, and on Linux also the socket's
-	// send queue shrinking (also under TLS). Elsewhere a blocked write to a
+	// send queue shrinking (also under TLS), which the session looks at
+	// every quarter of WriteTimeout, so it may close up to that much later
+	// than WriteTimeout after the last progress. Elsewhere a blocked write to a
 	// socket shows progress only once the kernel frees a third of the send
 	// buffer, so a reader slower than that per WriteTimeout is cut off; on
 	// a connection that is not a socket, progress is seen 16 KiB at a time.
