@@ -714,8 +714,9 @@ func (s *Session) beginClosing() {
 // Shutdown closes the session gracefully, as http.Server.Shutdown does: it
 // sends GOAWAY with the highest stream ID the peer opened, refuses streams
 // the peer opens after that, fails OpenStream with ErrGoAway, waits for the
-// open streams to finish (both directions closed), flushes what is queued,
-// and then closes as Close does, half-closing the connection and waiting for
+// open streams to finish (both directions closed; a stream the peer reset
+// counts until the application has closed it, as in NumStreams), flushes
+// what is queued, and then closes as Close does, half-closing the connection and waiting for
 // the peer to close its end. If ctx ends before the streams have finished
 // and the queue is flushed, Shutdown returns ctx.Err() and leaves the
 // session open; call Close to end it. If ctx ends later, while Shutdown
