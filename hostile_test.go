@@ -632,6 +632,45 @@ func TestMalformedFrames(t *testing.T) {
 	}
 }
 
+// TestHugeDataLengthIsProtocolError: a DATA header claiming 2^32-16 bytes
+// for an open stream, right behind a frame of that stream, where the
+// reader's run of DATA frames for one stream, or a Read holding the token,
+// looks at it before the header is decoded, closes the session with
+// ErrProtocol. On 32-bit platforms the length read as an int was negative,
+// and the process panicked (found by a review helper; checked with
+// GOARCH=arm GOARM=7 go test -c and qemu-arm).
+func TestHugeDataLengthIsProtocolError(t *testing.T) {
+	t.Parallel()
+	for _, reading := range []bool{false, true} {
+		t.Run(fmt.Sprintf("Read holds the token=%v", reading), func(t *testing.T) {
+			t.Parallel()
+			victim, a := newAttack(t, nil, true)
+			a.drain()
+			st := a.openAccepted(t, victim, 1)
+			if _, err := st.Read(make([]byte, 1)); err != nil { // the SYN's byte
+				t.Fatal(err)
+			}
+			if reading {
+				// A Read of one byte holds the token: it returns after the
+				// first frame, looking at what follows.
+				freeTokenAttacked(t, victim, st, func() { a.send(dataFrame(0, 1, []byte("x"))) })
+				go st.Read(make([]byte, 1))
+				waitFor(t, "the Read to hold the token", func() bool { return holderOf(victim) == st })
+				victim.rt.mu.Lock()
+				victim.rt.grace = 0 // freeTokenAttacked's long grace is a test's
+				victim.rt.mu.Unlock()
+			}
+			if err := a.send(dataFrame(0, 1, []byte("ab")), hdr(frameData, 0, 1, 0xFFFFFFF0)); err != nil {
+				t.Fatal(err)
+			}
+			waitDone(t, victim)
+			if err := victim.Err(); !errors.Is(err, ErrProtocol) {
+				t.Errorf("session ended with %v, want ErrProtocol", err)
+			}
+		})
+	}
+}
+
 // TestFramesForFinishedStreams finishes a stream normally, then sends what
 // may still be in flight for it: all of it is ignored.
 func TestFramesForFinishedStreams(t *testing.T) {

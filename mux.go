@@ -445,7 +445,8 @@ func (s *Session) clock() int64 { return int64(time.Since(s.start)) }
 // (ErrProtocol, ErrHandshake, ErrKeepAliveTimeout, ErrWriteTimeout, ErrGoAway
 // after the peer's graceful shutdown, io.ErrUnexpectedEOF when the peer
 // dropped the connection, also after its GOAWAY if streams were still
-// open, or the connection's own error).
+// open, or the connection's own error, which matches ErrGoAway only if it
+// came after the peer's GOAWAY with no stream left open).
 func (s *Session) Err() error {
 	if p := s.err.Load(); p != nil {
 		return *p

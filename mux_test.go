@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -1313,6 +1314,88 @@ func TestCutOffAfterGoAway(t *testing.T) {
 	if errors.Is(err, ErrGoAway) {
 		t.Errorf("a stream cut off in mid-transfer reports ErrGoAway (\"the session no longer opens streams\")")
 	}
+}
+
+// TestResetAfterGoAwayNotGraceful: the peer sends GOAWAY, then its
+// connection is reset (it crashed, or closed with unread data) while a
+// stream is open. The stream was cut off: its error must not match
+// ErrGoAway, which says the session ended gracefully, as after a close
+// (TestCutOffAfterGoAway). Any read error but EOF was taken for the end
+// of a graceful shutdown. (Found by a review helper.)
+func TestResetAfterGoAwayNotGraceful(t *testing.T) {
+	t.Parallel()
+	victim, a := newAttack(t, nil, true)
+	acked := a.drain()
+	st := a.openAccepted(t, victim, 1)
+	if _, err := st.Read(make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	res := make(chan error, 1)
+	go func() {
+		_, err := st.Read(make([]byte, 1))
+		res <- err
+	}()
+	if err := a.send(hdr(frameGoAway, 0, 0, uint32(codeNoError))); err != nil {
+		t.Fatal(err)
+	}
+	a.syncDrained(t, acked) // the victim has handled the GOAWAY
+	a.conn.(*net.TCPConn).SetLinger(0)
+	a.conn.Close() // RST
+	err := recvErr(t, res)
+	t.Logf("blocked Read: %v; session: %v", err, victim.Err())
+	if errors.Is(err, ErrGoAway) {
+		t.Errorf("a stream cut off by a reset reports ErrGoAway: %v", err)
+	}
+}
+
+// TestWriteFailsAfterGoAwayNotGraceful is TestResetAfterGoAwayNotGraceful
+// for the write side: after the peer's GOAWAY, a write to the connection
+// fails while a stream is open. The stream was cut off, so neither it nor
+// the session reports ErrGoAway.
+func TestWriteFailsAfterGoAwayNotGraceful(t *testing.T) {
+	t.Parallel()
+	c1, c2 := net.Pipe()
+	conn := &failingWrites{Conn: c1}
+	victim, err := Server(conn, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c2.Close()
+		closeAndWait(t, victim)
+	})
+	a := handshake(t, c2)
+	acked := a.drain()
+	st := a.openAccepted(t, victim, 1)
+	res := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, st)
+		res <- err
+	}()
+	if err := a.send(hdr(frameGoAway, 0, 0, uint32(codeNoError))); err != nil {
+		t.Fatal(err)
+	}
+	a.syncDrained(t, acked) // the victim has handled the GOAWAY
+	conn.failed.Store(true)
+	st.Write([]byte("answer")) // fails in the writer
+	err = recvErr(t, res)
+	t.Logf("blocked Read: %v; session: %v", err, victim.Err())
+	if err == nil || errors.Is(err, ErrGoAway) || errors.Is(victim.Err(), ErrGoAway) {
+		t.Errorf("a stream cut off by a failed write reads %v (session: %v); want an error, not ErrGoAway", err, victim.Err())
+	}
+}
+
+// failingWrites is a connection whose writes fail once failed is set.
+type failingWrites struct {
+	net.Conn
+	failed atomic.Bool
+}
+
+func (c *failingWrites) Write(p []byte) (int, error) {
+	if c.failed.Load() {
+		return 0, errors.New("broken pipe")
+	}
+	return c.Conn.Write(p)
 }
 
 // TestGoAwayAfterHeldReset: the client resets a stream

@@ -555,7 +555,9 @@ func (s *Session) othersBuffered(st *Stream) bool {
 		}
 		n := headerSize
 		if frameType(b[0]) == frameData {
-			n += int(binary.BigEndian.Uint32(b[8:]))
+			// A length past the buffer ends the walk; as an int it
+			// could be negative on 32-bit platforms.
+			n = int(min(uint64(n)+uint64(binary.BigEndian.Uint32(b[8:])), uint64(len(b))))
 		}
 		b = b[min(n, len(b)):]
 	}
@@ -568,7 +570,7 @@ func (s *Session) frameBuffered() bool {
 		return false
 	}
 	b, _ := s.br.Peek(headerSize) // buffered: does not read
-	return frameType(b[0]) != frameData || s.br.Buffered() >= headerSize+int(binary.BigEndian.Uint32(b[8:]))
+	return frameType(b[0]) != frameData || uint64(s.br.Buffered()) >= headerSize+uint64(binary.BigEndian.Uint32(b[8:]))
 }
 
 // nextFrame returns the next frame's header once the whole frame is
@@ -639,11 +641,16 @@ func (s *Session) readError(err error, midFrame bool) error {
 	case s.goAwayReceived() && (!midFrame || !errors.Is(err, io.EOF)):
 		// A peer that sent GOAWAY closes once its streams are done; if
 		// it closes before, they were cut off, which is no graceful end.
-		if errors.Is(err, io.EOF) {
-			if n := s.unfinishedStreams(); n > 0 {
-				return fmt.Errorf("tcpchan: the peer closed the connection after GOAWAY with %d streams open: %w", n, io.ErrUnexpectedEOF)
-			}
+		n := s.unfinishedStreams()
+		switch {
+		case errors.Is(err, io.EOF) && n > 0:
+			return fmt.Errorf("tcpchan: the peer closed the connection after GOAWAY with %d streams open: %w", n, io.ErrUnexpectedEOF)
+		case errors.Is(err, io.EOF):
 			return fmt.Errorf("%w: the peer closed the connection after GOAWAY", ErrGoAway)
+		case n > 0:
+			// Reset (or failed otherwise) with streams open: cut off
+			// as much as by an early close.
+			return fmt.Errorf("tcpchan: reading from the connection after GOAWAY with %d streams open: %w", n, err)
 		}
 		return fmt.Errorf("%w: the peer closed the connection after GOAWAY: %w", ErrGoAway, err)
 	case errors.Is(err, io.EOF) && !midFrame:
@@ -786,8 +793,14 @@ func (s *Session) takeRunLocked(st *Stream) {
 			binary.BigEndian.Uint32(b[4:]) != st.id {
 			return
 		}
-		n := int(binary.BigEndian.Uint32(b[8:]))
-		if n == 0 || n > s.cfg.MaxFrameSize || s.br.Buffered() < headerSize+n ||
+		// Compared before the conversion: a length of 2^31 or more
+		// is a negative int on 32-bit platforms.
+		length := binary.BigEndian.Uint32(b[8:])
+		if length == 0 || length > uint32(s.cfg.MaxFrameSize) {
+			return
+		}
+		n := int(length)
+		if s.br.Buffered() < headerSize+n ||
 			int64(n) > st.recvAvail || s.recvSpent+int64(n) > s.recvCredit.Load() {
 			return
 		}

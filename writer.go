@@ -329,6 +329,11 @@ func (s *Session) writeError(err error) error {
 	case !s.handshakeDone.Load():
 		return fmt.Errorf("%w: writing the preface: %w", ErrHandshake, err)
 	case s.goAwayReceived():
+		// As in readError: only a peer whose streams are all done has
+		// ended gracefully; streams still open were cut off.
+		if n := s.unfinishedStreams(); n > 0 {
+			return fmt.Errorf("tcpchan: writing to the connection after GOAWAY with %d streams open: %w", n, err)
+		}
 		return fmt.Errorf("%w: the peer closed the connection after GOAWAY: %w", ErrGoAway, err)
 	}
 	return fmt.Errorf("tcpchan: writing to the connection: %w", err)
