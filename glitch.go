@@ -88,14 +88,20 @@ func (s *Session) sentLocked(st *Stream) int64 {
 // its end), and at least maxLateFrames, excused at once; beyond that they
 // are glitches. A peer crediting every quarter window can have four
 // WINDOW_UPDATEs in flight when our FIN arrives, plus its own FIN or RST.
+//
+// A refused stream excuses only lateFramesPerRefusal: this side sent no
+// data on it, so an honest peer has no WINDOW_UPDATE for it in flight, only
+// its own FIN or RST. (Refusals for a full backlog are no glitches, so six
+// each let a peer send six frames that do nothing per SYN, unbounded.)
 const (
-	lateFramesPerStream = 6
-	maxLateFrames       = 4096
+	lateFramesPerStream  = 6
+	lateFramesPerRefusal = 2
+	maxLateFrames        = 4096
 )
 
-func (s *Session) allowLate() {
+func (s *Session) allowLate(n int64) {
 	if s.lateFrames.Load() < max(maxLateFrames, lateFramesPerStream*int64(s.peakStreams.Load())) {
-		s.lateFrames.Add(lateFramesPerStream)
+		s.lateFrames.Add(n)
 	}
 }
 

@@ -112,7 +112,8 @@ type Config struct {
 	// opened and this side sent no data on ("rapid reset"); an RST or
 	// WINDOW_UPDATE for a stream the peer already reset; an RST, WINDOW_UPDATE or
 	// empty DATA frame for a finished stream, beyond six per stream that
-	// ended (those may have crossed its end on the wire); a stream refused
+	// ended and two per stream refused (those may have crossed its end on
+	// the wire); a stream refused
 	// because the peer has MaxIncomingStreams open (unless only streams the
 	// peer reset and the application has not closed fill the limit, or the
 	// peer has not yet answered a ping, so may not know the limit: up to
@@ -1108,7 +1109,7 @@ func (s *Session) removeStream(st *Stream) {
 		s.smu.Unlock()
 		return
 	}
-	s.allowLate() // before the reader can find the stream gone
+	s.allowLate(lateFramesPerStream) // before the reader can find the stream gone
 	delete(s.streams, st.id)
 	s.numStreams.Add(-1)
 	s.lastFound.CompareAndSwap(st, nil)

@@ -902,7 +902,7 @@ func (s *Session) streamForData(h frameHeader) (*Stream, error) {
 	closing := s.closing.Load() // Close began: nobody may accept it
 	if s.goAwaySent || closing || atLimit || len(s.acceptCh) >= cap(s.acceptCh) {
 		err := s.queueReply(frameHeader{typ: frameReset, streamID: id, length: uint32(codeRefused)})
-		s.allowLate()
+		s.allowLate(lateFramesPerRefusal)
 		if err == nil && !s.goAwaySent && !closing && s.refusalIsGlitchLocked(atLimit) {
 			// Refusals after Shutdown or Close are this side's doing.
 			err = s.glitch(glitchRefused, h)
