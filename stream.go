@@ -477,8 +477,10 @@ func (st *Stream) consumedLocked(n int) {
 // or CloseWrite it fails with an error matching net.ErrClosed; after the
 // peer's RST, with ErrStreamReset or ErrStreamRefused; when the session
 // ends, with the session's error, also if it ended before the Write
-// returned, even with all of p taken (its bytes may never have gone out).
-// A zero-length Write sends nothing.
+// returned, even with all of p taken (its bytes may never have gone out);
+// from the moment Session.Close begins, with an error matching
+// net.ErrClosed, also if Close half-closed the connection before the Write
+// returned. A zero-length Write sends nothing.
 func (st *Stream) Write(p []byte) (int, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -519,8 +521,14 @@ func (st *Stream) Write(p []byte) (int, error) {
 	n := len(p) - len(st.wbuf)
 	if err == nil {
 		// A direct write of this call may have failed and ended the
-		// session: what it framed never went out.
+		// session: what it framed never went out. So may the part
+		// framed after Close's half-close, which is dropped (credit
+		// that came during Close let the writer frame the rest of a
+		// Write that had not yet seen Close begin).
 		err = st.sess.Err()
+		if err == nil && st.sess.writeShut.Load() {
+			err = errSessionClosed
+		}
 	}
 	wasPending := len(st.wbuf) > 0
 	st.wbuf = nil
