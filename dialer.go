@@ -397,7 +397,9 @@ func (s *Session) hasRoom(max int) bool {
 }
 
 // atPeerLimitLocked reports whether this side has as many streams open as
-// the peer allows (0, before its preface: no limit known). smu is held.
+// the peer allows (before its preface: no limit known). Compared as
+// uint64: a limit of 2^31 or more is a negative int on 32-bit platforms.
+// smu is held.
 func (s *Session) atPeerLimitLocked() bool {
-	return s.peer.maxStreams > 0 && s.outgoing >= int(s.peer.maxStreams)
+	return uint64(s.outgoing) >= uint64(s.peer.maxStreams)
 }

@@ -36,6 +36,9 @@ const (
 	minSessionWindow = 1 << 20
 	// maxWindow bounds every window and credit, as in HTTP/2.
 	maxWindow = 1<<31 - 1
+	// maxStreamID is the largest stream ID: a side that has used it opens
+	// no more streams.
+	maxStreamID = 1<<31 - 1
 )
 
 // magic opens the preface. It is not valid as the start of HTTP, TLS or SSH,
@@ -189,12 +192,13 @@ type settings struct {
 }
 
 // assumedSettings are what a side may rely on before it has read the peer's
-// preface: the smallest values a valid preface can announce.
+// preface: the smallest values a valid preface can announce, and no stream
+// limit (none is known yet: the peer refuses what exceeds its own).
 var assumedSettings = settings{
 	streamWindow:  minStreamWindow,
 	sessionWindow: minSessionWindow,
 	maxFrameSize:  minFrameSize,
-	maxStreams:    0,
+	maxStreams:    1<<32 - 1,
 }
 
 // appendPreface appends the handshake preface announcing s.

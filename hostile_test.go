@@ -553,6 +553,8 @@ func TestMalformedFrames(t *testing.T) {
 			want: "WINDOW_UPDATE frame for stream 4, which was never opened"},
 		{name: "SYN with our parity", frames: dataFrame(flagSYN, 4, nil),
 			want: "SYN for stream 4, an ID of this side's parity"},
+		{name: "SYN above the largest stream ID", frames: dataFrame(flagSYN, 1<<31+1, []byte("x")),
+			want: "SYN for stream 2147483649, above the largest stream ID 2147483647"},
 		{name: "SYN reusing an ID", frames: append(dataFrame(flagSYN, 5, nil), dataFrame(flagSYN, 3, nil)...),
 			want: "SYN for stream 3, not above the peer's last stream 5"},
 		{name: "DATA after FIN", frames: append(dataFrame(flagSYN|flagFIN, 1, []byte("a")), dataFrame(0, 1, []byte("b"))...),
@@ -597,6 +599,10 @@ func TestMalformedFrames(t *testing.T) {
 			own, readErr := blockedRead(t, victim)
 			if own.ID() != 2 {
 				t.Fatalf("the victim's stream is %d, want 2", own.ID())
+			}
+			// Frames for stream 2 are valid only once its SYN came.
+			if _, err := a.until(func(h frameHeader) bool { return h.typ == frameData && h.streamID == 2 }); err != nil {
+				t.Fatal(err)
 			}
 			if tc.eof {
 				// Cut only once the victim's writer is idle, so that the
@@ -681,6 +687,81 @@ func TestHugeDataLengthIsProtocolError(t *testing.T) {
 			waitDone(t, victim)
 			if err := victim.Err(); !errors.Is(err, ErrProtocol) {
 				t.Errorf("session ended with %v, want ErrProtocol", err)
+			}
+		})
+	}
+}
+
+// TestPeerStreamLimit: the max streams a peer announces bounds the
+// streams OpenStream opens, 0 meaning none (read as "no limit", it let
+// OpenStream send SYNs the peer must refuse), and 2^31 or more meaning
+// more than can be used (on 32-bit platforms the limit read as an int was
+// negative, and every OpenStream was refused). (Found by a review helper.)
+func TestPeerStreamLimit(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		limit uint32
+		want  error
+	}{{0, ErrStreamRefused}, {1, nil}, {1 << 31, nil}, {1<<32 - 1, nil}} {
+		t.Run(fmt.Sprint(tc.limit), func(t *testing.T) {
+			t.Parallel()
+			ps := attackerSettings
+			ps.maxStreams = tc.limit
+			victim, a := newAttackWith(t, nil, false, ps)
+			a.sync(t) // the victim has read the attacker's preface
+			a.drain()
+			st, err := victim.OpenStream()
+			if !errors.Is(err, tc.want) || (err == nil) != (tc.want == nil) {
+				t.Fatalf("OpenStream with the peer allowing %d streams: %v, want %v", tc.limit, err, tc.want)
+			}
+			if st != nil {
+				st.Close()
+			}
+		})
+	}
+}
+
+// TestFrameForStreamBeforeItsSYN: a frame for a stream of this side whose
+// SYN has not gone out is for a stream the peer cannot know of: "a frame
+// other than a SYN for a stream ID never opened is a protocol error"
+// (PROTOCOL.md). It was applied (an RST even kept the SYN from ever going
+// out). (Found by a review helper.)
+func TestFrameForStreamBeforeItsSYN(t *testing.T) {
+	t.Parallel()
+	for _, frame := range [][]byte{
+		hdr(frameWindowUpdate, 0, 4, 1000),
+		hdr(frameReset, 0, 4, uint32(codeCancel)),
+		dataFrame(0, 4, []byte("x")),
+	} {
+		t.Run(frameType(frame[0]).String(), func(t *testing.T) {
+			t.Parallel()
+			victim, a := newAttack(t, nil, false)
+			a.sync(t)
+			// The attacker reads no more (net.Pipe): the victim's writer
+			// blocks in the middle of stream 2's data, and stream 4's
+			// SYN stays queued behind it.
+			st2, err := victim.OpenStream()
+			if err != nil {
+				t.Fatal(err)
+			}
+			go st2.Write(make([]byte, 200<<10))
+			waitFor(t, "the writer to block", func() bool { return victim.wBusy.Load() })
+			st4, err := victim.OpenStream()
+			if err != nil {
+				t.Fatal(err)
+			}
+			st4.mu.Lock()
+			pending := st4.has(stSynPending)
+			st4.mu.Unlock()
+			if !pending || st4.ID() != 4 {
+				t.Fatalf("stream %d: SYN pending %v, want stream 4 with its SYN queued", st4.ID(), pending)
+			}
+			if err := a.send(frame); err != nil {
+				t.Fatal(err)
+			}
+			waitDone(t, victim)
+			if err := victim.Err(); !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), "stream 4, whose SYN this side has not sent") {
+				t.Errorf("session ended with %v, want ErrProtocol: stream 4's SYN not sent", err)
 			}
 		})
 	}
@@ -1787,7 +1868,7 @@ func slowReader(c net.Conn, pause time.Duration) <-chan struct{} {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		c.Write(appendPreface(nil, settings{streamWindow: maxWindow, sessionWindow: maxWindow, maxFrameSize: 1024}))
+		c.Write(appendPreface(nil, settings{streamWindow: maxWindow, sessionWindow: maxWindow, maxFrameSize: 1024, maxStreams: 100}))
 		buf := make([]byte, 1024)
 		for {
 			if _, err := io.ReadFull(c, buf); err != nil {

@@ -535,7 +535,7 @@ func (s *Session) OpenStream() (*Stream, error) {
 	case s.goAwayRecv:
 		s.smu.Unlock()
 		return nil, fmt.Errorf("%w: the peer sent GOAWAY", ErrGoAway)
-	case s.nextID > maxWindow:
+	case s.nextID > maxStreamID:
 		s.smu.Unlock()
 		return nil, fmt.Errorf("%w: stream IDs exhausted", ErrGoAway)
 	case s.atPeerLimitLocked():

@@ -828,6 +828,10 @@ func (s *Session) lockedStream(h frameHeader) (*Stream, error) {
 		return nil, s.excuseLate(h)
 	}
 	st.mu.Lock()
+	if st.has(stSynPending) {
+		st.mu.Unlock()
+		return nil, protocolErrorf("%v frame for stream %d, whose SYN this side has not sent", h.typ, h.streamID)
+	}
 	if st.has(stRemoved) {
 		// Finished (the writer sent the last FIN) between the lookup and
 		// the lock: a frame that crossed its end.
@@ -894,6 +898,9 @@ func (s *Session) streamForData(h frameHeader) (*Stream, error) {
 	if !s.isPeerID(id) {
 		return nil, protocolErrorf("SYN for stream %d, an ID of this side's parity", id)
 	}
+	if id > maxStreamID {
+		return nil, protocolErrorf("SYN for stream %d, above the largest stream ID %d", id, maxStreamID)
+	}
 	if id <= s.lastPeerID {
 		return nil, protocolErrorf("SYN for stream %d, not above the peer's last stream %d", id, s.lastPeerID)
 	}
@@ -946,6 +953,10 @@ func (s *Session) handleData(h frameHeader) error {
 		return nil
 	}
 	st.mu.Lock()
+	if st.has(stSynPending) {
+		st.mu.Unlock()
+		return protocolErrorf("DATA frame for stream %d, whose SYN this side has not sent", h.streamID)
+	}
 	if int64(n) > st.recvAvail {
 		avail := st.recvAvail
 		st.mu.Unlock()

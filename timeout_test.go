@@ -16,7 +16,7 @@ import (
 // silentPeer answers the handshake with a valid preface, then reads and
 // discards everything and sends nothing more.
 func silentPeer(conn net.Conn) {
-	conn.Write(appendPreface(nil, settings{streamWindow: 256 << 10, sessionWindow: 16 << 20, maxFrameSize: 1024}))
+	conn.Write(appendPreface(nil, settings{streamWindow: 256 << 10, sessionWindow: 16 << 20, maxFrameSize: 1024, maxStreams: 100}))
 	io.Copy(io.Discard, conn)
 }
 
@@ -35,7 +35,7 @@ func TestHandshakeFailures(t *testing.T) {
 		{"partial preface then silence", func(c net.Conn) { c.Write(magic[:5]); io.Copy(io.Discard, c) },
 			2 * time.Second, "no preface from the peer within 2s"},
 		{"other version", func(c net.Conn) {
-			b := appendPreface(nil, settings{streamWindow: 1 << 16, sessionWindow: 1 << 20, maxFrameSize: 1024})
+			b := appendPreface(nil, settings{streamWindow: 1 << 16, sessionWindow: 1 << 20, maxFrameSize: 1024, maxStreams: 100})
 			b[7] = 9
 			c.Write(b)
 			io.Copy(io.Discard, c)
@@ -127,7 +127,7 @@ func TestWriteTimeoutClosesStuckSession(t *testing.T) {
 		defer c2.Close()
 		// The peer sends its preface, reads ours, then never reads again.
 		go func() {
-			c2.Write(appendPreface(nil, settings{streamWindow: 256 << 10, sessionWindow: 16 << 20, maxFrameSize: 1024}))
+			c2.Write(appendPreface(nil, settings{streamWindow: 256 << 10, sessionWindow: 16 << 20, maxFrameSize: 1024, maxStreams: 100}))
 			io.ReadFull(c2, make([]byte, prefaceSize+headerSize))
 		}()
 		cfg := &Config{WriteTimeout: 3 * time.Second, KeepAliveInterval: -1}
