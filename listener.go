@@ -189,7 +189,9 @@ func (l *Listener) AcceptStream() (*Stream, error) {
 // arrived but were not yet returned by Accept are refused (their clients
 // see ErrStreamRefused: nothing was processed, a retry is safe), streams
 // already accepted go on until both sides have closed them, and then the
-// session closes its connection. Close does not wait for that; Shutdown
+// session closes its connection. A connection whose client has not yet
+// sent its preface (over TLS, perhaps not even its handshake) is closed at
+// once, as net/http closes an idle connection. Close does not wait for that; Shutdown
 // does, and bounds the wait. This is what http.Server.Shutdown needs, as
 // it closes its listener first and then waits for the requests in flight.
 //
@@ -335,6 +337,15 @@ func (l *Listener) pump(s *Session) {
 // it closes; or at once when Shutdown gives up waiting.
 func (l *Listener) drain(s *Session) {
 	defer l.exit()
+	if !s.handshakeDone.Load() && s.NumStreams() == 0 {
+		// The client has not even sent its preface (over TLS, perhaps not
+		// started its handshake, which holds the writer and so any
+		// flush): no stream to drain, nothing to wait for but
+		// HandshakeTimeout. Close at once, as an idle connection.
+		s.fail(errSessionClosed)
+		<-s.done
+		return
+	}
 	if s.Shutdown(l.hardCtx) != nil {
 		s.Close()
 	}

@@ -775,6 +775,31 @@ func TestDialContextCancel(t *testing.T) {
 	}
 }
 
+// TestListenerShutdownSilentTLSClient: a client that connected but never
+// started its TLS handshake (a port scanner, a load balancer's health
+// check) has no stream to drain. Shutdown waited for it until its
+// HandshakeTimeout (here an hour: past Shutdown's own deadline) because the
+// session's flush waited for the writer, which was stuck in the TLS
+// handshake. (Found by a review helper; with the default 10 s, tcpchan
+// serve took 6 s to exit on SIGTERM and logged an error.)
+func TestListenerShutdownSilentTLSClient(t *testing.T) {
+	t.Parallel()
+	serverTLS, _ := testTLSConfigs(t)
+	inner := listenCounting(t, "127.0.0.1:0")
+	ln := NewListener(tls.NewListener(inner, serverTLS), &Config{HandshakeTimeout: time.Hour})
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitFor(t, "the session", func() bool { return ln.numSessions() == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := ln.Shutdown(ctx); err != nil {
+		t.Fatalf("Listener.Shutdown with one client that never handshook: %v", err)
+	}
+}
+
 // TestListenerClose checks that Close ends a blocked Accept with
 // net.ErrClosed, and how config errors surface.
 func TestListenerClose(t *testing.T) {
