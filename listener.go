@@ -191,9 +191,10 @@ func (l *Listener) AcceptStream() (*Stream, error) {
 // already accepted go on until both sides have closed them, and then the
 // session closes its connection. A connection whose client has not yet
 // sent its preface (over TLS, perhaps not even its handshake) is closed at
-// once, as net/http closes an idle connection. Close does not wait for that; Shutdown
-// does, and bounds the wait. This is what http.Server.Shutdown needs, as
-// it closes its listener first and then waits for the requests in flight.
+// once, as net/http closes an idle connection. Close does not wait for
+// that; Shutdown does, and bounds the wait. This is what
+// http.Server.Shutdown needs, as it closes its listener first and then
+// waits for the requests in flight.
 //
 // Close returns the inner listener's Close error; a second Close returns an
 // error matching net.ErrClosed.
