@@ -381,7 +381,7 @@ func (s *Session) canOpen() bool {
 	}
 	s.smu.Lock()
 	defer s.smu.Unlock()
-	return !s.goAwaySent && !s.goAwayRecv && s.nextID <= maxWindow
+	return !s.goAwaySent && !s.goAwayRecv && s.nextID <= maxStreamID
 }
 
 // hasRoom reports whether the session can open a stream now: the Dialer's
