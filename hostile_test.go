@@ -737,15 +737,18 @@ func TestFrameForStreamBeforeItsSYN(t *testing.T) {
 			t.Parallel()
 			victim, a := newAttack(t, nil, false)
 			a.sync(t)
-			// The attacker reads no more (net.Pipe): the victim's writer
-			// blocks in the middle of stream 2's data, and stream 4's
-			// SYN stays queued behind it.
+			// The attacker reads no more (net.Pipe): once the victim's
+			// writer has framed stream 2's SYN, it blocks writing that
+			// batch, and stream 4's SYN stays queued behind it.
 			st2, err := victim.OpenStream()
 			if err != nil {
 				t.Fatal(err)
 			}
-			go st2.Write(make([]byte, 200<<10))
-			waitFor(t, "the writer to block", func() bool { return victim.wBusy.Load() })
+			waitFor(t, "the writer to frame stream 2's SYN", func() bool {
+				st2.mu.Lock()
+				defer st2.mu.Unlock()
+				return !st2.has(stSynPending)
+			})
 			st4, err := victim.OpenStream()
 			if err != nil {
 				t.Fatal(err)
