@@ -39,8 +39,9 @@ var (
 // that has ended is forgotten at once (a goroutine per pooled session
 // waits for its end; Close waits for them), also if its address is never
 // dialed again, and one that received GOAWAY from its server is replaced
-// on the next dial: a dial never hands out a stream on a session known to
-// be dead.
+// on the next dial and closed (Session.Shutdown) once its streams are
+// done, as HTTP/2 clients close such a connection when it goes idle: a
+// dial never hands out a stream on a session known to be dead.
 // Its own streams are not retried, since a stream opens without a round
 // trip: if the session dies after the dial (or the server had already
 // closed it and its FIN has not arrived yet), the stream's Read and Write
@@ -314,12 +315,22 @@ func (d *Dialer) dialNew(key, network, address string) (*Session, error) {
 	}
 	d.pools[key] = append(d.pools[key], s)
 	d.watching.Add(1)
+	closing := d.ctx // ends at Close
 	d.mu.Unlock()
 	// Forget the session once it ends, also if its address is never
-	// dialed again: a dead session still holds its buffers.
+	// dialed again: a dead session still holds its buffers. One whose
+	// server sent GOAWAY opens no more streams: close it once its streams
+	// are done, as HTTP/2 clients close such a connection when it goes
+	// idle, rather than keep it until the server closes it (a server
+	// whose Shutdown gave up may never do).
 	go func() {
 		defer d.watching.Done()
-		<-s.Done()
+		select {
+		case <-s.Done():
+		case <-s.goingAway:
+			s.Shutdown(closing) // Close closes s if it gives up
+			<-s.Done()
+		}
 		d.forget(key, s)
 	}()
 	return s, nil

@@ -1421,6 +1421,60 @@ func TestStreamListenerRefusalReturnsCredit(t *testing.T) {
 	}
 }
 
+// TestDialerClosesGoneAwaySession: a server that sent GOAWAY but leaves
+// the connection open (its Shutdown gave up and the application did not
+// Close) gets no more streams from the Dialer, which closes the session
+// once its last stream is done, as HTTP/2 clients close such a connection
+// when idle. It kept it, with its buffers and a goroutine, until
+// Dialer.Close. (Found by a review helper.)
+func TestDialerClosesGoneAwaySession(t *testing.T) {
+	t.Parallel()
+	d := &Dialer{}
+	defer d.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	srv := make(chan *Session, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			srv <- nil
+			return
+		}
+		s, _ := Server(c, nil)
+		srv <- s
+	}()
+	conn, err := d.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := <-srv
+	if server == nil {
+		t.Fatal("accept failed")
+	}
+	defer server.Close()
+	st, err := server.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if err := server.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("server Shutdown with a stream open: %v", err)
+	}
+	client := conn.(*Stream).Session()
+	waitFor(t, "the client to see GOAWAY", client.goAwayReceived)
+	if client.Err() != nil {
+		t.Fatalf("the client session ended with its stream open: %v", client.Err())
+	}
+	conn.Close()
+	st.Close()
+	waitDone(t, server) // the client closed the connection
+	waitFor(t, "the Dialer to forget the session", func() bool { return len(dialerSessions(d)) == 0 })
+}
+
 // TestDialerForgetsDeadSessions: the servers a Dialer talks to come and go
 // (a backend restarted on a new address, as pods are), and each session
 // ends when its server goes away. The Dialer must not keep the dead

@@ -290,8 +290,9 @@ type Session struct {
 	earlyRefusals int          // refusals excused because the peer had not answered a ping yet (see refusalIsGlitchLocked)
 	outgoing      int          // open streams this side opened, which the peer's maxStreams bounds
 	peer          settings
-	goAwaySent    bool // Shutdown: refuse new streams
-	goAwayRecv    bool // peer's GOAWAY: open no new streams
+	goAwaySent    bool          // Shutdown: refuse new streams
+	goAwayRecv    bool          // peer's GOAWAY: open no new streams
+	goingAway     chan struct{} // closed at the peer's first GOAWAY
 	acceptCh      chan *Stream
 	lastFound     atomic.Pointer[Stream] // the reader's last lookup, while in streams
 
@@ -412,6 +413,7 @@ func buildSession(conn io.ReadWriteCloser, cfg *Config, client bool) (*Session, 
 		acceptCh:   make(chan *Stream, c.AcceptBacklog),
 		pings:      make(map[uint32]pingWait),
 		dying:      make(chan struct{}),
+		goingAway:  make(chan struct{}),
 		writerDone: make(chan struct{}),
 		done:       make(chan struct{}),
 	}

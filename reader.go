@@ -1124,6 +1124,9 @@ func (s *Session) handleGoAway(h frameHeader) error {
 	s.smu.Lock()
 	repeat := s.goAwayRecv
 	var refused []*Stream
+	if !repeat {
+		close(s.goingAway)
+	}
 	if !repeat || h.streamID < s.goAwayID {
 		s.goAwayRecv = true
 		s.goAwayID = h.streamID
