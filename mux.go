@@ -1000,9 +1000,17 @@ func (s *Session) credit(n int, batch int64) {
 	if n <= 0 {
 		return
 	}
-	if s.recvUnacked.Add(int64(n)) < batch {
+	// A peer that has used up its session credit waits for this one:
+	// credit held back until a batch is full would stall it for good
+	// when streams whose readers stall hold the rest of the window.
+	if u := s.recvUnacked.Add(int64(n)); u < batch && (u < bytesPerUpdate || !s.peerStarved.Load()) {
 		return
 	}
+	s.flushCredit()
+}
+
+// flushCredit sends the session credit consumed so far.
+func (s *Session) flushCredit() {
 	inc := s.recvUnacked.Swap(0)
 	if inc <= 0 {
 		return
@@ -1027,6 +1035,10 @@ func (s *Session) spend(n int) (over int64) {
 		s.peerStarved.Store(true)
 		if s.recvSpent < s.recvCredit.Load() {
 			s.peerStarved.Store(false)
+		} else if s.recvUnacked.Load() >= bytesPerUpdate {
+			// Read before the peer ran out, and held back for a full
+			// batch: the peer now waits for it (see credit).
+			s.flushCredit()
 		}
 	}
 	return over

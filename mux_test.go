@@ -1541,6 +1541,45 @@ func TestHeldResetsCounted(t *testing.T) {
 	}
 }
 
+// TestStalledStreamsLeaveSessionCredit: streams whose readers stall hold a
+// little more than 3/4 of the session window unread. Another stream, read
+// eagerly, must still finish: all streams together may hold SessionWindow
+// unread, and a stalled reader never blocks the others. The session's
+// WINDOW_UPDATE waited for a quarter window of reads, which the 1/4 left
+// could never make up: sender and reader waited for each other for good.
+// (Found by a review helper.)
+func TestStalledStreamsLeaveSessionCredit(t *testing.T) {
+	t.Parallel()
+	scfg := &Config{InitialStreamWindow: 64 << 10, SessionWindow: 1 << 20}
+	client, server := tcpSessions(t, nil, scfg)
+	// 12 stalled streams of 64 KiB and one of 1 byte: 768 KiB + 1 unread.
+	for i := range 13 {
+		n := 64 << 10
+		if i == 12 {
+			n = 1
+		}
+		a, b := streamPair(t, client, server)
+		if _, err := a.Write(make([]byte, n)); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the stalled stream's data", func() bool {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			return b.buffered == n
+		})
+	}
+	a, b := streamPair(t, client, server)
+	const total = 512 << 10
+	go func() {
+		a.Write(make([]byte, total))
+		a.CloseWrite()
+	}()
+	b.SetReadDeadline(time.Now().Add(20 * time.Second)) // a hang is the failure
+	if n, err := io.Copy(io.Discard, b); err != nil || n != total {
+		t.Fatalf("read %d of %d bytes: %v", n, total, err)
+	}
+}
+
 // TestSessionCreditBalance: streams that write, read part, CloseRead,
 // Reset, Close and run into deadlines in random orders, at both ends at
 // once, must leave each session's credit whole once they are gone: the
