@@ -556,10 +556,12 @@ func (st *Stream) writeErrLocked() error {
 	switch {
 	case st.has(stClosed):
 		return errStreamClosed
+	case st.has(stWriteClosed):
+		// Before the reset, as Close is: CloseWrite promises
+		// net.ErrClosed to later Writes.
+		return errWriteClosed
 	case st.has(stReset):
 		return st.resetErrLocked()
-	case st.has(stWriteClosed):
-		return errWriteClosed
 	}
 	if err := st.sess.Err(); err != nil {
 		return err

@@ -331,6 +331,24 @@ func TestStreamAddrs(t *testing.T) {
 	}
 }
 
+// TestWriteAfterCloseWriteOnResetStream: CloseWrite promises net.ErrClosed
+// to later Writes, also on a stream the peer has reset meanwhile (as Close
+// does); the reset's ErrStreamReset won. (Found by a review helper's
+// randomized lifecycle test.)
+func TestWriteAfterCloseWriteOnResetStream(t *testing.T) {
+	t.Parallel()
+	client, server := tcpSessions(t, nil, nil)
+	a, b := streamPair(t, client, server)
+	b.Reset()
+	if _, err := a.Read(make([]byte, 1)); !errors.Is(err, ErrStreamReset) {
+		t.Fatalf("Read after the peer's RST: %v, want ErrStreamReset", err)
+	}
+	a.CloseWrite()
+	if _, err := a.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Write after CloseWrite: %v, want net.ErrClosed", err)
+	}
+}
+
 // TestCloseWriteDuringParkedWrite: CloseWrite while a Write waits for
 // session credit sends the FIN at once (it needs no credit), not only once
 // the peer grants session credit.
