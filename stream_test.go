@@ -171,8 +171,13 @@ func TestStreamLimit(t *testing.T) {
 	server.AcceptStream()
 	streams[0].Close()
 	s0.Close()
-	waitFor(t, "stream freed", func() bool { return server.NumStreams() == 1 })
-	st, _ := client.OpenStream()
+	// Freed at both ends: the client counts the stream against the limit
+	// until the server's FIN has reached it.
+	waitFor(t, "stream freed", func() bool { return server.NumStreams() == 1 && client.NumStreams() == 1 })
+	st, err := client.OpenStream()
+	if err != nil {
+		t.Fatalf("OpenStream after one of 2 streams finished: %v", err)
+	}
 	st.Write([]byte("hi"))
 	acc, err := server.AcceptStream()
 	if err != nil {
