@@ -520,6 +520,13 @@ func (sessionAddr) String() string  { return "tcpchan" }
 // with the session's error once the session has ended.
 func (s *Session) OpenStream() (*Stream, error) {
 	if err := s.Err(); err != nil {
+		s.smu.Lock()
+		shut := s.goAwaySent
+		s.smu.Unlock()
+		if shut && err == errSessionClosed {
+			// Shutdown closed the session: both hold, as during its linger.
+			return nil, fmt.Errorf("%w: Shutdown was called: %w", ErrGoAway, errSessionClosed)
+		}
 		return nil, err
 	}
 	s.smu.Lock()

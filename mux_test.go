@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -1811,5 +1812,166 @@ func TestRTTAnswerAheadOfData(t *testing.T) {
 	if rtt := victim.minRTT(); rtt < int64(20*time.Millisecond) {
 		t.Errorf("round trip %v on a link whose round trip is 20 ms or more (%d answers, %d kept)",
 			time.Duration(rtt), victim.rttCount.Load(), victim.rttKept.Load())
+	}
+}
+
+// sessionsOver returns a client and a server session over transport: tcp,
+// pipe (net.Pipe) or tls.
+func sessionsOver(t *testing.T, transport string, ccfg, scfg *Config) (*Session, *Session) {
+	t.Helper()
+	switch transport {
+	case "pipe":
+		return pipeSessions(t, ccfg, scfg)
+	case "tls":
+		c1, c2 := tcpConnPair(t)
+		stls, ctls := testTLSConfigs(t)
+		return sessionPair(t, tls.Client(c1, ctls), tls.Server(c2, stls), ccfg, scfg)
+	}
+	return tcpSessions(t, ccfg, scfg)
+}
+
+// echoStreams accepts streams on s and echoes each one's data back when it
+// ends, until s ends; wg counts its goroutines.
+func echoStreams(s *Session, wg *sync.WaitGroup) {
+	defer wg.Done()
+	for {
+		st, err := s.AcceptStream()
+		if err != nil {
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b, err := io.ReadAll(st)
+			if err == nil {
+				st.Write(b)
+			}
+			st.Close()
+		}()
+	}
+}
+
+// TestShutdownWhileOpening: the server Shuts down while the client keeps
+// opening streams: every client stream either completes, or fails with
+// ErrGoAway (OpenStream) or ErrStreamRefused, the latter also from a Write
+// whose stream a GOAWAY refused as the session ended (it returned the
+// session's ErrGoAway, losing the retry signal: 3-4 of 100 subtests under
+// -race). (Found by a review helper.)
+func TestShutdownWhileOpening(t *testing.T) {
+	t.Parallel()
+	for _, tr := range []string{"tcp", "pipe", "tls"} {
+		t.Run(tr, func(t *testing.T) {
+			client, server := sessionsOver(t, tr, nil, nil)
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go echoStreams(server, &wg)
+			var bad atomic.Value
+			var ok, refused, goaway atomic.Int64
+			var cw sync.WaitGroup
+			for g := 0; g < 8; g++ {
+				cw.Add(1)
+				go func(g int) {
+					defer cw.Done()
+					for i := 0; ; i++ {
+						st, err := client.OpenStream()
+						if err != nil {
+							if !errors.Is(err, ErrGoAway) {
+								bad.Store(fmt.Errorf("OpenStream: %v", err))
+							}
+							goaway.Add(1)
+							return
+						}
+						msg := bytes.Repeat([]byte{byte(g), byte(i)}, 3000)
+						_, werr := st.Write(msg)
+						if werr == nil {
+							werr = st.CloseWrite()
+						}
+						got, rerr := io.ReadAll(st)
+						st.Close()
+						switch {
+						case werr == nil && rerr == nil && bytes.Equal(got, msg):
+							ok.Add(1)
+						case (werr == nil || errors.Is(werr, ErrStreamRefused)) && errors.Is(rerr, ErrStreamRefused) && len(got) == 0:
+							refused.Add(1)
+						default:
+							bad.Store(fmt.Errorf("stream %d: write %v, read %d bytes, %v", st.ID(), werr, len(got), rerr))
+						}
+					}
+				}(g)
+			}
+			time.Sleep(30 * time.Millisecond)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := server.Shutdown(ctx); err != nil {
+				t.Errorf("Shutdown: %v", err)
+			}
+			cw.Wait()
+			wg.Wait()
+			<-client.Done()
+			if err, _ := bad.Load().(error); err != nil {
+				t.Errorf("%v", err)
+			}
+			if err := client.Err(); !errors.Is(err, ErrGoAway) {
+				t.Errorf("client Err = %v", err)
+			}
+			t.Logf("ok %d refused %d goaway %d", ok.Load(), refused.Load(), goaway.Load())
+		})
+	}
+}
+
+// TestPipeClosePeerSeesUnexpectedEOF: over net.Pipe (no half-close), the
+// peer of a session that Closes while the peer is sending ends with
+// io.ErrUnexpectedEOF, as Session.Close documents, not with the error of
+// its write to the closed pipe (3 of 20 rounds did). (Found by a review
+// helper.)
+func TestPipeClosePeerSeesUnexpectedEOF(t *testing.T) {
+	t.Parallel()
+	fails := 0
+	for i := 0; i < 20; i++ {
+		client, server := pipeSessions(t, nil, nil)
+		a, b := streamPair(t, client, server)
+		go io.Copy(io.Discard, a)
+		stop := make(chan struct{})
+		werr := make(chan error, 1)
+		go func() {
+			p := make([]byte, 32<<10)
+			for {
+				if _, err := b.Write(p); err != nil {
+					werr <- err
+					return
+				}
+			}
+		}()
+		time.Sleep(5 * time.Millisecond)
+		client.Close()
+		err := <-werr
+		<-server.Done()
+		close(stop)
+		if !errors.Is(server.Err(), io.ErrUnexpectedEOF) || !errors.Is(err, io.ErrUnexpectedEOF) {
+			fails++
+			t.Logf("server Err %v; its blocked Write: %v", server.Err(), err)
+		}
+	}
+	if fails > 0 {
+		t.Errorf("%d of 20: the peer of a Close saw another error than io.ErrUnexpectedEOF", fails)
+	}
+}
+
+// TestOpenStreamAfterShutdown: OpenStream after Shutdown has closed the
+// session matches ErrGoAway and net.ErrClosed, as its doc says and as
+// during Shutdown's linger; it matched net.ErrClosed only. (Found by a
+// review helper.)
+func TestOpenStreamAfterShutdown(t *testing.T) {
+	t.Parallel()
+	for _, tr := range []string{"tcp", "pipe"} {
+		client, server := sessionsOver(t, tr, nil, nil)
+		if err := server.Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		<-client.Done()
+		_, err := server.OpenStream()
+		if !errors.Is(err, ErrGoAway) || !errors.Is(err, net.ErrClosed) {
+			t.Errorf("%s: OpenStream after Shutdown returned: %v; want ErrGoAway and net.ErrClosed", tr, err)
+		}
 	}
 }

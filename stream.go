@@ -529,6 +529,12 @@ func (st *Stream) Write(p []byte) (int, error) {
 		if err == nil && st.sess.writeShut.Load() {
 			err = errSessionClosed
 		}
+		if err != nil && st.has(stReset) {
+			// Refused or reset before the session ended (a GOAWAY
+			// refusing it, say): that is what the data met, and
+			// ErrStreamRefused tells the caller a retry is safe.
+			err = st.resetErrLocked()
+		}
 	}
 	wasPending := len(st.wbuf) > 0
 	st.wbuf = nil

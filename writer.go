@@ -1,7 +1,9 @@
 package tcpchan
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"time"
 )
 
@@ -328,6 +330,11 @@ func (s *Session) writeError(err error) error {
 		return nil
 	case !s.handshakeDone.Load():
 		return fmt.Errorf("%w: writing the preface: %w", ErrHandshake, err)
+	case errors.Is(err, io.ErrClosedPipe):
+		// The peer closed a connection that cannot half-close (net.Pipe):
+		// the reader sees EOF for the same close, and the cause is the
+		// same whichever of the two sees it first.
+		return s.readError(io.EOF, false)
 	case s.goAwayReceived():
 		// As in readError: only a peer whose streams are all done has
 		// ended gracefully; streams still open were cut off.
