@@ -477,7 +477,8 @@ func (st *Stream) consumedLocked(n int) {
 // or CloseWrite it fails with an error matching net.ErrClosed; after the
 // peer's RST, with ErrStreamReset or ErrStreamRefused; when the session
 // ends, with the session's error, also if it ended before the Write
-// returned, even with all of p taken (its bytes may never have gone out);
+// returned, even with all of p taken (its bytes may never have gone out),
+// unless the stream was refused or reset before, which is then reported;
 // from the moment Session.Close begins, with an error matching
 // net.ErrClosed, also if Close half-closed the connection before the Write
 // returned. A zero-length Write sends nothing.
