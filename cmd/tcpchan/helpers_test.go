@@ -204,7 +204,7 @@ func (tu *tunnel) noErrorLogsExcept(clients []string) {
 					continue lines
 				}
 			}
-			tu.t.Errorf("%s logged an error: %s", name, line)
+			tu.t.Errorf("%s logged an error: %s (excused clients: %q)", name, line, clients)
 		}
 	}
 }
