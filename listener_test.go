@@ -1421,6 +1421,22 @@ func TestStreamListenerRefusalReturnsCredit(t *testing.T) {
 	}
 }
 
+// acceptSession accepts one connection on ln and sends the server session
+// made on it, or nil if the accept failed.
+func acceptSession(ln net.Listener) <-chan *Session {
+	srv := make(chan *Session, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			srv <- nil
+			return
+		}
+		s, _ := Server(c, nil)
+		srv <- s
+	}()
+	return srv
+}
+
 // TestDialerClosesGoneAwaySession: a server that sent GOAWAY but leaves
 // the connection open (its Shutdown gave up and the application did not
 // Close) gets no more streams from the Dialer, which closes the session
@@ -1436,16 +1452,7 @@ func TestDialerClosesGoneAwaySession(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	srv := make(chan *Session, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			srv <- nil
-			return
-		}
-		s, _ := Server(c, nil)
-		srv <- s
-	}()
+	srv := acceptSession(ln)
 	conn, err := d.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -1488,16 +1495,7 @@ func TestDialerForgetsDeadSessions(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv := make(chan *Session, 1)
-		go func() {
-			c, err := ln.Accept()
-			if err != nil {
-				srv <- nil
-				return
-			}
-			s, _ := Server(c, nil)
-			srv <- s
-		}()
+		srv := acceptSession(ln)
 		st, err := d.Dial("tcp", ln.Addr().String())
 		if err != nil {
 			t.Fatal(err)
