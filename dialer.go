@@ -40,7 +40,8 @@ var (
 // waits for its end; Close waits for them), also if its address is never
 // dialed again, and one that received GOAWAY from its server is replaced
 // on the next dial and closed (Session.Shutdown) once its streams are
-// done, as HTTP/2 clients close such a connection when it goes idle: a
+// done, as HTTP/2 clients close such a connection when it goes idle
+// (streams the server opened on it, which nobody accepts, are refused): a
 // dial never hands out a stream on a session known to be dead.
 // Its own streams are not retried, since a stream opens without a round
 // trip: if the session dies after the dial (or the server had already
@@ -328,6 +329,19 @@ func (d *Dialer) dialNew(key, network, address string) (*Session, error) {
 		select {
 		case <-s.Done():
 		case <-s.goingAway:
+			// Nobody accepts streams on a Dialer's session: refuse those
+			// the server opened (safe for it to retry), or Shutdown waits
+			// for them until Close. After goAway no more are queued.
+			s.goAway()
+		refusing:
+			for {
+				select {
+				case st := <-s.acceptCh:
+					st.refuse()
+				default:
+					break refusing
+				}
+			}
 			s.Shutdown(closing) // Close closes s if it gives up
 			<-s.Done()
 		}

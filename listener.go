@@ -189,9 +189,10 @@ func (l *Listener) AcceptStream() (*Stream, error) {
 // arrived but were not yet returned by Accept are refused (their clients
 // see ErrStreamRefused: nothing was processed, a retry is safe), streams
 // already accepted go on until both sides have closed them, and then the
-// session closes its connection. A connection whose client has not yet
-// sent its preface (over TLS, perhaps not even its handshake) is closed at
-// once, as net/http closes an idle connection. Close does not wait for
+// session closes its connection. A connection whose client has not sent
+// its preface within a second of Close (over TLS, perhaps not even its
+// handshake) is closed then, as net/http closes a new connection that
+// stays idle. Close does not wait for
 // that; Shutdown does, and bounds the wait. This is what
 // http.Server.Shutdown needs, as it closes its listener first and then
 // waits for the requests in flight.
@@ -338,11 +339,12 @@ func (l *Listener) pump(s *Session) {
 // it closes; or at once when Shutdown gives up waiting.
 func (l *Listener) drain(s *Session) {
 	defer l.exit()
-	if !s.handshakeDone.Load() && s.NumStreams() == 0 {
+	if !s.handshakeDone.Load() && s.NumStreams() == 0 && !l.awaitPreface(s) {
 		// The client has not even sent its preface (over TLS, perhaps not
 		// started its handshake, which holds the writer and so any
-		// flush): no stream to drain, nothing to wait for but
-		// HandshakeTimeout. Close at once, as an idle connection.
+		// flush) within prefaceGrace: no stream to drain, nothing to
+		// wait for but HandshakeTimeout. Close it, as net/http closes a
+		// new connection that stays idle.
 		s.fail(errSessionClosed)
 		<-s.done
 		return
@@ -350,6 +352,30 @@ func (l *Listener) drain(s *Session) {
 	if s.Shutdown(l.hardCtx) != nil {
 		s.Close()
 	}
+}
+
+// prefaceGrace is how long drain waits for the preface of a client that
+// has not sent it: one whose preface and first streams are in flight gets
+// GOAWAY and sees them refused (safe to retry), not its connection closed.
+const prefaceGrace = time.Second
+
+// awaitPreface waits up to prefaceGrace for s's peer preface, and reports
+// whether it came.
+func (l *Listener) awaitPreface(s *Session) bool {
+	deadline := time.Now().Add(prefaceGrace)
+	for !s.handshakeDone.Load() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		select {
+		case <-s.dying:
+			return false
+		case <-l.hardCtx.Done():
+			return false
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return true
 }
 
 func (l *Listener) isClosed() bool {

@@ -1511,3 +1511,104 @@ func TestDialerForgetsDeadSessions(t *testing.T) {
 	}
 	waitFor(t, "the Dialer to forget the dead sessions", func() bool { return len(dialerSessions(d)) == 0 })
 }
+
+// gateConn holds its writes until gate is closed: a client whose preface
+// (and first stream) is still in flight.
+type gateConn struct {
+	net.Conn
+	gate chan struct{}
+}
+
+func (c *gateConn) Write(b []byte) (int, error) {
+	<-c.gate
+	return c.Conn.Write(b)
+}
+
+// TestListenerCloseClientPrefaceInFlight: a client that connected, opened
+// a stream and wrote a request, whose preface has not reached the server
+// when Listener.Close runs, must see its stream refused (safe to retry) or
+// completed, not its connection cut off, as closing a session without a
+// preface at once did. (Found by a review helper.)
+func TestListenerCloseClientPrefaceInFlight(t *testing.T) {
+	t.Parallel()
+	ln, err := Listen("tcp", "127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gc := &gateConn{Conn: c, gate: make(chan struct{})}
+	client, err := Client(gc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAndWait(t, client)
+	st, err := client.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go st.Write([]byte("request"))
+	waitFor(t, "the server session", func() bool { return ln.numSessions() == 1 })
+	ln.Close()
+	time.Sleep(200 * time.Millisecond) // let the drain run
+	close(gc.gate)                     // the preface and the stream arrive
+	st.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = io.ReadAll(st)
+	if !errors.Is(err, ErrStreamRefused) && !errors.Is(err, ErrGoAway) {
+		t.Fatalf("stream whose preface was in flight at Listener.Close: %v, want ErrStreamRefused or ErrGoAway", err)
+	}
+}
+
+// TestDialerClosesGoneAwaySessionWithServerStream: as
+// TestDialerClosesGoneAwaySession, but the server also opened a stream that
+// the Dialer's client session holds in its accept backlog (nobody accepts
+// on a Dialer's session). The Dialer's own streams are done: the session
+// is closed and forgotten, not kept until Dialer.Close. (Found by a review
+// helper.)
+func TestDialerClosesGoneAwaySessionWithServerStream(t *testing.T) {
+	t.Parallel()
+	d := &Dialer{}
+	defer d.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	srv := acceptSession(ln)
+	conn, err := d.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := <-srv
+	if server == nil {
+		t.Fatal("accept failed")
+	}
+	defer server.Close()
+	st, err := server.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	push, err := server.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	push.Write([]byte("x"))
+	client := conn.(*Stream).Session()
+	waitFor(t, "the server's stream at the client", func() bool { return client.NumStreams() == 2 })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	server.Shutdown(ctx)
+	waitFor(t, "the client to see GOAWAY", client.goAwayReceived)
+	conn.Close()
+	st.Close()
+	push.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(dialerSessions(d)) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the Dialer kept the gone-away session, its own streams done, %d streams left (the server's, never accepted)", client.NumStreams())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
