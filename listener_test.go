@@ -1437,6 +1437,31 @@ func acceptSession(ln net.Listener) <-chan *Session {
 	return srv
 }
 
+// dialAccepted dials a fresh server session with d and returns the
+// stream at both ends: the dialed conn and the one the server accepted.
+// The server session and its listener are closed when the test ends.
+func dialAccepted(t *testing.T, d *Dialer) (conn net.Conn, server *Session, st *Stream) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	srv := acceptSession(ln)
+	conn, err = d.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if server = <-srv; server == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { server.Close() })
+	if st, err = server.AcceptStream(); err != nil {
+		t.Fatal(err)
+	}
+	return conn, server, st
+}
+
 // TestDialerClosesGoneAwaySession: a server that sent GOAWAY but leaves
 // the connection open (its Shutdown gave up and the application did not
 // Close) gets no more streams from the Dialer, which closes the session
@@ -1447,25 +1472,7 @@ func TestDialerClosesGoneAwaySession(t *testing.T) {
 	t.Parallel()
 	d := &Dialer{}
 	defer d.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	srv := acceptSession(ln)
-	conn, err := d.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	server := <-srv
-	if server == nil {
-		t.Fatal("accept failed")
-	}
-	defer server.Close()
-	st, err := server.AcceptStream()
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, server, st := dialAccepted(t, d)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
 	defer cancel()
 	if err := server.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
@@ -1571,25 +1578,7 @@ func TestDialerClosesGoneAwaySessionWithServerStream(t *testing.T) {
 	t.Parallel()
 	d := &Dialer{}
 	defer d.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	srv := acceptSession(ln)
-	conn, err := d.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	server := <-srv
-	if server == nil {
-		t.Fatal("accept failed")
-	}
-	defer server.Close()
-	st, err := server.AcceptStream()
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, server, st := dialAccepted(t, d)
 	push, err := server.OpenStream()
 	if err != nil {
 		t.Fatal(err)
