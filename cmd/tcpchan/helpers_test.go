@@ -186,12 +186,15 @@ func (tu *tunnel) tunnelConns() int { return len(tu.serveLn.accepted()) }
 // noErrorLogs fails the test if serve or forward logged an error.
 func (tu *tunnel) noErrorLogs() {
 	tu.t.Helper()
-	tu.noErrorLogsExcept(nil)
+	tu.noErrorLogsExcept(nil, 0)
 }
 
 // noErrorLogsExcept is noErrorLogs, but lets pass errors about the given
-// local clients (by "client=ADDR"): connections a test made on purpose.
-func (tu *tunnel) noErrorLogsExcept(clients []string) {
+// local clients (by "client=ADDR"): connections a test made on purpose;
+// and up to unnamed more of forward's errors for a stream the tunnel
+// refused before a byte moved, from such connections whose address the
+// test never learned (forward reset them before their Dial returned).
+func (tu *tunnel) noErrorLogsExcept(clients []string, unnamed int) {
 	tu.t.Helper()
 	for name, b := range map[string]*syncBuffer{"serve": tu.serveLog, "forward": tu.fwdLog} {
 	lines:
@@ -203,6 +206,11 @@ func (tu *tunnel) noErrorLogsExcept(clients []string) {
 				if strings.Contains(line, "client="+c) {
 					continue lines
 				}
+			}
+			if name == "forward" && unnamed > 0 && strings.Contains(line, "bytes_up=0 bytes_down=0") &&
+				strings.Contains(line, tcpchan.ErrStreamRefused.Error()) {
+				unnamed--
+				continue
 			}
 			tu.t.Errorf("%s logged an error: %s (excused clients: %q)", name, line, clients)
 		}

@@ -24,6 +24,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -545,13 +546,20 @@ func TestTunnelShutdownDrains(t *testing.T) {
 	tu.cancel()
 	// Both stop accepting while the request is still in flight. A probe
 	// that forward accepts just before its listener closes finds the
-	// tunnel going away and is logged as an error: that one is ours.
+	// tunnel going away and is logged as an error: that one is ours. So is
+	// one whose Dial failed other than by refusal: forward accepted it,
+	// found its stream refused and reset it before the Dial returned (seen
+	// once in CI under -race).
 	var probes []string
+	unnamed := 0
 	for _, addr := range []string{tu.fwdAddr, tu.serveLn.Addr().String()} {
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			conn, err := net.Dial("tcp", addr)
 			if err != nil {
+				if !errors.Is(err, syscall.ECONNREFUSED) {
+					unnamed++
+				}
 				break
 			}
 			probes = append(probes, conn.LocalAddr().String())
@@ -574,7 +582,7 @@ func TestTunnelShutdownDrains(t *testing.T) {
 	// The tunnel cannot know that an idle keep-alive connection is done.
 	c.CloseIdleConnections()
 	tu.stop(10 * time.Second)
-	tu.noErrorLogsExcept(probes)
+	tu.noErrorLogsExcept(probes, unnamed)
 }
 
 // A connection still open when the grace period ends is cut off, and
