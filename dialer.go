@@ -331,17 +331,8 @@ func (d *Dialer) dialNew(key, network, address string) (*Session, error) {
 		case <-s.goingAway:
 			// Nobody accepts streams on a Dialer's session: refuse those
 			// the server opened (safe for it to retry), or Shutdown waits
-			// for them until Close. After goAway no more are queued.
-			s.goAway()
-		refusing:
-			for {
-				select {
-				case st := <-s.acceptCh:
-					st.refuse()
-				default:
-					break refusing
-				}
-			}
+			// for them until Close.
+			s.refuseIncoming()
 			s.Shutdown(closing) // Close closes s if it gives up
 			<-s.Done()
 		}

@@ -48,17 +48,7 @@ func (l *streamListener) Close() error {
 		err = nil
 		close(l.closed)
 		s := l.s
-		s.goAway()
-		// No stream joins the backlog after GOAWAY: streamForData refuses
-		// them under the same lock.
-		for refused := false; !refused; {
-			select {
-			case st := <-s.acceptCh:
-				st.refuse()
-			default:
-				refused = true
-			}
-		}
+		s.refuseIncoming()
 		// The session owns this goroutine: Shutdown returns when the
 		// streams have finished or the session has ended.
 		go s.Shutdown(context.Background())
@@ -192,10 +182,9 @@ func (l *Listener) AcceptStream() (*Stream, error) {
 // session closes its connection. A connection whose client has not sent
 // its preface within a second of Close (over TLS, perhaps not even its
 // handshake) is closed then, as net/http closes a new connection that
-// stays idle. Close does not wait for
-// that; Shutdown does, and bounds the wait. This is what
-// http.Server.Shutdown needs, as it closes its listener first and then
-// waits for the requests in flight.
+// stays idle. Close does not wait for that; Shutdown does, and bounds the
+// wait. This is what http.Server.Shutdown needs, as it closes its listener
+// first and then waits for the requests in flight.
 //
 // Close returns the inner listener's Close error; a second Close returns an
 // error matching net.ErrClosed.

@@ -80,8 +80,8 @@ type Config struct {
 	// it, a new stream is refused as above, so the session's reader never
 	// waits for the application; the session lives on (the peer cannot
 	// see the backlog, so these refusals are not glitches: see
-	// MaxGlitches). Default 1024, range 1 to 2^20: the
-	// backlog's slots (8 bytes each) are allocated with the session.
+	// MaxGlitches). Default 1024, range 1 to 2^20: the backlog's slots (8
+	// bytes each) are allocated with the session.
 	AcceptBacklog int
 
 	// MaxSessions is the most sessions a Listener keeps open at once,
@@ -113,12 +113,11 @@ type Config struct {
 	// WINDOW_UPDATE for a stream the peer already reset; an RST, WINDOW_UPDATE or
 	// empty DATA frame for a finished stream, beyond six per stream that
 	// ended and two per stream refused (those may have crossed its end on
-	// the wire); a stream refused
-	// because the peer has MaxIncomingStreams open (unless only streams the
-	// peer reset and the application has not closed fill the limit, or the
-	// peer has not yet answered a ping, so may not know the limit: up to
-	// 1024 such; a refusal for a full AcceptBacklog, which the peer cannot
-	// see, is none); a PING ACK
+	// the wire); a stream refused because the peer has MaxIncomingStreams
+	// open (unless only streams the peer reset and the application has not
+	// closed fill the limit, or the peer has not yet answered a ping, so may
+	// not know the limit: up to 1024 such; a refusal for a full
+	// AcceptBacklog, which the peer cannot see, is none); a PING ACK
 	// answering no ping; every GOAWAY after the first. The budget is a
 	// token bucket: it holds MaxGlitches and regains GlitchesPerSecond,
 	// and a glitch that finds it empty closes the session with ErrProtocol
@@ -149,10 +148,11 @@ type Config struct {
 	// Progress is what the connection takes, and on Linux also the socket's
 	// send queue shrinking (also under TLS), which the session looks at
 	// every quarter of WriteTimeout, so it may close up to that much later
-	// than WriteTimeout after the last progress. Elsewhere a blocked write to a
-	// socket shows progress only once the kernel frees a third of the send
-	// buffer, so a reader slower than that per WriteTimeout is cut off; on
-	// a connection that is not a socket, progress is seen 16 KiB at a time.
+	// than WriteTimeout after the last progress. Elsewhere a blocked write
+	// to a socket shows progress only once the kernel frees a third of the
+	// send buffer, so a reader slower than that per WriteTimeout is cut
+	// off; on a connection that is not a socket, progress is seen 16 KiB at
+	// a time.
 	// Default 30s; negative disables.
 	WriteTimeout time.Duration
 
@@ -727,8 +727,8 @@ func (s *Session) beginClosing() {
 // the peer opens after that, fails OpenStream with ErrGoAway, waits for the
 // open streams to finish (both directions closed; a stream the peer reset
 // counts until the application has closed it, as in NumStreams), flushes
-// what is queued, and then closes as Close does, half-closing the connection and waiting for
-// the peer to close its end. If ctx ends before the streams have finished
+// what is queued, and then closes as Close does, half-closing the
+// connection and waiting for the peer to close its end. If ctx ends before the streams have finished
 // and the queue is flushed, Shutdown returns ctx.Err() and leaves the
 // session open; call Close to end it. If ctx ends later, while Shutdown
 // waits for the peer to close its end, the session is closed all the same
@@ -785,6 +785,22 @@ func (s *Session) goAway() {
 		s.queueControl(frameHeader{typ: frameGoAway, streamID: s.lastPeerID, length: uint32(codeNoError)})
 	}
 	s.smu.Unlock()
+}
+
+// refuseIncoming sends GOAWAY and refuses the streams waiting for Accept
+// (their openers see ErrStreamRefused: nothing was processed, a retry is
+// safe). None joins the backlog after GOAWAY: streamForData refuses them
+// under the same lock.
+func (s *Session) refuseIncoming() {
+	s.goAway()
+	for {
+		select {
+		case st := <-s.acceptCh:
+			st.refuse()
+		default:
+			return
+		}
+	}
 }
 
 // flush waits until the writer has written everything queued, ctx ends

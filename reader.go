@@ -639,20 +639,7 @@ func (s *Session) readError(err error, midFrame bool) error {
 		// Shutdown half-closed and the peer closed its end in answer.
 		return errSessionClosed
 	case s.goAwayReceived() && (!midFrame || !errors.Is(err, io.EOF)):
-		// A peer that sent GOAWAY closes once its streams are done; if
-		// it closes before, they were cut off, which is no graceful end.
-		n := s.unfinishedStreams()
-		switch {
-		case errors.Is(err, io.EOF) && n > 0:
-			return fmt.Errorf("tcpchan: the peer closed the connection after GOAWAY with %d streams open: %w", n, io.ErrUnexpectedEOF)
-		case errors.Is(err, io.EOF):
-			return fmt.Errorf("%w: the peer closed the connection after GOAWAY", ErrGoAway)
-		case n > 0:
-			// Reset (or failed otherwise) with streams open: cut off
-			// as much as by an early close.
-			return fmt.Errorf("tcpchan: reading from the connection after GOAWAY with %d streams open: %w", n, err)
-		}
-		return fmt.Errorf("%w: the peer closed the connection after GOAWAY: %w", ErrGoAway, err)
+		return s.afterGoAwayError("reading from", err)
 	case errors.Is(err, io.EOF) && !midFrame:
 		if s.rt.raw != nil {
 			if rerr := s.rt.raw.resetErr(); rerr != nil {
@@ -664,6 +651,23 @@ func (s *Session) readError(err error, midFrame bool) error {
 		return fmt.Errorf("%w: connection closed in the middle of a frame: %w", ErrProtocol, io.ErrUnexpectedEOF)
 	}
 	return fmt.Errorf("tcpchan: reading from the connection: %w", err)
+}
+
+// afterGoAwayError is the cause for err, met op ("reading from", "writing
+// to") the connection after the peer's GOAWAY. A peer that sent GOAWAY
+// closes once its streams are done; if it closes (or the connection fails)
+// before, they were cut off, which is no graceful end.
+func (s *Session) afterGoAwayError(op string, err error) error {
+	n := s.unfinishedStreams()
+	switch {
+	case errors.Is(err, io.EOF) && n > 0:
+		return fmt.Errorf("tcpchan: the peer closed the connection after GOAWAY with %d streams open: %w", n, io.ErrUnexpectedEOF)
+	case errors.Is(err, io.EOF):
+		return fmt.Errorf("%w: the peer closed the connection after GOAWAY", ErrGoAway)
+	case n > 0:
+		return fmt.Errorf("tcpchan: %s the connection after GOAWAY with %d streams open: %w", op, n, err)
+	}
+	return fmt.Errorf("%w: the peer closed the connection after GOAWAY: %w", ErrGoAway, err)
 }
 
 // readPreface reads and checks the peer's preface, failing at the first

@@ -336,12 +336,7 @@ func (s *Session) writeError(err error) error {
 		// same whichever of the two sees it first.
 		return s.readError(io.EOF, false)
 	case s.goAwayReceived():
-		// As in readError: only a peer whose streams are all done has
-		// ended gracefully; streams still open were cut off.
-		if n := s.unfinishedStreams(); n > 0 {
-			return fmt.Errorf("tcpchan: writing to the connection after GOAWAY with %d streams open: %w", n, err)
-		}
-		return fmt.Errorf("%w: the peer closed the connection after GOAWAY: %w", ErrGoAway, err)
+		return s.afterGoAwayError("writing to", err)
 	}
 	return fmt.Errorf("tcpchan: writing to the connection: %w", err)
 }
