@@ -68,15 +68,22 @@ func newAttackWith(t *testing.T, cfg *Config, tcp bool, ps settings) (*Session, 
 	} else {
 		c1, c2 = net.Pipe()
 	}
-	victim, err := Server(c1, cfg)
+	return newAttackOn(t, c1, c2, cfg, ps)
+}
+
+// newAttackOn is newAttackWith on a given connection: the victim on
+// victimEnd, the attacker on attackerEnd.
+func newAttackOn(t *testing.T, victimEnd, attackerEnd net.Conn, cfg *Config, ps settings) (*Session, *attacker) {
+	t.Helper()
+	victim, err := Server(victimEnd, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		c2.Close()
+		attackerEnd.Close()
 		closeAndWait(t, victim)
 	})
-	return victim, handshakeWith(t, c2, ps)
+	return victim, handshakeWith(t, attackerEnd, ps)
 }
 
 // handshake makes conn an attacker: it sends the preface and reads the
@@ -2007,10 +2014,7 @@ func TestKeepAliveAfterAnsweredPing(t *testing.T) {
 			answered <- time.Now()
 			return 0
 		})
-		s, err := Client(c1, &Config{KeepAliveInterval: time.Second, KeepAliveTimeout: 5 * time.Second, HandshakeTimeout: -1})
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := keepaliveClient(t, c1)
 		defer s.Close()
 		select {
 		case <-s.Done():
@@ -2023,6 +2027,17 @@ func TestKeepAliveAfterAnsweredPing(t *testing.T) {
 			t.Errorf("peer silent since its ping answer: session ended %v after it (%v); want ErrKeepAliveTimeout after 6s (KeepAliveInterval+KeepAliveTimeout)", got, s.Err())
 		}
 	})
+}
+
+// keepaliveClient is a client session on c with KeepAliveInterval 1s and
+// KeepAliveTimeout 5s, for a peer played by the test.
+func keepaliveClient(t *testing.T, c net.Conn) *Session {
+	t.Helper()
+	s, err := Client(c, &Config{KeepAliveInterval: time.Second, KeepAliveTimeout: 5 * time.Second, HandshakeTimeout: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 // pingAnswerer plays a peer on c: it sends its preface, reads everything,
@@ -2078,10 +2093,7 @@ func TestKeepAliveNextPingAfterAnswer(t *testing.T) {
 			}
 			return 3 * time.Second
 		})
-		s, err := Client(c1, &Config{KeepAliveInterval: time.Second, KeepAliveTimeout: 5 * time.Second, HandshakeTimeout: -1})
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := keepaliveClient(t, c1)
 		defer s.Close()
 		select {
 		case <-s.Done():

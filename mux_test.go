@@ -1357,15 +1357,7 @@ func TestWriteFailsAfterGoAwayNotGraceful(t *testing.T) {
 	t.Parallel()
 	c1, c2 := net.Pipe()
 	conn := &failingWrites{Conn: c1}
-	victim, err := Server(conn, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c2.Close()
-		closeAndWait(t, victim)
-	})
-	a := handshake(t, c2)
+	victim, a := newAttackOn(t, conn, c2, nil, attackerSettings)
 	acked := a.drain()
 	st := a.openAccepted(t, victim, 1)
 	res := make(chan error, 1)
@@ -1379,7 +1371,7 @@ func TestWriteFailsAfterGoAwayNotGraceful(t *testing.T) {
 	a.syncDrained(t, acked) // the victim has handled the GOAWAY
 	conn.failed.Store(true)
 	st.Write([]byte("answer")) // fails in the writer
-	err = recvErr(t, res)
+	err := recvErr(t, res)
 	t.Logf("blocked Read: %v; session: %v", err, victim.Err())
 	if err == nil || errors.Is(err, ErrGoAway) || errors.Is(victim.Err(), ErrGoAway) {
 		t.Errorf("a stream cut off by a failed write reads %v (session: %v); want an error, not ErrGoAway", err, victim.Err())
