@@ -264,7 +264,9 @@ var (
 	// GOAWAY, or Shutdown was called locally.
 	ErrGoAway = errors.New("tcpchan: session going away")
 	// ErrProtocol means the peer broke the protocol; the session is closed
-	// and the error says what was wrong.
+	// and the error says what was wrong. The peer is told with a GOAWAY
+	// carrying PROTOCOL_ERROR before the connection closes: a tcpchan peer
+	// then ends with ErrGoAway.
 	ErrProtocol = errors.New("tcpchan: protocol error")
 	// ErrHandshake means the peer's preface was missing, late, malformed or
 	// of another protocol version.

@@ -21,6 +21,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"testing/synctest"
@@ -171,6 +172,41 @@ func (a *attacker) readFrame() (frameHeader, error) {
 		_, err = a.br.Discard(int(h.length))
 	}
 	return h, err
+}
+
+// collectToEnd reads the victim's frames in a goroutine until the
+// connection ends, and then sends their headers on the returned channel.
+func (a *attacker) collectToEnd() <-chan []frameHeader {
+	ch := make(chan []frameHeader, 1)
+	go func() {
+		var hs []frameHeader
+		for {
+			h, err := a.readFrame()
+			if err != nil {
+				ch <- hs
+				return
+			}
+			hs = append(hs, h)
+		}
+	}()
+	return ch
+}
+
+// checkToldProtocolError fails t unless the last of the victim's frames hs
+// is a GOAWAY with PROTOCOL_ERROR: a session that the peer's protocol error
+// ends tells the peer why before it closes the connection.
+func checkToldProtocolError(t *testing.T, hs []frameHeader) {
+	t.Helper()
+	if len(hs) == 0 || hs[len(hs)-1].typ != frameGoAway {
+		var last any = "none"
+		if len(hs) > 0 {
+			last = hs[len(hs)-1]
+		}
+		t.Fatalf("the victim's last frame before closing: %v, want GOAWAY with PROTOCOL_ERROR", last)
+	}
+	if code := errCode(hs[len(hs)-1].length); code != codeProtocol {
+		t.Fatalf("the victim's GOAWAY has code %v, want %v", code, codeProtocol)
+	}
 }
 
 // until reads the victim's frames until one satisfies match.
@@ -616,6 +652,10 @@ func TestMalformedFrames(t *testing.T) {
 				// victim's reader, not its writer, meets the end first.
 				a.sync(t)
 			}
+			var told <-chan []frameHeader
+			if tc.want != "" && !tc.eof && tc.is == nil {
+				told = a.collectToEnd()
+			}
 			a.send(tc.frames) // may fail once the victim closes
 			if tc.eof {
 				a.conn.Close()
@@ -645,6 +685,9 @@ func TestMalformedFrames(t *testing.T) {
 			}
 			if rerr := recvErr(t, readErr); rerr == nil || rerr.Error() != err.Error() {
 				t.Errorf("blocked Read: %v, want the session's error", rerr)
+			}
+			if told != nil {
+				checkToldProtocolError(t, <-told)
 			}
 			// Accept may still hand out streams that arrived before the
 			// end; then it fails with the session's error.
@@ -695,6 +738,66 @@ func TestHugeDataLengthIsProtocolError(t *testing.T) {
 			if err := victim.Err(); !errors.Is(err, ErrProtocol) {
 				t.Errorf("session ended with %v, want ErrProtocol", err)
 			}
+		})
+	}
+}
+
+// TestProtocolErrorToldPeer: a session that the peer's protocol error ends
+// tells the peer: its last frame is a GOAWAY with PROTOCOL_ERROR, also
+// while one of its streams is sending (no DATA follows the GOAWAY, and the
+// Write fails with the protocol error) and when a Read holding the read
+// token meets the error. Before, the connection was closed without a word
+// and the peer could not tell a protocol error from a crash.
+func TestProtocolErrorToldPeer(t *testing.T) {
+	t.Parallel()
+	for _, reading := range []bool{false, true} {
+		t.Run(fmt.Sprintf("Read holds the token=%v", reading), func(t *testing.T) {
+			t.Parallel()
+			victim, a := newAttack(t, nil, true)
+			frames := a.collectToEnd()
+			if err := a.send(hdr(frameWindowUpdate, 0, 0, maxWindow-attackerSettings.sessionWindow)); err != nil {
+				t.Fatal(err)
+			}
+			st := a.openAccepted(t, victim, 1)
+			if _, err := st.Read(make([]byte, 1)); err != nil { // the SYN's byte
+				t.Fatal(err)
+			}
+			if err := a.send(hdr(frameWindowUpdate, 0, 1, 1<<30)); err != nil {
+				t.Fatal(err)
+			}
+			var written atomic.Int64
+			wrote := make(chan error, 1)
+			go func() {
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := st.Write(buf)
+					written.Add(int64(n))
+					if err != nil {
+						wrote <- err
+						return
+					}
+				}
+			}()
+			if reading {
+				freeTokenAttacked(t, victim, st, func() { a.send(dataFrame(0, 1, []byte("x"))) })
+				go st.Read(make([]byte, 1))
+				waitFor(t, "the Read to hold the token", func() bool { return holderOf(victim) == st })
+				victim.rt.mu.Lock()
+				victim.rt.grace = 0 // freeTokenAttacked's long grace is a test's
+				victim.rt.mu.Unlock()
+			}
+			waitFor(t, "the victim to send", func() bool { return written.Load() >= 1<<20 })
+			if err := a.send([]byte{9, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0}); err != nil { // frame type 9
+				t.Fatal(err)
+			}
+			waitDone(t, victim)
+			if err := victim.Err(); !errors.Is(err, ErrProtocol) {
+				t.Errorf("session ended with %v, want ErrProtocol", err)
+			}
+			if err := <-wrote; !errors.Is(err, ErrProtocol) {
+				t.Errorf("the victim's Write: %v, want ErrProtocol", err)
+			}
+			checkToldProtocolError(t, <-frames)
 		})
 	}
 }

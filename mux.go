@@ -22,6 +22,7 @@ package tcpchan
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -1172,12 +1173,42 @@ func (s *Session) isPeerID(id uint32) bool {
 	return id&1 == 1 != s.client
 }
 
+// failTellingPeer ends the session for err, as fail does; if err is the
+// peer's protocol error, it first sends the peer a GOAWAY with
+// PROTOCOL_ERROR, so that the peer's session ends with ErrGoAway naming
+// the cause instead of with a connection closed without a word. The error
+// is the session's from the start, so that no more data is framed and
+// blocked calls fail with it; the writer then has errorGoAwayTimeout to
+// send the GOAWAY behind what it had begun. A peer that does not read
+// (its answers fill the control queue) is not sent one. It must be called
+// with no lock held, by the holder of the read token, so that nothing more
+// is read meanwhile.
+func (s *Session) failTellingPeer(err error) {
+	if errors.Is(err, ErrProtocol) && s.err.CompareAndSwap(nil, &err) {
+		s.smu.Lock()
+		last := s.lastPeerID
+		s.smu.Unlock()
+		if s.queueReply(frameHeader{typ: frameGoAway, streamID: last, length: uint32(codeProtocol)}) == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), errorGoAwayTimeout)
+			s.flush(ctx)
+			cancel()
+		}
+	}
+	s.fail(err)
+}
+
+// errorGoAwayTimeout bounds how long a session that the peer's protocol
+// error ends waits for its writer to send the GOAWAY that tells the peer:
+// as long as Close's flush. A peer that reads gets it within microseconds;
+// one that does not has filled the socket buffer.
+const errorGoAwayTimeout = closeFlushTimeout
+
 // fail ends the session with err (the first cause wins): it closes the
 // connection, which stops both goroutines, and wakes every blocked call.
 // It must be called with no lock held.
 func (s *Session) fail(err error) {
+	s.err.CompareAndSwap(nil, &err) // set already if failTellingPeer told the peer first
 	s.failOnce.Do(func() {
-		s.err.Store(&err)
 		close(s.dying)
 		s.conn.Close()
 		s.smu.Lock()

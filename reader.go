@@ -231,7 +231,7 @@ func (s *Session) readLoop() {
 		}
 	}
 	if err != nil {
-		s.fail(err)
+		s.failTellingPeer(err)
 	}
 	<-s.writerDone
 	close(s.done)
@@ -468,7 +468,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 // read token, until st can stop waiting; then it gives the token up.
 func (s *Session) readForStream(st *Stream) {
 	if err := s.readHeld(st); err != nil && err != errInterrupted {
-		s.fail(err)
+		s.failTellingPeer(err)
 	}
 	woke := s.rt.delivered
 	s.releaseReadToken(s.othersBuffered(st))

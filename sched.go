@@ -299,6 +299,9 @@ func (s *Session) queueUpdateLocked(at *int32, id uint32, inc int64) {
 // the holder of the write token calls it.
 func (s *Session) fillBatch(b []byte) []byte {
 	b = s.fillControl(b)
+	if s.Err() != nil {
+		return b // only the GOAWAY telling the peer why (see failTellingPeer)
+	}
 
 	frameSize := int(s.sendFrameSize.Load())
 	// Only the token holder spends session credit, so it reads the credit
