@@ -101,3 +101,12 @@ func TestDirectWriteErrorReported(t *testing.T) {
 		t.Fatalf("Write returned %d, nil although the session ended as it wrote (%v): nothing was sent", n, serr)
 	}
 }
+
+// openFileLimit is the process's open-file limit (0: unknown).
+func openFileLimit() int {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return 0
+	}
+	return int(min(lim.Cur, 1<<30))
+}
