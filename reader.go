@@ -544,10 +544,18 @@ const maxDoneFills = 4
 // next call; anything else (a SYN for Accept, a PING, another stream's
 // data) deserves the reader goroutine at once, not after the grace.
 // Every buffered header counts: a PING behind the stream's own data would
-// otherwise wait until the application has read all of that.
+// otherwise wait until the application has read all of that. A run of more
+// than maxOwnFramesWalked of the stream's own frames counts as work for
+// the reader goroutine too: only tiny frames make such runs (a read buffer
+// holds 63 frames of 1 KiB), and walking thousands of them after every
+// small Read cost more than the Reads (200,000 frames of one byte, read
+// 4 bytes at a time: 0.26-0.47 s walking all, 0.05-0.07 s with the bound).
 func (s *Session) othersBuffered(st *Stream) bool {
 	b, _ := s.br.Peek(s.br.Buffered()) // buffered: does not read
-	for len(b) >= headerSize {
+	for walked := 0; len(b) >= headerSize; walked++ {
+		if walked == maxOwnFramesWalked {
+			return true
+		}
 		// A GOAWAY's ID is the last stream the peer accepted, which
 		// may be st's: it is the session's frame all the same.
 		if binary.BigEndian.Uint32(b[4:]) != st.id || frameType(b[0]) == frameGoAway {
@@ -563,6 +571,9 @@ func (s *Session) othersBuffered(st *Stream) bool {
 	}
 	return false
 }
+
+// maxOwnFramesWalked bounds the headers othersBuffered looks at.
+const maxOwnFramesWalked = 64
 
 // frameBuffered reports whether a whole frame is in the read buffer.
 func (s *Session) frameBuffered() bool {

@@ -1,6 +1,7 @@
 package tcpchan
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -842,5 +843,43 @@ func TestReaderTurnReachesNeglectedFrames(t *testing.T) {
 	// PING is in the buffer, where a Read's release finds it anyway.
 	if n := consumed.Load(); n >= ahead-64<<10 {
 		t.Errorf("the PING was answered only after the application read %d of the %d bytes ahead of it", n, ahead)
+	}
+}
+
+// TestOthersBuffered: a Read giving the token up hands the buffered frames
+// to the reader goroutine at once if any is for something else, or if its
+// own stream's run is longer than maxOwnFramesWalked (only tiny frames make
+// one; walking them all after every small Read cost more than the Reads).
+func TestOthersBuffered(t *testing.T) {
+	t.Parallel()
+	own := func(n int) []byte {
+		var b []byte
+		for range n {
+			b = append(b, dataFrame(0, 1, []byte("x"))...)
+		}
+		return b
+	}
+	tests := []struct {
+		name     string
+		buffered []byte
+		want     bool
+	}{
+		{"nothing", nil, false},
+		{"own frames", own(10), false},
+		{"own frames, the last incomplete", append(own(10), dataFrame(0, 1, []byte("xyz"))[:headerSize+1]...), false},
+		{"own frames up to the bound", own(maxOwnFramesWalked), false},
+		{"own frames past the bound", own(maxOwnFramesWalked + 1), true},
+		{"a PING behind own frames", append(own(10), hdr(framePing, 0, 0, 7)...), true},
+		{"another stream's frame", append(own(1), dataFrame(0, 3, []byte("y"))...), true},
+		{"a GOAWAY naming the stream", hdr(frameGoAway, 0, 1, 0), true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &Session{br: bufio.NewReaderSize(bytes.NewReader(tc.buffered), 64<<10)}
+			s.br.Peek(len(tc.buffered)) // fills the buffer
+			if got := s.othersBuffered(&Stream{id: 1}); got != tc.want {
+				t.Errorf("othersBuffered = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }
