@@ -802,6 +802,223 @@ func TestProtocolErrorToldPeer(t *testing.T) {
 	}
 }
 
+// blockVictimWriter makes the victim's stream st write until the victim's
+// writer goroutine is blocked in a write to the connection (the attacker
+// reads nothing meanwhile). It returns the Write loop's error channel.
+func blockVictimWriter(t *testing.T, victim *Session, a *attacker, st *Stream) <-chan error {
+	t.Helper()
+	if err := a.send(hdr(frameWindowUpdate, 0, 0, maxWindow-attackerSettings.sessionWindow), hdr(frameWindowUpdate, 0, st.id, 1<<30)); err != nil {
+		t.Fatal(err)
+	}
+	wrote := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			if _, err := st.Write(buf); err != nil {
+				wrote <- err
+				return
+			}
+		}
+	}()
+	waitFor(t, "the victim's writer to block", func() bool {
+		if !victim.wBusy.Load() {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+		return victim.wBusy.Load()
+	})
+	return wrote
+}
+
+// TestGoAwayLastDespiteActivityInWindow: the GOAWAY with PROTOCOL_ERROR
+// that a session sends when the peer broke the protocol is its last frame
+// (PROTOCOL.md, SECURITY.md), also when the application uses the session
+// while the writer is still getting the GOAWAY out: a Ping, or a Read of
+// data buffered before the error (its WINDOW_UPDATE), must not follow it.
+func TestGoAwayLastDespiteActivityInWindow(t *testing.T) {
+	t.Parallel()
+	for _, act := range []string{"Ping", "Read"} {
+		t.Run(act, func(t *testing.T) {
+			t.Parallel()
+			victim, a := newAttack(t, nil, true)
+			st := a.openAccepted(t, victim, 1)
+			if _, err := st.Read(make([]byte, 1)); err != nil {
+				t.Fatal(err)
+			}
+			// Data the application has not read yet.
+			if err := a.send(fill(1, 200<<10)[len(dataFrame(flagSYN, 1, make([]byte, 1024))):]); err != nil {
+				t.Fatal(err)
+			}
+			a.sync(t)
+			wrote := blockVictimWriter(t, victim, a, st)
+
+			if err := a.send([]byte{9, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0}); err != nil { // frame type 9
+				t.Fatal(err)
+			}
+			waitFor(t, "the protocol error", func() bool { return victim.Err() != nil })
+			queued := func() int {
+				victim.wmu.Lock()
+				defer victim.wmu.Unlock()
+				return len(victim.sched.ctrl)
+			}
+			waitFor(t, "the GOAWAY to be queued", func() bool { return queued() >= 1 })
+			switch act {
+			case "Ping":
+				go victim.Ping()
+			case "Read":
+				if n, err := st.Read(make([]byte, 256<<10)); n == 0 {
+					t.Fatalf("Read of buffered data: %d, %v", n, err)
+				}
+			}
+			waitFor(t, act+"'s frame to be queued", func() bool { return queued() >= 2 })
+			hs := <-a.collectToEnd()
+			waitDone(t, victim)
+			<-wrote
+			checkToldProtocolError(t, hs)
+		})
+	}
+}
+
+// TestNoDataAfterGoAwayDirectWrite: a Write's fast path (writeAloneLocked)
+// that checked the session's error just before the reader's
+// failTellingPeer stored it and queued the GOAWAY frames its data behind
+// that GOAWAY. The interleaving is forced: the test holds wmu while the
+// Write waits for it after its check, and meanwhile does what
+// failTellingPeer does between its CompareAndSwap and its flush.
+func TestNoDataAfterGoAwayDirectWrite(t *testing.T) {
+	t.Parallel()
+	victim, a := newAttack(t, nil, true)
+	if err := a.send(hdr(frameWindowUpdate, 0, 0, maxWindow-attackerSettings.sessionWindow)); err != nil {
+		t.Fatal(err)
+	}
+	st := a.openAccepted(t, victim, 1)
+	if _, err := st.Read(make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	a.sync(t)
+	frames := a.collectToEnd()
+
+	for { // the token free (the writer goroutine may still hold it after the ping's answer)
+		victim.wmu.Lock()
+		if !victim.w.held {
+			break
+		}
+		victim.wmu.Unlock()
+		time.Sleep(time.Millisecond)
+	}
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := st.Write([]byte("after"))
+		wrote <- err
+	}()
+	waitFor(t, "the Write to wait for wmu in its fast path", func() bool {
+		buf := make([]byte, 1<<20)
+		stacks := string(buf[:runtime.Stack(buf, true)])
+		for _, g := range strings.Split(stacks, "\n\n") {
+			if strings.Contains(g, "writeAloneLocked") && strings.Contains(g, "sync.(*Mutex).Lock") {
+				return true
+			}
+		}
+		return false
+	})
+	// failTellingPeer's steps: the error first, then the GOAWAY (queueReply
+	// would take wmu, held here: append as it does).
+	err := protocolErrorf("test")
+	if !victim.err.CompareAndSwap(nil, &err) {
+		t.Fatal("session already failed")
+	}
+	victim.sched.ctrl = append(victim.sched.ctrl, frameHeader{typ: frameGoAway, length: uint32(codeProtocol)})
+	victim.wmu.Unlock()
+	if werr := <-wrote; werr == nil {
+		t.Log("the Write reported success although the session had failed")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), errorGoAwayTimeout)
+	victim.flush(ctx) // failTellingPeer's flush and fail
+	cancel()
+	victim.fail(err)
+	hs := <-frames
+	for i, h := range hs {
+		if h.typ == frameGoAway && i != len(hs)-1 {
+			t.Fatalf("frames after the GOAWAY: %v", hs[i:])
+		}
+	}
+	checkToldProtocolError(t, hs)
+}
+
+// TestCloseInWindowSendsGoAway: Close lets the writer send what is
+// queued, control frames included, within its second; called while the
+// session that the peer's protocol error ended is still getting its GOAWAY
+// out (an application that closes the session when a stream call fails
+// with ErrProtocol does so then), it closed the connection at once and the
+// GOAWAY was lost.
+func TestCloseInWindowSendsGoAway(t *testing.T) {
+	t.Parallel()
+	victim, a := newAttack(t, nil, true)
+	st := a.openAccepted(t, victim, 1)
+	if _, err := st.Read(make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	a.sync(t)
+	wrote := blockVictimWriter(t, victim, a, st)
+	if err := a.send([]byte{9, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0}); err != nil { // frame type 9
+		t.Fatal(err)
+	}
+	waitFor(t, "the protocol error", func() bool { return victim.Err() != nil })
+	// What the application sees: a new call fails with the error at once.
+	if _, err := st.Read(make([]byte, 1)); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("Read: %v, want ErrProtocol", err)
+	}
+	closed := make(chan struct{})
+	go func() {
+		victim.Close()
+		close(closed)
+	}()
+	waitFor(t, "Close to begin", victim.closing.Load)
+	time.Sleep(50 * time.Millisecond)
+	hs := <-a.collectToEnd()
+	<-closed
+	<-wrote
+	checkToldProtocolError(t, hs)
+}
+
+// TestTokenHoldingReadInWindow: a Read that holds the read token when it
+// meets the peer's protocol error returns that error at once, while the
+// session still tries to get its GOAWAY to a peer that does not read. It
+// used to wait in failTellingPeer for the GOAWAY to go out, up to a
+// second, which neither its stream's Close nor a deadline could shorten.
+func TestTokenHoldingReadInWindow(t *testing.T) {
+	t.Parallel()
+	victim, a := newAttack(t, nil, true)
+	st := a.openAccepted(t, victim, 1)
+	if _, err := st.Read(make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	a.sync(t)
+	freeTokenAttacked(t, victim, st, func() { a.send(dataFrame(0, 1, []byte("x"))) })
+	read := make(chan error, 1)
+	go func() {
+		_, err := st.Read(make([]byte, 1))
+		read <- err
+	}()
+	waitFor(t, "the Read to hold the token", func() bool { return holderOf(victim) == st })
+	wrote := blockVictimWriter(t, victim, a, st)
+	if err := a.send([]byte{9, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	err := <-read
+	select {
+	case <-victim.dying:
+		t.Errorf("the Read returned (%v) only once the session had ended", err)
+	default:
+	}
+	if !errors.Is(err, ErrProtocol) {
+		t.Errorf("the Read: %v, want ErrProtocol", err)
+	}
+	hs := <-a.collectToEnd()
+	<-wrote
+	checkToldProtocolError(t, hs)
+}
+
 // TestPeerStreamLimit: the max streams a peer announces bounds the
 // streams OpenStream opens, 0 meaning none (read as "no limit", it let
 // OpenStream send SYNs the peer must refuse), and 2^31 or more meaning

@@ -662,16 +662,31 @@ const closeFlushTimeout = time.Second
 // the connection is closed, with an error matching net.ErrClosed; the
 // peer's with an error wrapping
 // io.ErrUnexpectedEOF. Streams still open are cut off: use Shutdown to let
-// them finish. Close returns nil, also when the session had already ended.
+// them finish. If the session is ending because the peer broke the
+// protocol, Close waits, within the same second, for the GOAWAY that tells
+// the peer to go out. Close returns nil, also when the session had already
+// ended.
 func (s *Session) Close() error {
 	// From here Writes fail as they will once the session has ended: one
 	// taken during the flush and the wait below would report success for
 	// data the half-closed connection never carries.
 	s.beginClosing()
-	if s.Err() == nil && !s.writeShut.Load() {
-		ctx, cancel := context.WithTimeout(context.Background(), closeFlushTimeout)
-		s.closeGracefully(ctx, ctx)
-		cancel()
+	if s.Err() == nil {
+		if !s.writeShut.Load() {
+			ctx, cancel := context.WithTimeout(context.Background(), closeFlushTimeout)
+			s.closeGracefully(ctx, ctx)
+			cancel()
+		}
+	} else {
+		// Failing: failTellingPeer may still be getting its GOAWAY out,
+		// which it ends within errorGoAwayTimeout. Closing the connection
+		// now would lose it.
+		t := time.NewTimer(closeFlushTimeout)
+		select {
+		case <-s.dying:
+		case <-t.C:
+		}
+		t.Stop()
 	}
 	s.fail(errSessionClosed)
 	<-s.done
@@ -1177,21 +1192,28 @@ func (s *Session) isPeerID(id uint32) bool {
 // peer's protocol error, it first sends the peer a GOAWAY with
 // PROTOCOL_ERROR, so that the peer's session ends with ErrGoAway naming
 // the cause instead of with a connection closed without a word. The error
-// is the session's from the start, so that no more data is framed and
-// blocked calls fail with it; the writer then has errorGoAwayTimeout to
-// send the GOAWAY behind what it had begun. A peer that does not read
-// (its answers fill the control queue) is not sent one. It must be called
-// with no lock held, by the holder of the read token, so that nothing more
-// is read meanwhile.
+// is the session's from the start (a Read or Write that met it while
+// holding the read token stored it already), so that no more data is
+// framed and calls fail with it; the writer then has errorGoAwayTimeout
+// to send the GOAWAY behind what it had begun, and nothing queued after
+// the GOAWAY follows it (see appendControlLocked). A peer that does not
+// read (its answers fill the control queue) is not sent one. Only the
+// reader goroutine calls it, holding the read token and no lock, so that
+// nothing more is read meanwhile.
 func (s *Session) failTellingPeer(err error) {
-	if errors.Is(err, ErrProtocol) && s.err.CompareAndSwap(nil, &err) {
-		s.smu.Lock()
-		last := s.lastPeerID
-		s.smu.Unlock()
-		if s.queueReply(frameHeader{typ: frameGoAway, streamID: last, length: uint32(codeProtocol)}) == nil {
-			ctx, cancel := context.WithTimeout(context.Background(), errorGoAwayTimeout)
-			s.flush(ctx)
-			cancel()
+	if errors.Is(err, ErrProtocol) {
+		s.err.CompareAndSwap(nil, &err)
+		select {
+		case <-s.dying:
+		default:
+			s.smu.Lock()
+			last := s.lastPeerID
+			s.smu.Unlock()
+			if s.queueReply(frameHeader{typ: frameGoAway, streamID: last, length: uint32(codeProtocol)}) == nil {
+				ctx, cancel := context.WithTimeout(context.Background(), errorGoAwayTimeout)
+				s.flush(ctx)
+				cancel()
+			}
 		}
 	}
 	s.fail(err)

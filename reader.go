@@ -468,7 +468,18 @@ var aLongTimeAgo = time.Unix(1, 0)
 // read token, until st can stop waiting; then it gives the token up.
 func (s *Session) readForStream(st *Stream) {
 	if err := s.readHeld(st); err != nil && err != errInterrupted {
-		s.failTellingPeer(err)
+		if errors.Is(err, ErrProtocol) {
+			// Telling the peer may take up to errorGoAwayTimeout,
+			// which is not this call's to spend: Close and deadlines
+			// could not end it. The error is the session's at once,
+			// so the call returns it, and the reader goroutine, woken
+			// to take the token, tells the peer and ends the session
+			// (see readHeld).
+			s.err.CompareAndSwap(nil, &err)
+			s.releaseReadToken(true)
+			return
+		}
+		s.fail(err)
 	}
 	woke := s.rt.delivered
 	s.releaseReadToken(s.othersBuffered(st))
@@ -496,6 +507,12 @@ func (s *Session) readHeld(own *Stream) error {
 	// lock).
 	done := own != nil && s.rt.holderWrite && own.ready(true)
 	fills := 0 // non-blocking reads since done
+	if err := s.Err(); err != nil {
+		// Nothing is read after the session's error: the reader
+		// goroutine takes the token from a Read or Write that met a
+		// protocol error to tell the peer (see readForStream).
+		return err
+	}
 	for {
 		if !s.frameBuffered() {
 			switch {

@@ -15,6 +15,9 @@ type writeScheduler struct {
 	// sessionUpdateAt is where in ctrl the last session WINDOW_UPDATE
 	// went (see queueUpdateLocked).
 	sessionUpdateAt int32
+	// sealed: the GOAWAY telling the peer of its protocol error went into
+	// a batch; no control frame follows it.
+	sealed bool
 
 	head, tail *Stream // streams ready to send
 
@@ -264,10 +267,20 @@ func (s *Session) fillControl(b []byte) []byte {
 	return b
 }
 
-// appendControlLocked moves the queued control frames to b. wmu is held.
+// appendControlLocked moves the queued control frames to b. The GOAWAY
+// with PROTOCOL_ERROR that failTellingPeer queues is the last frame sent:
+// what was queued after it (a Ping, a Read's WINDOW_UPDATE, an RST that a
+// FIN framed before the error queued) is dropped, then and later. wmu is
+// held.
 func (s *Session) appendControlLocked(b []byte) []byte {
-	for _, h := range s.sched.ctrl {
-		b = appendHeader(b, h)
+	if !s.sched.sealed {
+		for _, h := range s.sched.ctrl {
+			b = appendHeader(b, h)
+			if h.typ == frameGoAway && errCode(h.length) == codeProtocol {
+				s.sched.sealed = true
+				break
+			}
+		}
 	}
 	s.sched.ctrl = s.sched.ctrl[:0]
 	return b

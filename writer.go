@@ -148,11 +148,14 @@ func (s *Session) writeHeld(b []byte) bool {
 // path is closed; the caller then takes the general one. st.mu is held, and
 // released around system calls.
 func (s *Session) writeAloneLocked(st *Stream) bool {
-	if !st.readyLocked() || s.Err() != nil {
+	if !st.readyLocked() {
 		return false
 	}
 	s.wmu.Lock()
-	if s.w.held || st.queued || s.sched.head != nil || s.sched.parkedHead != nil || len(s.w.pending) > 0 {
+	// The session's error is looked at under wmu: failTellingPeer stores
+	// it before it queues its GOAWAY under wmu, so a GOAWAY that
+	// appendControlLocked takes below is seen here, and no DATA follows it.
+	if s.w.held || st.queued || s.sched.head != nil || s.sched.parkedHead != nil || len(s.w.pending) > 0 || s.Err() != nil {
 		s.wmu.Unlock()
 		return false
 	}
