@@ -707,6 +707,11 @@ func (s *Session) closeGracefully(flushCtx, lingerCtx context.Context) error {
 	if !ok {
 		return nil
 	}
+	if err := s.Err(); err != nil {
+		// The peer's protocol error: the half-close would drop the
+		// GOAWAY that failTellingPeer is getting out.
+		return err
+	}
 	s.beginClosing() // before writeShut: Writes fail rather than go nowhere
 	s.writeShut.Store(true)
 	cw.CloseWrite()

@@ -75,7 +75,11 @@ func (s *Session) releaseToken() {
 // the writer goroutine (after unlocking).
 func (s *Session) releaseTokenLocked() bool {
 	s.w.held = false
-	wake := s.w.waiting || len(s.sched.ctrl) > 0 || s.sched.head != nil || len(s.w.pending) > 0
+	// Streams still queued after the session's error wait for nothing:
+	// no DATA is framed then (see fillBatch), and waking the writer for
+	// them would spin it until the session is closed.
+	wake := s.w.waiting || len(s.sched.ctrl) > 0 || len(s.w.pending) > 0 ||
+		s.sched.head != nil && s.Err() == nil
 	s.w.waiting = false
 	return wake
 }
