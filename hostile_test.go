@@ -1019,6 +1019,149 @@ func TestTokenHoldingReadInWindow(t *testing.T) {
 	checkToldProtocolError(t, hs)
 }
 
+// TestTurnAfterHandOffReadsNothing: a Read holding the read token that meets
+// the peer's protocol error stores it and gives the token up with a kick; if
+// the reader goroutine was at that moment woken by its timer with a turn due
+// (it was not parked in its select, so the kick waits in the channel), it
+// takes the token for readTurn, which reads on after the session's error.
+// After a DATA frame whose header was consumed (a stream never opened), that
+// is the frame's payload read as frames: a GOAWAY in it ends the session with
+// ErrGoAway, and the GOAWAY telling the peer of its protocol error is never
+// sent. The interleaving is forced: the test holds rt.mu while the Read
+// gives the token up, and meanwhile makes the timer fire with a turn due.
+func TestTurnAfterHandOffReadsNothing(t *testing.T) {
+	t.Parallel()
+	victim, a := newAttack(t, nil, true)
+	st := a.openAccepted(t, victim, 1)
+	if _, err := st.Read(make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	a.sync(t)
+	frames := a.collectToEnd()
+	freeTokenAttacked(t, victim, st, func() { a.send(dataFrame(0, 1, []byte("x"))) })
+	read := readHolding(t, victim, st, 1)
+
+	rt := &victim.rt
+	rt.mu.Lock()
+	// Stream 99 was never opened: a protocol error once its header is
+	// consumed; its payload, a GOAWAY with INTERNAL_ERROR, stays buffered.
+	if err := a.send(dataFrame(0, 99, hdr(frameGoAway, 0, 0, uint32(codeInternal)))); err != nil {
+		rt.mu.Unlock()
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for victim.Err() == nil && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond) // the Read now waits for rt.mu to give the token up
+	rt.turnDue = 0
+	rt.drainedAt.Store(0) // a turn is due
+	rt.armed = true
+	rt.fireAt = victim.clock()
+	rt.timer.Reset(time.Microsecond)
+	time.Sleep(20 * time.Millisecond) // the reader goroutine, woken by the timer, waits for rt.mu
+	rt.mu.Unlock()
+
+	if err := <-read; !errors.Is(err, ErrProtocol) {
+		t.Errorf("the Read: %v, want ErrProtocol", err)
+	}
+	waitDone(t, victim)
+	if err := victim.Err(); !errors.Is(err, ErrProtocol) {
+		t.Errorf("session ended with %v, want ErrProtocol", err)
+	}
+	checkToldProtocolError(t, <-frames)
+}
+
+// TestCloseFlushingMeetsProtocolError: Close that found the session alive
+// and is flushing when the peer's protocol error comes sees the error in
+// closeGracefully (which then skips the half-close) and closes the
+// connection at once, while failTellingPeer has not yet got its GOAWAY out:
+// the GOAWAY is lost although Close's second has not run out (Close's
+// doc: "If the session is ending because the peer broke the protocol,
+// Close waits, within the same second, for the GOAWAY"). The interleaving
+// is forced: the test holds smu, which failTellingPeer takes between
+// storing the error and queueing its GOAWAY.
+func TestCloseFlushingMeetsProtocolError(t *testing.T) {
+	t.Parallel()
+	victim, a := newAttack(t, nil, true)
+	st := a.openAccepted(t, victim, 1)
+	if _, err := st.Read(make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	a.sync(t)
+	wrote := blockVictimWriter(t, victim, a, st)
+	closed := make(chan struct{})
+	go func() {
+		victim.Close()
+		close(closed)
+	}()
+	waitFor(t, "Close to begin", victim.closing.Load)
+	time.Sleep(50 * time.Millisecond) // Close waits in its flush for the blocked writer
+
+	victim.smu.Lock()
+	if err := a.send([]byte{9, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0}); err != nil { // frame type 9
+		victim.smu.Unlock()
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for victim.Err() == nil && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	frames := a.collectToEnd()         // the writer goes on: Close's flush ends
+	time.Sleep(100 * time.Millisecond) // well within Close's second
+	victim.smu.Unlock()
+	hs := <-frames
+	<-closed
+	<-wrote
+	if err := victim.Err(); !errors.Is(err, ErrProtocol) {
+		t.Errorf("session ended with %v, want ErrProtocol", err)
+	}
+	checkToldProtocolError(t, hs)
+}
+
+// TestBlockedCallsInWindow: Reads and Writes blocked when the peer's
+// protocol error comes (a Write waiting for the writer to frame its data,
+// a Read waiting for data) fail with it at once, as a Read or Write holding
+// the read token does, not only when the session ends: with a peer that
+// does not read, that is errorGoAwayTimeout later (before the GOAWAY
+// change, at once). Nothing can come for them once the error is the
+// session's: no DATA is framed, nothing more is read.
+func TestBlockedCallsInWindow(t *testing.T) {
+	t.Parallel()
+	victim, a := newAttack(t, nil, true)
+	st := a.openAccepted(t, victim, 1)
+	if _, err := st.Read(make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	a.sync(t)
+	wrote := blockVictimWriter(t, victim, a, st)
+	read := make(chan error, 1)
+	go func() {
+		_, err := st.Read(make([]byte, 1))
+		read <- err
+	}()
+	waitFor(t, "the Read to wait", func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return st.has(stReading)
+	})
+	if err := a.send([]byte{9, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0}); err != nil { // frame type 9
+		t.Fatal(err)
+	}
+	for name, ch := range map[string]<-chan error{"Write": wrote, "Read": read} {
+		err := <-ch
+		select {
+		case <-victim.dying:
+			t.Errorf("the blocked %s returned (%v) only once the session had ended", name, err)
+		default:
+		}
+		if !errors.Is(err, ErrProtocol) {
+			t.Errorf("the blocked %s: %v, want ErrProtocol", name, err)
+		}
+	}
+	checkToldProtocolError(t, <-a.collectToEnd())
+}
+
 // TestPeerStreamLimit: the max streams a peer announces bounds the
 // streams OpenStream opens, 0 meaning none (read as "no limit", it let
 // OpenStream send SYNs the peer must refuse), and 2^31 or more meaning

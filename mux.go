@@ -671,22 +671,20 @@ func (s *Session) Close() error {
 	// taken during the flush and the wait below would report success for
 	// data the half-closed connection never carries.
 	s.beginClosing()
-	if s.Err() == nil {
-		if !s.writeShut.Load() {
-			ctx, cancel := context.WithTimeout(context.Background(), closeFlushTimeout)
-			s.closeGracefully(ctx, ctx)
-			cancel()
-		}
-	} else {
-		// Failing: failTellingPeer may still be getting its GOAWAY out,
-		// which it ends within errorGoAwayTimeout. Closing the connection
+	ctx, cancel := context.WithTimeout(context.Background(), closeFlushTimeout)
+	defer cancel()
+	if s.Err() == nil && !s.writeShut.Load() {
+		s.closeGracefully(ctx, ctx)
+	}
+	if s.Err() != nil {
+		// Failing, perhaps since during the flush above:
+		// failTellingPeer may still be getting its GOAWAY out, which
+		// it ends within errorGoAwayTimeout. Closing the connection
 		// now would lose it.
-		t := time.NewTimer(closeFlushTimeout)
 		select {
 		case <-s.dying:
-		case <-t.C:
+		case <-ctx.Done():
 		}
-		t.Stop()
 	}
 	s.fail(errSessionClosed)
 	<-s.done
@@ -1211,6 +1209,9 @@ func (s *Session) failTellingPeer(err error) {
 		select {
 		case <-s.dying:
 		default:
+			// Blocked Reads and Writes fail with the error now, not
+			// when the GOAWAY is out: nothing comes for them.
+			s.wakeStreams()
 			s.smu.Lock()
 			last := s.lastPeerID
 			s.smu.Unlock()
@@ -1248,4 +1249,17 @@ func (s *Session) fail(err error) {
 		}
 		s.smu.Unlock()
 	})
+}
+
+// wakeStreams wakes every Read and Write blocked on the session's streams,
+// to see the session's error. It must be called with no lock held.
+func (s *Session) wakeStreams() {
+	s.smu.Lock()
+	for _, st := range s.streams {
+		st.mu.Lock()
+		st.rcond.Broadcast()
+		st.wcond.Broadcast()
+		st.mu.Unlock()
+	}
+	s.smu.Unlock()
 }

@@ -319,6 +319,12 @@ func (s *Session) awaitReadToken() (turn, ok bool) {
 // If it leaves part of a frame in the buffer, the rest is on its way: the
 // reader goroutine is woken to take the token back at once.
 func (s *Session) readTurn() (released bool, err error) {
+	if err := s.Err(); err != nil {
+		// As in readHeld: nothing is read after the session's error
+		// (a Read or Write that met a protocol error handed the token
+		// over; its kick may wait behind this timer's turn).
+		return false, err
+	}
 	for fills := 0; ; {
 		if !s.frameBuffered() {
 			if fills == maxDoneFills || !s.fillAvailable() {
