@@ -36,8 +36,8 @@ func readHolding(t *testing.T, s *Session, st *Stream, n int) <-chan error {
 
 // freeToken leaves s's read token free for the next Read or Write that
 // waits, and keeps it free: the reader goroutine gives it up after serving a
-// waiting Read (own, on s, sent a byte by peer), and with a long grace it
-// does not take it back by itself.
+// waiting Read (own, on s, sent a byte by peer), and with a long grace and
+// no turn due it does not take it back by itself.
 func freeToken(t *testing.T, s *Session, own, peer *Stream) {
 	t.Helper()
 	freeTokenAttacked(t, s, own, func() {
@@ -70,7 +70,20 @@ func freeTokenAttacked(t *testing.T, victim *Session, st *Stream, feed func()) {
 	if err := <-got; err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the token to be free", func() bool { return !victim.rt.held.Load() })
+	// Free, and no turn of the reader goroutine due (maxReaderAbsence
+	// after its last: a test slower than that under -race lost the token
+	// to it, and a Write waiting for credit then never held it). Set
+	// under rt.mu, where the reader goroutine takes the token.
+	waitFor(t, "the token to be free", func() bool {
+		rt := &victim.rt
+		rt.mu.Lock()
+		defer rt.mu.Unlock()
+		if rt.held.Load() {
+			return false
+		}
+		rt.turnDue = victim.clock() + int64(time.Hour)
+		return true
+	})
 }
 
 // blockedHolder starts a Read on st and waits until it holds the read token.
