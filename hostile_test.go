@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -1160,6 +1161,116 @@ func TestBlockedCallsInWindow(t *testing.T) {
 		}
 	}
 	checkToldProtocolError(t, <-a.collectToEnd())
+}
+
+// TestGoAwaySurvivesUnreadInput: the session that the peer's protocol error
+// ends stops reading at the bad frame, so whatever the peer sent after it
+// stays unread in the socket's receive queue. Closing a TCP socket with
+// unread input makes the kernel reset the connection at once, dropping what
+// its send queue still holds: the GOAWAY just "flushed" (handed to the
+// kernel) behind data the peer is still reading never reaches it, and a
+// peer reading normally sees a reset instead. Here the victim is sending
+// bulk data when the error comes (its writer blocked on a full socket), and
+// the peer has sent one more frame behind the bad one (without it, the
+// GOAWAY arrives); over TCP and over TLS.
+func TestGoAwaySurvivesUnreadInput(t *testing.T) {
+	t.Parallel()
+	for _, overTLS := range []bool{false, true} {
+		for _, behind := range []bool{false, true} {
+			name := "nothing behind"
+			if behind {
+				name = "a PING behind"
+			}
+			if overTLS {
+				name += ", TLS"
+			}
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				var victim *Session
+				var a *attacker
+				if overTLS {
+					serverTLS, clientTLS := testTLSConfigs(t)
+					c1, c2 := tcpConnPair(t)
+					var v, at net.Conn = tls.Server(c1, serverTLS), tls.Client(c2, clientTLS)
+					victim, a = newAttackOn(t, v, at, nil, attackerSettings)
+				} else {
+					victim, a = newAttack(t, nil, true)
+				}
+				st := a.openAccepted(t, victim, 1)
+				if _, err := st.Read(make([]byte, 1)); err != nil {
+					t.Fatal(err)
+				}
+				a.sync(t)
+				wrote := blockVictimWriter(t, victim, a, st)
+				if err := a.send([]byte{9, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0}); err != nil { // frame type 9
+					t.Fatal(err)
+				}
+				waitFor(t, "the protocol error", func() bool { return victim.Err() != nil })
+				if behind {
+					// More from the peer, which the victim no longer reads.
+					if err := a.send(hdr(framePing, 0, 0, 42)); err != nil {
+						t.Fatal(err)
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+				var end error
+				done := make(chan []frameHeader, 1)
+				go func() {
+					var hs []frameHeader
+					for {
+						h, err := a.readFrame()
+						if err != nil {
+							end = err
+							done <- hs
+							return
+						}
+						hs = append(hs, h)
+					}
+				}()
+				hs := <-done
+				<-wrote
+				if end != io.EOF {
+					t.Logf("the peer's read ended with %v after %d frames", end, len(hs))
+				}
+				checkToldProtocolError(t, hs)
+				a.conn.Close() // a tcpchan peer closes on the GOAWAY
+				waitDone(t, victim)
+			})
+		}
+	}
+}
+
+// TestCreditWaitingWriteMeetsProtocolError: a Write waiting for credit
+// that holds the read token when it meets the peer's protocol error
+// returns that error, and the peer is told.
+func TestCreditWaitingWriteMeetsProtocolError(t *testing.T) {
+	t.Parallel()
+	victim, a := newAttack(t, nil, true)
+	st := a.openAccepted(t, victim, 1)
+	if _, err := st.Read(make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	a.sync(t)
+	frames := a.collectToEnd()
+	freeTokenAttacked(t, victim, st, func() { a.send(dataFrame(0, 1, []byte("x"))) })
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := st.Write(make([]byte, 300<<10)) // beyond the stream window
+		wrote <- err
+	}()
+	waitFor(t, "the Write to hold the token", func() bool {
+		victim.rt.mu.Lock()
+		defer victim.rt.mu.Unlock()
+		return holderOf(victim) == st && victim.rt.holderWrite
+	})
+	if err := a.send([]byte{9, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-wrote; !errors.Is(err, ErrProtocol) {
+		t.Errorf("Write: %v", err)
+	}
+	waitDone(t, victim)
+	checkToldProtocolError(t, <-frames)
 }
 
 // TestPeerStreamLimit: the max streams a peer announces bounds the

@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -1217,12 +1218,73 @@ func (s *Session) failTellingPeer(err error) {
 			s.smu.Unlock()
 			if s.queueReply(frameHeader{typ: frameGoAway, streamID: last, length: uint32(codeProtocol)}) == nil {
 				ctx, cancel := context.WithTimeout(context.Background(), errorGoAwayTimeout)
-				s.flush(ctx)
+				if s.flush(ctx) == nil {
+					s.lingerAfterGoAway(ctx)
+				}
 				cancel()
 			}
 		}
 	}
 	s.fail(err)
+}
+
+// lingerAfterGoAway keeps a socket open, once the GOAWAY is handed to it,
+// until the peer has it, the peer closes its end, or ctx ends. The session
+// stopped reading at the bad frame, so what the peer sent after it is
+// unread, and closing a TCP socket with unread input (or receiving more
+// after the close) resets the connection, dropping what its send queue
+// still holds: the GOAWAY, behind data the peer is still reading. So it
+// discards input (handling none of it) until the send queue is empty where
+// its length can be read (see newSendQueueProbe: the peer's end then holds
+// everything), or else until the peer's end. It does not half-close: over
+// TLS that writes an alert, which may block. Reader goroutine only, holding
+// the read token.
+func (s *Session) lingerAfterGoAway(ctx context.Context) {
+	rd, ok := s.conn.(interface{ SetReadDeadline(time.Time) error })
+	deadline, ok2 := ctx.Deadline()
+	if !ok || !ok2 || !socketUnder(s.conn) {
+		return // a pipe's writes return once read
+	}
+	// A wrapper whose Read ignores the deadline must not hold the
+	// session past it.
+	backstop := time.AfterFunc(time.Until(deadline)+lingerPoll, func() { s.conn.Close() })
+	defer backstop.Stop()
+	queued := s.wQueue
+	if queued == nil {
+		queued = newSendQueueProbe(s.conn)
+	}
+	buf := make([]byte, 16<<10)
+	for {
+		if queued != nil && queued() == 0 {
+			return
+		}
+		next := deadline
+		if queued != nil {
+			if t := time.Now().Add(lingerPoll); t.Before(deadline) {
+				next = t
+			}
+		}
+		rd.SetReadDeadline(next)
+		if _, err := s.conn.Read(buf); err != nil && (!errors.Is(err, os.ErrDeadlineExceeded) || !time.Now().Before(deadline)) {
+			return
+		}
+	}
+}
+
+// lingerPoll is how often lingerAfterGoAway looks at the send queue.
+const lingerPoll = time.Millisecond
+
+// socketUnder reports whether conn is a TCP or Unix socket, or wraps one
+// and exposes it with NetConn (as *tls.Conn does).
+func socketUnder(conn io.ReadWriteCloser) bool {
+	if w, ok := conn.(interface{ NetConn() net.Conn }); ok {
+		conn = w.NetConn()
+	}
+	switch conn.(type) {
+	case *net.TCPConn, *net.UnixConn:
+		return true
+	}
+	return false
 }
 
 // errorGoAwayTimeout bounds how long a session that the peer's protocol
