@@ -159,6 +159,22 @@ func (a *attacker) openAccepted(t *testing.T, victim *Session, id uint32) *Strea
 	return st
 }
 
+// openRead is openAccepted for stream 1 with the byte read by the
+// victim's application, once the victim has handled everything sent.
+func (a *attacker) openRead(t *testing.T, victim *Session) *Stream {
+	t.Helper()
+	st := a.openAccepted(t, victim, 1)
+	if _, err := st.Read(make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	a.sync(t)
+	return st
+}
+
+// unknownFrame is a frame of type 9, which no version defines: a protocol
+// error for the victim.
+var unknownFrame = []byte{9, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0}
+
 // readFrame reads the victim's next frame, discarding DATA payloads.
 func (a *attacker) readFrame() (frameHeader, error) {
 	var b [headerSize]byte
@@ -603,7 +619,7 @@ func TestMalformedFrames(t *testing.T) {
 			want: "SYN for stream 3, not above the peer's last stream 5"},
 		{name: "DATA after FIN", frames: append(dataFrame(flagSYN|flagFIN, 1, []byte("a")), dataFrame(0, 1, []byte("b"))...),
 			want: "DATA on stream 1 after its FIN"},
-		{name: "unknown frame type", frames: []byte{9, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0},
+		{name: "unknown frame type", frames: unknownFrame,
 			want: "unknown frame type 9"},
 		{name: "reserved bytes set", frames: []byte{byte(framePing), 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0},
 			want: "reserved bytes 0x0001 are not zero"},
@@ -788,7 +804,7 @@ func TestProtocolErrorToldPeer(t *testing.T) {
 				victim.rt.mu.Unlock()
 			}
 			waitFor(t, "the victim to send", func() bool { return written.Load() >= 1<<20 })
-			if err := a.send([]byte{9, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0}); err != nil { // frame type 9
+			if err := a.send(unknownFrame); err != nil {
 				t.Fatal(err)
 			}
 			waitDone(t, victim)
@@ -853,7 +869,7 @@ func TestGoAwayLastDespiteActivityInWindow(t *testing.T) {
 			a.sync(t)
 			wrote := blockVictimWriter(t, victim, a, st)
 
-			if err := a.send([]byte{9, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0}); err != nil { // frame type 9
+			if err := a.send(unknownFrame); err != nil {
 				t.Fatal(err)
 			}
 			waitFor(t, "the protocol error", func() bool { return victim.Err() != nil })
@@ -892,11 +908,7 @@ func TestNoDataAfterGoAwayDirectWrite(t *testing.T) {
 	if err := a.send(hdr(frameWindowUpdate, 0, 0, maxWindow-attackerSettings.sessionWindow)); err != nil {
 		t.Fatal(err)
 	}
-	st := a.openAccepted(t, victim, 1)
-	if _, err := st.Read(make([]byte, 1)); err != nil {
-		t.Fatal(err)
-	}
-	a.sync(t)
+	st := a.openRead(t, victim)
 	frames := a.collectToEnd()
 
 	for { // the token free (the writer goroutine may still hold it after the ping's answer)
@@ -955,13 +967,9 @@ func TestNoDataAfterGoAwayDirectWrite(t *testing.T) {
 func TestCloseInWindowSendsGoAway(t *testing.T) {
 	t.Parallel()
 	victim, a := newAttack(t, nil, true)
-	st := a.openAccepted(t, victim, 1)
-	if _, err := st.Read(make([]byte, 1)); err != nil {
-		t.Fatal(err)
-	}
-	a.sync(t)
+	st := a.openRead(t, victim)
 	wrote := blockVictimWriter(t, victim, a, st)
-	if err := a.send([]byte{9, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0}); err != nil { // frame type 9
+	if err := a.send(unknownFrame); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the protocol error", func() bool { return victim.Err() != nil })
@@ -990,11 +998,7 @@ func TestCloseInWindowSendsGoAway(t *testing.T) {
 func TestTokenHoldingReadInWindow(t *testing.T) {
 	t.Parallel()
 	victim, a := newAttack(t, nil, true)
-	st := a.openAccepted(t, victim, 1)
-	if _, err := st.Read(make([]byte, 1)); err != nil {
-		t.Fatal(err)
-	}
-	a.sync(t)
+	st := a.openRead(t, victim)
 	freeTokenAttacked(t, victim, st, func() { a.send(dataFrame(0, 1, []byte("x"))) })
 	read := make(chan error, 1)
 	go func() {
@@ -1003,7 +1007,7 @@ func TestTokenHoldingReadInWindow(t *testing.T) {
 	}()
 	waitFor(t, "the Read to hold the token", func() bool { return holderOf(victim) == st })
 	wrote := blockVictimWriter(t, victim, a, st)
-	if err := a.send([]byte{9, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0}); err != nil {
+	if err := a.send(unknownFrame); err != nil {
 		t.Fatal(err)
 	}
 	err := <-read
@@ -1033,11 +1037,7 @@ func TestTokenHoldingReadInWindow(t *testing.T) {
 func TestTurnAfterHandOffReadsNothing(t *testing.T) {
 	t.Parallel()
 	victim, a := newAttack(t, nil, true)
-	st := a.openAccepted(t, victim, 1)
-	if _, err := st.Read(make([]byte, 1)); err != nil {
-		t.Fatal(err)
-	}
-	a.sync(t)
+	st := a.openRead(t, victim)
 	frames := a.collectToEnd()
 	freeTokenAttacked(t, victim, st, func() { a.send(dataFrame(0, 1, []byte("x"))) })
 	read := readHolding(t, victim, st, 1)
@@ -1085,11 +1085,7 @@ func TestTurnAfterHandOffReadsNothing(t *testing.T) {
 func TestCloseFlushingMeetsProtocolError(t *testing.T) {
 	t.Parallel()
 	victim, a := newAttack(t, nil, true)
-	st := a.openAccepted(t, victim, 1)
-	if _, err := st.Read(make([]byte, 1)); err != nil {
-		t.Fatal(err)
-	}
-	a.sync(t)
+	st := a.openRead(t, victim)
 	wrote := blockVictimWriter(t, victim, a, st)
 	closed := make(chan struct{})
 	go func() {
@@ -1100,7 +1096,7 @@ func TestCloseFlushingMeetsProtocolError(t *testing.T) {
 	time.Sleep(50 * time.Millisecond) // Close waits in its flush for the blocked writer
 
 	victim.smu.Lock()
-	if err := a.send([]byte{9, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0}); err != nil { // frame type 9
+	if err := a.send(unknownFrame); err != nil {
 		victim.smu.Unlock()
 		t.Fatal(err)
 	}
@@ -1130,11 +1126,7 @@ func TestCloseFlushingMeetsProtocolError(t *testing.T) {
 func TestBlockedCallsInWindow(t *testing.T) {
 	t.Parallel()
 	victim, a := newAttack(t, nil, true)
-	st := a.openAccepted(t, victim, 1)
-	if _, err := st.Read(make([]byte, 1)); err != nil {
-		t.Fatal(err)
-	}
-	a.sync(t)
+	st := a.openRead(t, victim)
 	wrote := blockVictimWriter(t, victim, a, st)
 	read := make(chan error, 1)
 	go func() {
@@ -1146,7 +1138,7 @@ func TestBlockedCallsInWindow(t *testing.T) {
 		defer st.mu.Unlock()
 		return st.has(stReading)
 	})
-	if err := a.send([]byte{9, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0}); err != nil { // frame type 9
+	if err := a.send(unknownFrame); err != nil {
 		t.Fatal(err)
 	}
 	for name, ch := range map[string]<-chan error{"Write": wrote, "Read": read} {
@@ -1196,13 +1188,9 @@ func TestGoAwaySurvivesUnreadInput(t *testing.T) {
 				} else {
 					victim, a = newAttack(t, nil, true)
 				}
-				st := a.openAccepted(t, victim, 1)
-				if _, err := st.Read(make([]byte, 1)); err != nil {
-					t.Fatal(err)
-				}
-				a.sync(t)
+				st := a.openRead(t, victim)
 				wrote := blockVictimWriter(t, victim, a, st)
-				if err := a.send([]byte{9, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0}); err != nil { // frame type 9
+				if err := a.send(unknownFrame); err != nil {
 					t.Fatal(err)
 				}
 				waitFor(t, "the protocol error", func() bool { return victim.Err() != nil })
@@ -1246,11 +1234,7 @@ func TestGoAwaySurvivesUnreadInput(t *testing.T) {
 func TestCreditWaitingWriteMeetsProtocolError(t *testing.T) {
 	t.Parallel()
 	victim, a := newAttack(t, nil, true)
-	st := a.openAccepted(t, victim, 1)
-	if _, err := st.Read(make([]byte, 1)); err != nil {
-		t.Fatal(err)
-	}
-	a.sync(t)
+	st := a.openRead(t, victim)
 	frames := a.collectToEnd()
 	freeTokenAttacked(t, victim, st, func() { a.send(dataFrame(0, 1, []byte("x"))) })
 	wrote := make(chan error, 1)
@@ -1263,7 +1247,7 @@ func TestCreditWaitingWriteMeetsProtocolError(t *testing.T) {
 		defer victim.rt.mu.Unlock()
 		return holderOf(victim) == st && victim.rt.holderWrite
 	})
-	if err := a.send([]byte{9, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0}); err != nil {
+	if err := a.send(unknownFrame); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-wrote; !errors.Is(err, ErrProtocol) {

@@ -36,8 +36,9 @@ func readHolding(t *testing.T, s *Session, st *Stream, n int) <-chan error {
 
 // freeToken leaves s's read token free for the next Read or Write that
 // waits, and keeps it free: the reader goroutine gives it up after serving a
-// waiting Read (own, on s, sent a byte by peer), and with a long grace and
-// no turn due it does not take it back by itself.
+// waiting Read (own, on s, sent a byte by peer), and with a long grace it
+// does not take it back by itself, but for a turn every maxReaderAbsence
+// (see holdOffTurns).
 func freeToken(t *testing.T, s *Session, own, peer *Stream) {
 	t.Helper()
 	freeTokenAttacked(t, s, own, func() {
@@ -70,18 +71,25 @@ func freeTokenAttacked(t *testing.T, victim *Session, st *Stream, feed func()) {
 	if err := <-got; err != nil {
 		t.Fatal(err)
 	}
-	// Free, and no turn of the reader goroutine due (maxReaderAbsence
-	// after its last: a test slower than that under -race lost the token
-	// to it, and a Write waiting for credit then never held it). Set
-	// under rt.mu, where the reader goroutine takes the token.
+	waitFor(t, "the token to be free", func() bool { return !victim.rt.held.Load() })
+}
+
+// holdOffTurns keeps the reader goroutine from taking turns (see readTurn)
+// on s, whose token is free or about to be: a turn that meets a Read or
+// Write starting to wait keeps the token for it, so a test that needs that
+// call to hold the token would fail once in a while (under -race, once in
+// 27 runs of the suite). Set under rt.mu, where the reader goroutine takes
+// the token.
+func holdOffTurns(t *testing.T, s *Session) {
+	t.Helper()
 	waitFor(t, "the token to be free", func() bool {
-		rt := &victim.rt
+		rt := &s.rt
 		rt.mu.Lock()
 		defer rt.mu.Unlock()
 		if rt.held.Load() {
 			return false
 		}
-		rt.turnDue = victim.clock() + int64(time.Hour)
+		rt.turnDue = s.clock() + int64(time.Hour)
 		return true
 	})
 }
@@ -90,6 +98,7 @@ func freeTokenAttacked(t *testing.T, victim *Session, st *Stream, feed func()) {
 func blockedHolder(t *testing.T, st, peer *Stream) <-chan error {
 	t.Helper()
 	freeToken(t, st.sess, st, peer)
+	holdOffTurns(t, st.sess)
 	done := make(chan error, 1)
 	go func() {
 		_, err := st.Read(make([]byte, 64))
@@ -403,6 +412,7 @@ func TestWriteTokenWaitsForCredit(t *testing.T) {
 			client, server := tcpSessions(t, cfg, cfg)
 			a, b := streamPair(t, client, server) // the peer never reads
 			freeToken(t, client, a, b)
+			holdOffTurns(t, client)
 			done := make(chan error, 1)
 			go func() {
 				_, err := a.Write(make([]byte, 1<<20))
