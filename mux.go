@@ -1228,7 +1228,7 @@ func (s *Session) failTellingPeer(err error) {
 	s.fail(err)
 }
 
-// lingerAfterGoAway keeps a socket open, once the GOAWAY is handed to it,
+// lingerAfterGoAway keeps a TCP socket open, once the GOAWAY is handed to it,
 // until the peer has it, the peer closes its end, or ctx ends. The session
 // stopped reading at the bad frame, so what the peer sent after it is
 // unread, and closing a TCP socket with unread input (or receiving more
@@ -1237,18 +1237,18 @@ func (s *Session) failTellingPeer(err error) {
 // discards input (handling none of it) until the send queue is empty where
 // its length can be read (see newSendQueueProbe: the peer's end then holds
 // everything), or else until the peer's end. It does not half-close: over
-// TLS that writes an alert, which may block. Reader goroutine only, holding
-// the read token.
+// TLS that writes an alert, which may block. It reads the socket itself,
+// under a wrapper such as *tls.Conn: the wrapper's Read would handle what
+// it reads (crypto/tls answers a KeyUpdate from inside Read, a write with
+// no deadline that a peer not reading blocks for good, holding the lock
+// that Close's close_notify then waits for), and a socket's Read keeps its
+// deadline. Reader goroutine only, holding the read token.
 func (s *Session) lingerAfterGoAway(ctx context.Context) {
-	rd, ok := s.conn.(interface{ SetReadDeadline(time.Time) error })
-	deadline, ok2 := ctx.Deadline()
-	if !ok || !ok2 || !socketUnder(s.conn) {
+	deadline, ok := ctx.Deadline()
+	sock := tcpUnder(s.conn)
+	if !ok || sock == nil {
 		return // a pipe's writes return once read
 	}
-	// A wrapper whose Read ignores the deadline must not hold the
-	// session past it.
-	backstop := time.AfterFunc(time.Until(deadline)+lingerPoll, func() { s.conn.Close() })
-	defer backstop.Stop()
 	queued := s.wQueue
 	if queued == nil {
 		queued = newSendQueueProbe(s.conn)
@@ -1264,8 +1264,8 @@ func (s *Session) lingerAfterGoAway(ctx context.Context) {
 				next = t
 			}
 		}
-		rd.SetReadDeadline(next)
-		if _, err := s.conn.Read(buf); err != nil && (!errors.Is(err, os.ErrDeadlineExceeded) || !time.Now().Before(deadline)) {
+		sock.SetReadDeadline(next)
+		if _, err := sock.Read(buf); err != nil && (!errors.Is(err, os.ErrDeadlineExceeded) || !time.Now().Before(deadline)) {
 			return
 		}
 	}
@@ -1274,17 +1274,18 @@ func (s *Session) lingerAfterGoAway(ctx context.Context) {
 // lingerPoll is how often lingerAfterGoAway looks at the send queue.
 const lingerPoll = time.Millisecond
 
-// socketUnder reports whether conn is a TCP or Unix socket, or wraps one
-// and exposes it with NetConn (as *tls.Conn does).
-func socketUnder(conn io.ReadWriteCloser) bool {
+// tcpUnder returns conn if it is a TCP socket, or the TCP socket that conn
+// wraps and exposes with NetConn (as *tls.Conn does); nil for anything
+// else. Not a Unix socket: closing one with input unread drops nothing it
+// sent (the peer reads it all, then sees ECONNRESET), and its TIOCOUTQ
+// counts what the peer has not read, not what it has not received, so
+// lingering there would wait for the peer's application for nothing.
+func tcpUnder(conn io.ReadWriteCloser) *net.TCPConn {
 	if w, ok := conn.(interface{ NetConn() net.Conn }); ok {
 		conn = w.NetConn()
 	}
-	switch conn.(type) {
-	case *net.TCPConn, *net.UnixConn:
-		return true
-	}
-	return false
+	c, _ := conn.(*net.TCPConn)
+	return c
 }
 
 // errorGoAwayTimeout bounds how long a session that the peer's protocol
