@@ -713,6 +713,17 @@ func (s *Session) closeGracefully(flushCtx, lingerCtx context.Context) error {
 	}
 	s.beginClosing() // before writeShut: Writes fail rather than go nowhere
 	s.writeShut.Store(true)
+	if inner := innerConn(s.conn); inner != nil {
+		// A wrapper writes under its own lock, and crypto/tls also
+		// from inside Read (its answer to a peer's KeyUpdate) with no
+		// deadline: a peer that does not read would hold CloseWrite's
+		// close_notify, and so Close, for good, or 5 s in the best
+		// case. Its writes end with the linger.
+		if dl, ok := lingerCtx.Deadline(); ok {
+			t := time.AfterFunc(time.Until(dl), func() { inner.SetWriteDeadline(aLongTimeAgo) })
+			defer t.Stop()
+		}
+	}
 	cw.CloseWrite()
 	s.lurk() // for the peer's end
 	select {
@@ -1274,6 +1285,15 @@ func (s *Session) lingerAfterGoAway(ctx context.Context) {
 // lingerPoll is how often lingerAfterGoAway looks at the send queue.
 const lingerPoll = time.Millisecond
 
+// innerConn returns the connection that conn wraps and exposes with
+// NetConn (as *tls.Conn does), or nil.
+func innerConn(conn io.ReadWriteCloser) net.Conn {
+	if w, ok := conn.(interface{ NetConn() net.Conn }); ok {
+		return w.NetConn()
+	}
+	return nil
+}
+
 // tcpUnder returns conn if it is a TCP socket, or the TCP socket that conn
 // wraps and exposes with NetConn (as *tls.Conn does); nil for anything
 // else. Not a Unix socket: closing one with input unread drops nothing it
@@ -1281,8 +1301,8 @@ const lingerPoll = time.Millisecond
 // counts what the peer has not read, not what it has not received, so
 // lingering there would wait for the peer's application for nothing.
 func tcpUnder(conn io.ReadWriteCloser) *net.TCPConn {
-	if w, ok := conn.(interface{ NetConn() net.Conn }); ok {
-		conn = w.NetConn()
+	if inner := innerConn(conn); inner != nil {
+		conn = inner
 	}
 	c, _ := conn.(*net.TCPConn)
 	return c

@@ -1,5 +1,8 @@
 package tcpchan
 
+// Attacks that need TLS records the attacker seals itself: a TLS 1.3 peer
+// whose KeyUpdates make crypto/tls write from inside Read.
+
 import (
 	"bufio"
 	"bytes"
@@ -12,9 +15,9 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"hash"
 	"net"
-	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -121,18 +124,10 @@ func (s *tls13Sealer) keyUpdate() []byte {
 	return rec
 }
 
-// TestLingerTLSKeyUpdateHang: lingerAfterGoAway reads the tls.Conn, so it
-// handles the peer's post-handshake messages. A KeyUpdate with
-// update_requested makes crypto/tls write a KeyUpdate from inside Read,
-// under the tls.Conn's output lock and with no write deadline; a peer that
-// does not read (its receive window closed, which is exactly what keeps
-// the linger going) lets such writes fill the send buffer, and the next
-// one blocks for good. The read deadline cannot end it, and the backstop's
-// tls.Conn.Close first sends close_notify, waiting for the same lock: the
-// session never ends, and Close never returns.
-// keyUpdateVictim makes a TLS 1.3 victim session whose peer's receive
-// window is closed, its writer idle, and a sealer for the peer's records.
-func keyUpdateVictim(t *testing.T) (*Session, *attacker, net.Conn, *recordCounter, *tls13Sealer) {
+// keyUpdateVictim makes a TLS 1.3 victim session with cfg whose peer's
+// receive window is closed, its writer idle, and a sealer for the peer's
+// records.
+func keyUpdateVictim(t *testing.T, cfg *Config) (*Session, *attacker, net.Conn, *recordCounter, *tls13Sealer) {
 	serverTLS, clientTLS := testTLSConfigs(t)
 	var keyLog bytes.Buffer
 	clientTLS.KeyLogWriter = &keyLog
@@ -172,7 +167,7 @@ func keyUpdateVictim(t *testing.T) (*Session, *attacker, net.Conn, *recordCounte
 	}
 	sealer.setSecret(secret)
 
-	victim, a := newAttackOn(t, v, at, nil, attackerSettings)
+	victim, a := newAttackOn(t, v, at, cfg, attackerSettings)
 	t.Cleanup(func() { c2.Close() }) // before the attacker's tls.Conn: a raw write may be blocked on it
 	st := a.openAccepted(t, victim, 1)
 	if _, err := st.Read(make([]byte, 1)); err != nil {
@@ -217,9 +212,18 @@ func keyUpdateVictim(t *testing.T) (*Session, *attacker, net.Conn, *recordCounte
 	return victim, a, c2, rc, sealer
 }
 
+// TestLingerTLSKeyUpdateHang: after a protocol error the session lingers,
+// discarding input until the peer has its GOAWAY. It read through the
+// tls.Conn, so it handled the peer's post-handshake messages: a KeyUpdate
+// with update_requested makes crypto/tls write a KeyUpdate from inside
+// Read, under the tls.Conn's output lock and with no write deadline, and a
+// peer that does not read (its receive window closed, which is what keeps
+// the linger going) lets such writes fill the send buffer until one blocks
+// for good. The session never ended and Close never returned. The linger
+// now reads the TCP socket under the tls.Conn.
 func TestLingerTLSKeyUpdateHang(t *testing.T) {
 	t.Parallel()
-	victim, a, c2, rc, sealer := keyUpdateVictim(t)
+	victim, a, c2, rc, sealer := keyUpdateVictim(t, nil)
 	if err := a.send(unknownFrame); err != nil {
 		t.Fatal(err)
 	}
@@ -259,14 +263,12 @@ func TestLingerTLSKeyUpdateHang(t *testing.T) {
 
 // TestCloseTLSKeyUpdateHang: the same KeyUpdates from a peer that does not
 // read, with no protocol error: the reader goroutine blocks in crypto/tls's
-// answer (no write deadline), and Close, whose half-close sends
-// close_notify under the same lock, hangs. Not from c0b3bb0.
+// answer (no write deadline, under the tls.Conn's output lock), and Close,
+// whose half-close sends close_notify under the same lock, hung for good.
+// Close now bounds that write by its second.
 func TestCloseTLSKeyUpdateHang(t *testing.T) {
-	if os.Getenv("TCPCHAN_PREEXISTING") == "" {
-		t.Skip("a hang from before c0b3bb0, not fixed here: set TCPCHAN_PREEXISTING=1")
-	}
 	t.Parallel()
-	victim, _, c2, rc, sealer := keyUpdateVictim(t)
+	victim, _, c2, rc, sealer := keyUpdateVictim(t, nil)
 	sealer.seq = rc.count()
 	var raw []byte
 	for range 4000 {
@@ -279,7 +281,34 @@ func TestCloseTLSKeyUpdateHang(t *testing.T) {
 	go func() { victim.Close(); close(closed) }()
 	select {
 	case <-closed:
-	case <-time.After(5 * time.Second):
-		t.Errorf("Close did not return within 5 s (err %v)", victim.Err())
+	case <-time.After(10 * time.Second):
+		t.Errorf("Close did not return within 10 s (err %v)", victim.Err())
+	}
+}
+
+// TestFailTLSKeyUpdateHang: the same KeyUpdates from a peer that does not
+// read, and the session then fails on its own: its keepalive, as nothing is
+// heard while the reader goroutine is stuck in crypto/tls's answer. The
+// session ends: tls.Conn.Close, which would send close_notify under the
+// lock that answer holds, closes the socket at once while a Write (here
+// the keepalive's PING, blocked on that lock) is in flight.
+func TestFailTLSKeyUpdateHang(t *testing.T) {
+	t.Parallel()
+	cfg := &Config{KeepAliveInterval: 200 * time.Millisecond, KeepAliveTimeout: 300 * time.Millisecond}
+	victim, _, c2, rc, sealer := keyUpdateVictim(t, cfg)
+	sealer.seq = rc.count()
+	var raw []byte
+	for range 4000 {
+		raw = append(raw, sealer.keyUpdate()...)
+		raw = append(raw, sealer.seal(23, dataFrame(0, 1, []byte{7}))...) // needs no answer: the victim's writer stays idle
+	}
+	go c2.Write(raw)
+	select {
+	case <-victim.Done():
+		if err := victim.Err(); !errors.Is(err, ErrKeepAliveTimeout) {
+			t.Errorf("the session ended with %v, want ErrKeepAliveTimeout", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Errorf("the session did not end within 10 s (err %v)", victim.Err())
 	}
 }
