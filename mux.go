@@ -717,10 +717,13 @@ func (s *Session) closeGracefully(flushCtx, lingerCtx context.Context) error {
 		// A wrapper writes under its own lock, and crypto/tls also
 		// from inside Read (its answer to a peer's KeyUpdate) with no
 		// deadline: a peer that does not read would hold CloseWrite's
-		// close_notify, and so Close, for good, or 5 s in the best
-		// case. Its writes end with the linger.
+		// close_notify, and so Close, for good. A past write deadline
+		// is not enough: closeNotify sets its own, 5 s, once it has
+		// the lock. The socket is closed when the linger ends, as the
+		// caller closes the session then anyway (the reader goroutine
+		// sees errSessionClosed: writeShut is set).
 		if dl, ok := lingerCtx.Deadline(); ok {
-			t := time.AfterFunc(time.Until(dl), func() { inner.SetWriteDeadline(aLongTimeAgo) })
+			t := time.AfterFunc(time.Until(dl), func() { inner.Close() })
 			defer t.Stop()
 		}
 	}
@@ -1321,6 +1324,15 @@ func (s *Session) fail(err error) {
 	s.err.CompareAndSwap(nil, &err) // set already if failTellingPeer told the peer first
 	s.failOnce.Do(func() {
 		close(s.dying)
+		if inner := innerConn(s.conn); inner != nil {
+			// A wrapper's Close may write first, under its own lock:
+			// crypto/tls sends close_notify (5 s deadline) after any
+			// answer to a KeyUpdate its Read is writing with no
+			// deadline, which a peer that does not read holds for
+			// good. Closing what it wraps first ends both at once
+			// (Close's half-close sent close_notify already).
+			inner.Close()
+		}
 		s.conn.Close()
 		s.smu.Lock()
 		for _, st := range s.streams {
