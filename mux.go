@@ -1288,14 +1288,25 @@ func (s *Session) lingerAfterGoAway(ctx context.Context) {
 // lingerPoll is how often lingerAfterGoAway looks at the send queue.
 const lingerPoll = time.Millisecond
 
-// innerConn returns the connection that conn wraps and exposes with
-// NetConn (as *tls.Conn does), or nil.
+// innerConn returns the innermost connection that conn wraps and exposes
+// with NetConn (as *tls.Conn does), through any number of such wrappers
+// (one around a *tls.Conn would otherwise yield the *tls.Conn); nil if
+// conn wraps none.
 func innerConn(conn io.ReadWriteCloser) net.Conn {
-	if w, ok := conn.(interface{ NetConn() net.Conn }); ok {
-		return w.NetConn()
+	var inner net.Conn
+	for range maxWrappers {
+		w, ok := conn.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		inner = w.NetConn()
+		conn = inner
 	}
-	return nil
+	return inner
 }
+
+// maxWrappers bounds innerConn's unwrapping, should a NetConn lead back.
+const maxWrappers = 8
 
 // tcpUnder returns conn if it is a TCP socket, or the TCP socket that conn
 // wraps and exposes with NetConn (as *tls.Conn does); nil for anything

@@ -11,6 +11,7 @@ import (
 	"crypto/sha512"
 	"crypto/tls"
 	"encoding/hex"
+	"fmt"
 	"net"
 	"runtime"
 	"strings"
@@ -95,8 +96,30 @@ func stacksWith(sub string) bool {
 // whose preface has not come.)
 func TestHandshakeTimeoutTLSKeyUpdateHang(t *testing.T) {
 	t.Parallel()
+	for _, wrapped := range []bool{false, true} {
+		// Not parallel: the skip below looks at every goroutine's stack.
+		t.Run(fmt.Sprintf("wrapped=%v", wrapped), func(t *testing.T) {
+			handshakeTimeoutKeyUpdates(t, wrapped)
+		})
+	}
+}
+
+// netConnWrapper wraps a connection and exposes it with NetConn, as a
+// wrapper around a *tls.Conn might.
+type netConnWrapper struct{ net.Conn }
+
+func (w netConnWrapper) NetConn() net.Conn { return w.Conn }
+
+// handshakeTimeoutKeyUpdates is TestHandshakeTimeoutTLSKeyUpdateHang, the
+// session on the tls.Conn itself or on a wrapper of it (the socket must be
+// found under both).
+func handshakeTimeoutKeyUpdates(t *testing.T, wrapped bool) {
 	v, c2, sealer := tlsKeyUpdatePair(t)
-	victim, err := Server(v, &Config{HandshakeTimeout: 500 * time.Millisecond})
+	var conn net.Conn = v
+	if wrapped {
+		conn = netConnWrapper{v}
+	}
+	victim, err := Server(conn, &Config{HandshakeTimeout: 500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
