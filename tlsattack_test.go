@@ -124,6 +124,71 @@ func (s *tls13Sealer) keyUpdate() []byte {
 	return rec
 }
 
+// keyUpdates returns n KeyUpdates asking for an answer, each followed by
+// an application data record carrying data (crypto/tls accepts at most 16
+// records in a row that carry no data).
+func (s *tls13Sealer) keyUpdates(n int, data []byte) []byte {
+	var raw []byte
+	for range n {
+		raw = append(raw, s.keyUpdate()...)
+		raw = append(raw, s.seal(23, data)...)
+	}
+	return raw
+}
+
+// closeWithin closes s and reports whether Close returned within d.
+func closeWithin(s *Session, d time.Duration) bool {
+	closed := make(chan struct{})
+	go func() { s.Close(); close(closed) }()
+	select {
+	case <-closed:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+// handshakeBoth completes the TLS handshake of server v and client at.
+func handshakeBoth(t *testing.T, v, at *tls.Conn) {
+	t.Helper()
+	hs := make(chan error, 1)
+	go func() { hs <- v.Handshake() }()
+	if err := at.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-hs; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// clientSealer returns a sealer for the TLS 1.3 client at's records under
+// its first application traffic secret, found in keyLog (its
+// KeyLogWriter's output), from sequence number 0.
+func clientSealer(t *testing.T, at *tls.Conn, keyLog []byte) *tls13Sealer {
+	t.Helper()
+	sealer := &tls13Sealer{}
+	switch cs := at.ConnectionState().CipherSuite; cs {
+	case tls.TLS_AES_128_GCM_SHA256:
+		sealer.h, sealer.keyLen = sha256.New, 16
+	case tls.TLS_AES_256_GCM_SHA384:
+		sealer.h, sealer.keyLen = sha512.New384, 32
+	default:
+		t.Skipf("cipher suite %v", tls.CipherSuiteName(cs))
+	}
+	var secret []byte
+	sc := bufio.NewScanner(bytes.NewReader(keyLog))
+	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) == 3 && f[0] == "CLIENT_TRAFFIC_SECRET_0" {
+			secret, _ = hex.DecodeString(f[2])
+		}
+	}
+	if secret == nil {
+		t.Fatal("no client traffic secret logged")
+	}
+	sealer.setSecret(secret)
+	return sealer
+}
+
 // keyUpdateVictim makes a TLS 1.3 victim session with cfg whose peer's
 // receive window is closed, its writer idle, and a sealer for the peer's
 // records.
@@ -137,35 +202,9 @@ func keyUpdateVictim(t *testing.T, cfg *Config) (*Session, *attacker, net.Conn, 
 	c2.(*net.TCPConn).SetReadBuffer(4 << 10)
 	rc := &recordCounter{Conn: c2}
 	v, at := tls.Server(c1, serverTLS), tls.Client(rc, clientTLS)
-	hs := make(chan error, 1)
-	go func() { hs <- v.Handshake() }()
-	if err := at.Handshake(); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-hs; err != nil {
-		t.Fatal(err)
-	}
+	handshakeBoth(t, v, at)
 	rc.reset() // from here the client's records are under its traffic secret, from 0
-	sealer := &tls13Sealer{}
-	switch cs := at.ConnectionState().CipherSuite; cs {
-	case tls.TLS_AES_128_GCM_SHA256:
-		sealer.h, sealer.keyLen = sha256.New, 16
-	case tls.TLS_AES_256_GCM_SHA384:
-		sealer.h, sealer.keyLen = sha512.New384, 32
-	default:
-		t.Skipf("cipher suite %v", tls.CipherSuiteName(cs))
-	}
-	var secret []byte
-	sc := bufio.NewScanner(bytes.NewReader(keyLog.Bytes()))
-	for sc.Scan() {
-		if f := strings.Fields(sc.Text()); len(f) == 3 && f[0] == "CLIENT_TRAFFIC_SECRET_0" {
-			secret, _ = hex.DecodeString(f[2])
-		}
-	}
-	if secret == nil {
-		t.Fatal("no client traffic secret logged")
-	}
-	sealer.setSecret(secret)
+	sealer := clientSealer(t, at, keyLog.Bytes())
 
 	victim, a := newAttackOn(t, v, at, cfg, attackerSettings)
 	t.Cleanup(func() { c2.Close() }) // before the attacker's tls.Conn: a raw write may be blocked on it
@@ -231,11 +270,7 @@ func TestLingerTLSKeyUpdateHang(t *testing.T) {
 	// KeyUpdates asking for an answer, each followed by a byte of
 	// application data (crypto/tls allows 16 non-advancing records in a row).
 	sealer.seq = rc.count()
-	var raw []byte
-	for range 4000 {
-		raw = append(raw, sealer.keyUpdate()...)
-		raw = append(raw, sealer.seal(23, []byte{0})...)
-	}
+	raw := sealer.keyUpdates(4000, []byte{0})
 	go c2.Write(raw) // blocks once the victim stops reading; the cleanup's Close ends it
 	start := time.Now()
 	select {
@@ -251,11 +286,7 @@ func TestLingerTLSKeyUpdateHang(t *testing.T) {
 			}
 		}
 		t.Errorf("the session did not end within 5 s of the protocol error (err %v); blocked:\n%s", victim.Err(), strings.Join(where, "\n\n"))
-		closed := make(chan struct{})
-		go func() { victim.Close(); close(closed) }()
-		select {
-		case <-closed:
-		case <-time.After(3 * time.Second):
+		if !closeWithin(victim, 3*time.Second) {
 			t.Errorf("Close did not return within 3 s either")
 		}
 	}
@@ -272,19 +303,11 @@ func TestCloseTLSKeyUpdateHang(t *testing.T) {
 	t.Parallel()
 	victim, _, c2, rc, sealer := keyUpdateVictim(t, nil)
 	sealer.seq = rc.count()
-	var raw []byte
-	for range 4000 {
-		raw = append(raw, sealer.keyUpdate()...)
-		raw = append(raw, sealer.seal(23, dataFrame(0, 1, []byte{7}))...)
-	}
+	raw := sealer.keyUpdates(4000, dataFrame(0, 1, []byte{7}))
 	go c2.Write(raw)
 	time.Sleep(500 * time.Millisecond)
 	start := time.Now()
-	closed := make(chan struct{})
-	go func() { victim.Close(); close(closed) }()
-	select {
-	case <-closed:
-	case <-time.After(10 * time.Second):
+	if !closeWithin(victim, 10*time.Second) {
 		t.Fatalf("Close did not return within 10 s")
 	}
 	if took := time.Since(start); took > 2*time.Second {
@@ -303,11 +326,7 @@ func TestFailTLSKeyUpdateHang(t *testing.T) {
 	cfg := &Config{KeepAliveInterval: 200 * time.Millisecond, KeepAliveTimeout: 300 * time.Millisecond}
 	victim, _, c2, rc, sealer := keyUpdateVictim(t, cfg)
 	sealer.seq = rc.count()
-	var raw []byte
-	for range 4000 {
-		raw = append(raw, sealer.keyUpdate()...)
-		raw = append(raw, sealer.seal(23, dataFrame(0, 1, []byte{7}))...) // needs no answer: the victim's writer stays idle
-	}
+	raw := sealer.keyUpdates(4000, dataFrame(0, 1, []byte{7})) // DATA needs no answer: the victim's writer stays idle
 	go c2.Write(raw)
 	select {
 	case <-victim.Done():

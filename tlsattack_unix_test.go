@@ -5,12 +5,8 @@ package tcpchan
 // TLS attacks that need socket options set before connecting.
 
 import (
-	"bufio"
 	"bytes"
-	"crypto/sha256"
-	"crypto/sha512"
 	"crypto/tls"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"runtime"
@@ -49,35 +45,9 @@ func tlsKeyUpdatePair(t *testing.T) (*tls.Conn, net.Conn, *tls13Sealer) {
 	}
 	t.Cleanup(func() { c1.Close(); c2.Close() })
 	v, at := tls.Server(c1, serverTLS), tls.Client(c2, clientTLS)
-	hs := make(chan error, 1)
-	go func() { hs <- v.Handshake() }()
-	if err := at.Handshake(); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-hs; err != nil {
-		t.Fatal(err)
-	}
+	handshakeBoth(t, v, at)
 	c1.(*net.TCPConn).SetWriteBuffer(1)
-	sealer := &tls13Sealer{}
-	switch cs := at.ConnectionState().CipherSuite; cs {
-	case tls.TLS_AES_128_GCM_SHA256:
-		sealer.h, sealer.keyLen = sha256.New, 16
-	case tls.TLS_AES_256_GCM_SHA384:
-		sealer.h, sealer.keyLen = sha512.New384, 32
-	default:
-		t.Skipf("cipher suite %v", tls.CipherSuiteName(cs))
-	}
-	var secret []byte
-	sc := bufio.NewScanner(bytes.NewReader(keyLog.Bytes()))
-	for sc.Scan() {
-		if f := strings.Fields(sc.Text()); len(f) == 3 && f[0] == "CLIENT_TRAFFIC_SECRET_0" {
-			secret, _ = hex.DecodeString(f[2])
-		}
-	}
-	if secret == nil {
-		t.Fatal("no client traffic secret logged")
-	}
-	sealer.setSecret(secret) // the client has sent nothing under it yet: seq 0
+	sealer := clientSealer(t, at, keyLog.Bytes())
 	return v, c2, sealer
 }
 
@@ -147,11 +117,7 @@ func handshakeTimeoutKeyUpdates(t *testing.T, wrapped bool) {
 	case <-time.After(5 * time.Second):
 		t.Errorf("the session did not end within 5 s (HandshakeTimeout 500 ms; err %v); tls.Conn.Close blocked in closeNotify: %v",
 			victim.Err(), stacksWith("closeNotify"))
-		closed := make(chan struct{})
-		go func() { victim.Close(); close(closed) }()
-		select {
-		case <-closed:
-		case <-time.After(3 * time.Second):
+		if !closeWithin(victim, 3*time.Second) {
 			t.Errorf("Close did not return within 3 s either")
 		}
 	}
