@@ -265,8 +265,10 @@ var (
 	ErrGoAway = errors.New("tcpchan: session going away")
 	// ErrProtocol means the peer broke the protocol; the session is closed
 	// and the error says what was wrong. The peer is told with a GOAWAY
-	// carrying PROTOCOL_ERROR before the connection closes: a tcpchan peer
-	// then ends with ErrGoAway.
+	// carrying PROTOCOL_ERROR before the connection closes (a tcpchan peer
+	// then ends with ErrGoAway), if that frame goes out within a second:
+	// not to a peer that stopped reading, nor after Close or Shutdown
+	// half-closed the connection.
 	ErrProtocol = errors.New("tcpchan: protocol error")
 	// ErrHandshake means the peer's preface was missing, late, malformed or
 	// of another protocol version.

@@ -363,8 +363,14 @@ type pingWait struct {
 // session fails within HandshakeTimeout with an error wrapping ErrHandshake,
 // which Err and every stream operation then report. The only errors
 // returned are for an invalid cfg. Client owns conn from then on and closes
-// it when the session ends. If conn is a net.Conn, its addresses are the
-// session's and its streams'.
+// it when the session ends. If conn wraps another connection and exposes it
+// with NetConn, as *tls.Conn does, the session closes the innermost one
+// first (a *tls.Conn's own Close could wait for good on a write that a
+// peer not reading holds up), so a wrapper's Close should not need to write
+// (TLS sends close_notify on Close's graceful path, at its half-close); it
+// also reads the TCP socket under it directly, discarding, while it tells
+// a peer of its protocol error (see ErrProtocol). If conn is a net.Conn,
+// its addresses are the session's and its streams'.
 func Client(conn io.ReadWriteCloser, cfg *Config) (*Session, error) {
 	return newSession(conn, cfg, true)
 }
@@ -445,7 +451,10 @@ func buildSession(conn io.ReadWriteCloser, cfg *Config, client bool) (*Session, 
 // clock is the session's monotonic time in nanoseconds.
 func (s *Session) clock() int64 { return int64(time.Since(s.start)) }
 
-// Err returns nil while the session is alive, then the reason it ended: an
+// Err returns nil while the session is alive (but for the moment it takes
+// to tell a peer of its protocol error: then Err, and every call, already
+// report that error while the session sends its GOAWAY, for up to a second,
+// before Done is closed), then the reason it ended: an
 // error matching net.ErrClosed after Close, or one wrapping the cause
 // (ErrProtocol, ErrHandshake, ErrKeepAliveTimeout, ErrWriteTimeout, ErrGoAway
 // after the peer's graceful shutdown, io.ErrUnexpectedEOF when the peer

@@ -571,8 +571,7 @@ const maxDoneFills = 4
 // than maxOwnFramesWalked of the stream's own frames counts as work for
 // the reader goroutine too: only tiny frames make such runs (a read buffer
 // holds 63 frames of 1 KiB), and walking thousands of them after every
-// small Read cost more than the Reads (200,000 frames of one byte, read
-// 4 bytes at a time: 0.26-0.47 s walking all, 0.05-0.07 s with the bound).
+// small Read cost several times more than the Reads themselves.
 func (s *Session) othersBuffered(st *Stream) bool {
 	b, _ := s.br.Peek(s.br.Buffered()) // buffered: does not read
 	for walked := 0; len(b) >= headerSize; walked++ {
