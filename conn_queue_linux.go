@@ -2,7 +2,6 @@ package tcpchan
 
 import (
 	"io"
-	"net"
 	"syscall"
 	"unsafe"
 )
@@ -13,11 +12,11 @@ import (
 // anything else. Such a wrapper's Read returns one record at a time, so
 // connReader cannot tell from its reads whether the session is behind.
 func newBacklogProbe(conn io.ReadWriteCloser) func() int {
-	w, ok := conn.(interface{ NetConn() net.Conn })
-	if !ok {
+	inner := innerConn(conn)
+	if inner == nil {
 		return nil
 	}
-	return queueProbe(w.NetConn(), syscall.TIOCINQ)
+	return queueProbe(inner, syscall.TIOCINQ)
 }
 
 // newSendQueueProbe returns, for a TCP or Unix socket or a connection that
@@ -29,8 +28,8 @@ func newBacklogProbe(conn io.ReadWriteCloser) func() int {
 // a slow reader behind megabytes of buffer can take longer than
 // WriteTimeout.
 func newSendQueueProbe(conn io.ReadWriteCloser) func() int {
-	if w, ok := conn.(interface{ NetConn() net.Conn }); ok {
-		conn = w.NetConn()
+	if inner := innerConn(conn); inner != nil {
+		conn = inner
 	}
 	return queueProbe(conn, syscall.TIOCOUTQ)
 }

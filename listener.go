@@ -351,17 +351,19 @@ const prefaceGrace = time.Second
 // awaitPreface waits up to prefaceGrace for s's peer preface, and reports
 // whether it came.
 func (l *Listener) awaitPreface(s *Session) bool {
-	deadline := time.Now().Add(prefaceGrace)
+	grace := time.NewTimer(prefaceGrace)
+	defer grace.Stop()
+	poll := time.NewTicker(5 * time.Millisecond) // the handshake has no channel to wait on
+	defer poll.Stop()
 	for !s.handshakeDone.Load() {
-		if time.Now().After(deadline) {
-			return false
-		}
 		select {
+		case <-grace.C:
+			return false
 		case <-s.dying:
 			return false
 		case <-l.hardCtx.Done():
 			return false
-		case <-time.After(5 * time.Millisecond):
+		case <-poll.C:
 		}
 	}
 	return true

@@ -363,14 +363,14 @@ type pingWait struct {
 // session fails within HandshakeTimeout with an error wrapping ErrHandshake,
 // which Err and every stream operation then report. The only errors
 // returned are for an invalid cfg. Client owns conn from then on and closes
-// it when the session ends. If conn wraps another connection and exposes it
-// with NetConn, as *tls.Conn does, the session closes the innermost one
-// first (a *tls.Conn's own Close could wait for good on a write that a
-// peer not reading holds up), so a wrapper's Close should not need to write
-// (TLS sends close_notify on Close's graceful path, at its half-close); it
-// also reads the TCP socket under it directly, discarding, while it tells
-// a peer of its protocol error (see ErrProtocol). If conn is a net.Conn,
-// its addresses are the session's and its streams'.
+// it when the session ends. If conn wraps a connection that it exposes
+// with NetConn, as *tls.Conn does, the session closes that inner connection
+// before conn, so a wrapper's Close must not need to write (a *tls.Conn's
+// would send close_notify under a lock that a peer not reading can hold
+// for good; Session.Close sends it earlier, at its half-close). While it
+// tells a peer of its protocol error (see ErrProtocol), the session also
+// reads and discards from the TCP socket under such a wrapper. If conn is
+// a net.Conn, its addresses are the session's and its streams'.
 func Client(conn io.ReadWriteCloser, cfg *Config) (*Session, error) {
 	return newSession(conn, cfg, true)
 }
@@ -1272,10 +1272,7 @@ func (s *Session) lingerAfterGoAway(ctx context.Context) {
 	if !ok || sock == nil {
 		return // a pipe's writes return once read
 	}
-	queued := s.wQueue
-	if queued == nil {
-		queued = newSendQueueProbe(s.conn)
-	}
+	queued := newSendQueueProbe(sock)
 	buf := make([]byte, 16<<10)
 	for {
 		if queued != nil && queued() == 0 {
@@ -1354,24 +1351,18 @@ func (s *Session) fail(err error) {
 			inner.Close()
 		}
 		s.conn.Close()
-		s.smu.Lock()
-		for _, st := range s.streams {
-			st.mu.Lock()
-			st.stopDeadlinesLocked()
-			st.rcond.Broadcast()
-			st.wcond.Broadcast()
-			st.mu.Unlock()
-		}
-		s.smu.Unlock()
+		s.wakeStreams()
 	})
 }
 
 // wakeStreams wakes every Read and Write blocked on the session's streams,
-// to see the session's error. It must be called with no lock held.
+// to see the session's error, and stops their deadline timers, which have
+// nothing left to end. It must be called with no lock held.
 func (s *Session) wakeStreams() {
 	s.smu.Lock()
 	for _, st := range s.streams {
 		st.mu.Lock()
+		st.stopDeadlinesLocked()
 		st.rcond.Broadcast()
 		st.wcond.Broadcast()
 		st.mu.Unlock()

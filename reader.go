@@ -511,14 +511,14 @@ func (s *Session) readHeld(own *Stream) error {
 	// token under its stream's lock, so nothing changed since; a Write's
 	// session credit may have (a session WINDOW_UPDATE needs no stream
 	// lock).
-	done := own != nil && s.rt.holderWrite && own.ready(true)
-	fills := 0 // non-blocking reads since done
 	if err := s.Err(); err != nil {
 		// Nothing is read after the session's error: the reader
 		// goroutine takes the token from a Read or Write that met a
 		// protocol error to tell the peer (see readForStream).
 		return err
 	}
+	done := own != nil && s.rt.holderWrite && own.ready(true)
+	fills := 0 // non-blocking reads since done
 	for {
 		if !s.frameBuffered() {
 			switch {
@@ -867,7 +867,7 @@ func (s *Session) lockedStream(h frameHeader) (*Stream, error) {
 	st.mu.Lock()
 	if st.has(stSynPending) {
 		st.mu.Unlock()
-		return nil, protocolErrorf("%v frame for stream %d, whose SYN this side has not sent", h.typ, h.streamID)
+		return nil, errBeforeSYN(h)
 	}
 	if st.has(stRemoved) {
 		// Finished (the writer sent the last FIN) between the lookup and
@@ -881,6 +881,12 @@ func (s *Session) lockedStream(h frameHeader) (*Stream, error) {
 		return nil, s.resetFrame(byPeer, h)
 	}
 	return st, nil
+}
+
+// errBeforeSYN is the protocol error of frame h for a stream of this side
+// whose SYN has not gone out: the peer cannot know the stream yet.
+func errBeforeSYN(h frameHeader) error {
+	return protocolErrorf("%v frame for stream %d, whose SYN this side has not sent", h.typ, h.streamID)
 }
 
 // resetFrame charges a frame h for a stream already reset: a glitch if the
@@ -992,7 +998,7 @@ func (s *Session) handleData(h frameHeader) error {
 	st.mu.Lock()
 	if st.has(stSynPending) {
 		st.mu.Unlock()
-		return protocolErrorf("DATA frame for stream %d, whose SYN this side has not sent", h.streamID)
+		return errBeforeSYN(h)
 	}
 	if int64(n) > st.recvAvail {
 		avail := st.recvAvail
