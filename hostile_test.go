@@ -171,6 +171,13 @@ func (a *attacker) openRead(t *testing.T, victim *Session) *Stream {
 	return st
 }
 
+// freeToken is freeTokenAttacked with the attacker sending st (its stream
+// 1) the byte.
+func (a *attacker) freeToken(t *testing.T, victim *Session, st *Stream) {
+	t.Helper()
+	freeTokenAttacked(t, victim, st, func() { a.send(dataFrame(0, 1, []byte("x"))) })
+}
+
 // unknownFrame is a frame of type 9, which no version defines: a protocol
 // error for the victim.
 var unknownFrame = []byte{9, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0}
@@ -741,7 +748,7 @@ func TestHugeDataLengthIsProtocolError(t *testing.T) {
 			if reading {
 				// A Read of one byte holds the token: it returns after the
 				// first frame, looking at what follows.
-				freeTokenAttacked(t, victim, st, func() { a.send(dataFrame(0, 1, []byte("x"))) })
+				a.freeToken(t, victim, st)
 				go st.Read(make([]byte, 1))
 				waitFor(t, "the Read to hold the token", func() bool { return holderOf(victim) == st })
 				victim.rt.mu.Lock()
@@ -796,7 +803,7 @@ func TestProtocolErrorToldPeer(t *testing.T) {
 				}
 			}()
 			if reading {
-				freeTokenAttacked(t, victim, st, func() { a.send(dataFrame(0, 1, []byte("x"))) })
+				a.freeToken(t, victim, st)
 				go st.Read(make([]byte, 1))
 				waitFor(t, "the Read to hold the token", func() bool { return holderOf(victim) == st })
 				victim.rt.mu.Lock()
@@ -999,7 +1006,7 @@ func TestTokenHoldingReadInWindow(t *testing.T) {
 	t.Parallel()
 	victim, a := newAttack(t, nil, true)
 	st := a.openRead(t, victim)
-	freeTokenAttacked(t, victim, st, func() { a.send(dataFrame(0, 1, []byte("x"))) })
+	a.freeToken(t, victim, st)
 	read := make(chan error, 1)
 	go func() {
 		_, err := st.Read(make([]byte, 1))
@@ -1039,7 +1046,7 @@ func TestTurnAfterHandOffReadsNothing(t *testing.T) {
 	victim, a := newAttack(t, nil, true)
 	st := a.openRead(t, victim)
 	frames := a.collectToEnd()
-	freeTokenAttacked(t, victim, st, func() { a.send(dataFrame(0, 1, []byte("x"))) })
+	a.freeToken(t, victim, st)
 	read := readHolding(t, victim, st, 1)
 
 	rt := &victim.rt
@@ -1236,7 +1243,7 @@ func TestCreditWaitingWriteMeetsProtocolError(t *testing.T) {
 	victim, a := newAttack(t, nil, true)
 	st := a.openRead(t, victim)
 	frames := a.collectToEnd()
-	freeTokenAttacked(t, victim, st, func() { a.send(dataFrame(0, 1, []byte("x"))) })
+	a.freeToken(t, victim, st)
 	wrote := make(chan error, 1)
 	go func() {
 		_, err := st.Write(make([]byte, 300<<10)) // beyond the stream window
