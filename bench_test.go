@@ -1,6 +1,7 @@
 package tcpchan
 
 import (
+	"bytes"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -507,3 +508,68 @@ func BenchmarkTLSStartupRTT(b *testing.B) {
 type countWriter struct{ n *atomic.Int64 }
 
 func (w countWriter) Write(p []byte) (int, error) { w.n.Add(int64(len(p))); return len(p), nil }
+
+// BenchmarkTinyFramesSmallReads: the peer sends DATA in frames of 1 byte
+// (a hostile peer, written by hand here, or one that frames every byte)
+// and the application reads 4 bytes at a time; ns/op is per byte (B/op
+// counts the peer's frames, built by the benchmark). The baseline reads
+// raw TCP 4 bytes at a time. A Read holding the read token
+// looks at the frames buffered behind its own (othersBuffered); that look
+// stops after maxOwnFramesWalked headers, where it used to walk the whole
+// read buffer, about 5,000 such frames, after every Read.
+func BenchmarkTinyFramesSmallReads(b *testing.B) {
+	// Rounds stay within the stream window less the credit a reader may
+	// hold back (three quarters of it), so the peer never overruns it.
+	const round = 60000
+	b.Run("tcp", func(b *testing.B) {
+		w, r := benchPair(b, "tcp")
+		go func() {
+			buf := make([]byte, 16<<10)
+			for sent := 0; sent < b.N; sent += len(buf) {
+				if _, err := w.Write(buf[:min(len(buf), b.N-sent)]); err != nil {
+					return
+				}
+			}
+		}()
+		readSmall(b, r, 0, nil)
+	})
+	b.Run("tcpchan", func(b *testing.B) {
+		victim, a := newAttack(b, nil, true)
+		a.drain()
+		st := a.openAccepted(b, victim, 1)
+		if _, err := st.Read(make([]byte, 1)); err != nil { // the SYN's byte
+			b.Fatal(err)
+		}
+		frame := dataFrame(0, 1, []byte{7})
+		next := make(chan struct{}, 1)
+		go func() {
+			for sent := 0; sent < b.N; sent += round {
+				a.send(bytes.Repeat(frame, min(round, b.N-sent)))
+				if _, ok := <-next; !ok {
+					return
+				}
+			}
+		}()
+		defer close(next)
+		readSmall(b, st, round, func() { next <- struct{}{} })
+	})
+}
+
+// readSmall reads b.N bytes from r 4 at a time, timing it, and calls
+// roundDone, if not nil, after every round bytes.
+func readSmall(b *testing.B, r io.Reader, round int, roundDone func()) {
+	buf := make([]byte, 4)
+	b.SetBytes(1)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for got := 0; got < b.N; {
+		n, err := r.Read(buf[:min(len(buf), b.N-got)])
+		if err != nil {
+			b.Fatal(err)
+		}
+		if roundDone != nil && (got+n)/round > got/round {
+			roundDone()
+		}
+		got += n
+	}
+}

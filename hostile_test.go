@@ -56,13 +56,13 @@ type attacker struct {
 // connection (net.Pipe, or TCP loopback if tcp is set) and an attacker that
 // has exchanged prefaces on the other. Both are closed when the test ends,
 // and the victim's goroutines must exit.
-func newAttack(t *testing.T, cfg *Config, tcp bool) (*Session, *attacker) {
+func newAttack(t testing.TB, cfg *Config, tcp bool) (*Session, *attacker) {
 	t.Helper()
 	return newAttackWith(t, cfg, tcp, attackerSettings)
 }
 
 // newAttackWith is newAttack with an attacker announcing ps.
-func newAttackWith(t *testing.T, cfg *Config, tcp bool, ps settings) (*Session, *attacker) {
+func newAttackWith(t testing.TB, cfg *Config, tcp bool, ps settings) (*Session, *attacker) {
 	t.Helper()
 	var c1, c2 net.Conn
 	if tcp {
@@ -75,7 +75,7 @@ func newAttackWith(t *testing.T, cfg *Config, tcp bool, ps settings) (*Session, 
 
 // newAttackOn is newAttackWith on a given connection: the victim on
 // victimEnd, the attacker on attackerEnd.
-func newAttackOn(t *testing.T, victimEnd, attackerEnd net.Conn, cfg *Config, ps settings) (*Session, *attacker) {
+func newAttackOn(t testing.TB, victimEnd, attackerEnd net.Conn, cfg *Config, ps settings) (*Session, *attacker) {
 	t.Helper()
 	victim, err := Server(victimEnd, cfg)
 	if err != nil {
@@ -96,7 +96,7 @@ func handshake(t *testing.T, conn net.Conn) *attacker {
 }
 
 // handshakeWith is handshake announcing ps instead of attackerSettings.
-func handshakeWith(t *testing.T, conn net.Conn, ps settings) *attacker {
+func handshakeWith(t testing.TB, conn net.Conn, ps settings) *attacker {
 	t.Helper()
 	a := &attacker{conn: conn, br: bufio.NewReaderSize(conn, 64<<10)}
 	sent := make(chan error, 1)
@@ -147,7 +147,7 @@ func (a *attacker) flood(from, n int, frame func(i int) []byte) int {
 
 // openAccepted opens stream id with one byte of data and returns it as the
 // victim's application accepted it.
-func (a *attacker) openAccepted(t *testing.T, victim *Session, id uint32) *Stream {
+func (a *attacker) openAccepted(t testing.TB, victim *Session, id uint32) *Stream {
 	t.Helper()
 	if err := a.send(dataFrame(flagSYN, id, []byte("x"))); err != nil {
 		t.Fatal(err)
