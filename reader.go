@@ -480,8 +480,10 @@ func (s *Session) readForStream(st *Stream) {
 			// could not end it. The error is the session's at once,
 			// so the call returns it, and the reader goroutine, woken
 			// to take the token, tells the peer and ends the session
-			// (see readHeld).
-			s.err.CompareAndSwap(nil, &err)
+			// (see readHeld). cause, not err, is stored: taking err's
+			// address would move it to the heap on every call.
+			cause := err
+			s.err.CompareAndSwap(nil, &cause)
 			s.releaseReadToken(true)
 			return
 		}

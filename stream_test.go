@@ -1175,3 +1175,49 @@ func TestReadAsCloseRunsGrowsNothing(t *testing.T) {
 		t.Errorf("session window growth = %d with only a closed stream", g)
 	}
 }
+
+// TestSteadyStateNoAllocs checks that Write and Read on an open stream
+// allocate nothing, whether the Read finds the data already buffered or
+// waits for it, reading the connection itself. Not parallel: AllocsPerRun
+// counts every goroutine's allocations.
+func TestSteadyStateNoAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	for _, tc := range []struct {
+		name  string
+		pair  func(testing.TB, *Config, *Config) (*Session, *Session)
+		echo  bool // a round trip through an echoing goroutine, so each Read waits
+		bytes int
+	}{
+		{"tcp/write-read", tcpSessions, false, 1024},
+		{"tcp/ping-pong", tcpSessions, true, 64},
+		{"pipe/write-read", pipeSessions, false, 1024},
+		{"pipe/ping-pong", pipeSessions, true, 64},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client, server := tc.pair(t, nil, nil)
+			a, b := streamPair(t, client, server)
+			near, far := a, b
+			if tc.echo {
+				go io.Copy(b, b)
+				far = a
+			}
+			buf := make([]byte, tc.bytes)
+			roundTrip := func() {
+				if _, err := near.Write(buf); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := io.ReadFull(far, buf); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for range 100 { // past any first-use allocation and window growth
+				roundTrip()
+			}
+			if n := testing.AllocsPerRun(1000, roundTrip); n != 0 {
+				t.Errorf("%v allocations per Write and Read, want 0", n)
+			}
+		})
+	}
+}

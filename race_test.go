@@ -1,0 +1,5 @@
+//go:build race
+
+package tcpchan
+
+const raceEnabled = true
