@@ -1177,46 +1177,73 @@ func TestReadAsCloseRunsGrowsNothing(t *testing.T) {
 }
 
 // TestSteadyStateNoAllocs checks that Write and Read on an open stream
-// allocate nothing, whether the Read finds the data already buffered or
-// waits for it, reading the connection itself. Not parallel: AllocsPerRun
-// counts every goroutine's allocations.
+// allocate nothing: a Read that finds the data buffered, one that waits for
+// it and reads the connection itself, and Writes that wait for credit.
+// Not parallel: AllocsPerRun counts every goroutine's allocations.
 func TestSteadyStateNoAllocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates")
 	}
+	type mode int
+	const (
+		writeRead mode = iota // Write, then Read in the same goroutine
+		pingPong              // a round trip through an echoing goroutine
+		bulk                  // 32 KiB Writes to a goroutine that reads
+	)
 	for _, tc := range []struct {
-		name  string
-		pair  func(testing.TB, *Config, *Config) (*Session, *Session)
-		echo  bool // a round trip through an echoing goroutine, so each Read waits
-		bytes int
+		name string
+		pair func(testing.TB, *Config, *Config) (*Session, *Session)
+		mode mode
 	}{
-		{"tcp/write-read", tcpSessions, false, 1024},
-		{"tcp/ping-pong", tcpSessions, true, 64},
-		{"pipe/write-read", pipeSessions, false, 1024},
-		{"pipe/ping-pong", pipeSessions, true, 64},
+		{"tcp/write-read", tcpSessions, writeRead},
+		{"tcp/ping-pong", tcpSessions, pingPong},
+		{"tcp/bulk", tcpSessions, bulk},
+		{"pipe/write-read", pipeSessions, writeRead},
+		{"pipe/ping-pong", pipeSessions, pingPong},
+		{"pipe/bulk", pipeSessions, bulk},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			client, server := tc.pair(t, nil, nil)
 			a, b := streamPair(t, client, server)
-			near, far := a, b
-			if tc.echo {
-				go io.Copy(b, b)
-				far = a
-			}
-			buf := make([]byte, tc.bytes)
-			roundTrip := func() {
-				if _, err := near.Write(buf); err != nil {
-					t.Fatal(err)
+			var op func()
+			switch tc.mode {
+			case writeRead, pingPong:
+				buf := make([]byte, 1024)
+				far := b
+				if tc.mode == pingPong {
+					buf = buf[:64]
+					go io.Copy(b, b)
+					far = a
 				}
-				if _, err := io.ReadFull(far, buf); err != nil {
-					t.Fatal(err)
+				op = func() {
+					if _, err := a.Write(buf); err != nil {
+						t.Error(err)
+					}
+					if _, err := io.ReadFull(far, buf); err != nil {
+						t.Error(err)
+					}
+				}
+			case bulk:
+				go func() {
+					buf := make([]byte, 64<<10)
+					for {
+						if _, err := b.Read(buf); err != nil {
+							return
+						}
+					}
+				}()
+				buf := make([]byte, 32<<10)
+				op = func() {
+					if _, err := a.Write(buf); err != nil {
+						t.Error(err)
+					}
 				}
 			}
-			for range 100 { // past any first-use allocation and window growth
-				roundTrip()
+			for range 100 { // past any first use and window growth
+				op()
 			}
-			if n := testing.AllocsPerRun(1000, roundTrip); n != 0 {
-				t.Errorf("%v allocations per Write and Read, want 0", n)
+			if n := testing.AllocsPerRun(1000, op); n != 0 {
+				t.Errorf("%v allocations per operation, want 0", n)
 			}
 		})
 	}
