@@ -35,7 +35,14 @@ var (
 // A Dialer is safe for concurrent use and must not be copied after first
 // use.
 //
-// Concurrent first dials to an address share one connection. A session
+// Concurrent first dials to an address share one connection. Until the
+// server's preface arrives on it, a round trip after the connect, its
+// stream limit is unknown: meanwhile the Dialer opens at most 100 streams
+// on the new session (the limit that another session to the address
+// learned, if there is one), and further dials wait for the preface, then
+// go on that session or, if the limit is reached, on a new one. A server
+// allowing fewer than 100 streams may refuse the surplus of a first burst
+// (set MaxStreamsPerSession to its limit to avoid that). A session
 // that has ended is forgotten at once (a goroutine per pooled session
 // waits for its end; Close waits for them), also if its address is never
 // dialed again, and one that received GOAWAY from its server is replaced
@@ -66,8 +73,9 @@ type Dialer struct {
 	// session (Session.NumStreams): when every session to an address has
 	// that many, the next dial opens another connection, as HTTP/2 clients
 	// do. The server's own limit (its MaxIncomingStreams, announced when
-	// the session starts) is respected the same way without it. Zero means
-	// no cap but the server's.
+	// the session starts) is respected the same way without it, and
+	// before it is known, the assumed one (see above). Zero means no cap
+	// but the server's.
 	MaxStreamsPerSession int
 
 	group singleflight.Group
@@ -114,9 +122,22 @@ func (d *Dialer) DialStream(ctx context.Context, network, address string) (*Stre
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("tcpchan: dial %s %s: %w", network, address, err)
 		}
-		st, err := d.openPooled(key, fresh)
+		st, unknown, err := d.openPooled(key, fresh)
 		if st != nil || err != nil {
 			return st, err
+		}
+		if unknown != nil {
+			// Its server's limit is still unknown and its share of
+			// streams for the meantime is taken: wait for the preface
+			// (a round trip after the connect) rather than open a
+			// stream the server may refuse, or a connection it may
+			// not need.
+			select {
+			case <-unknown.peerKnown:
+			case <-unknown.Done():
+			case <-ctx.Done():
+			}
+			continue
 		}
 		// No session can take the stream: dial one (or join the dial
 		// already under way), then try again.
@@ -128,25 +149,36 @@ func (d *Dialer) DialStream(ctx context.Context, network, address string) (*Stre
 }
 
 // openPooled opens a stream on a usable pooled session for key, forgetting
-// sessions that have ended or received GOAWAY. It returns (nil, nil) if no
-// session can take another stream. If fresh, the session just dialed for
-// this call, turns out unusable, it returns why rather than redial.
-func (d *Dialer) openPooled(key string, fresh *Session) (*Stream, error) {
+// sessions that have ended or received GOAWAY. If no session can take
+// another stream it returns no stream, and a session to wait for if one
+// may be able to once its server's preface has arrived. If fresh, the
+// session just dialed for this call, turns out unusable, it returns why
+// rather than redial.
+func (d *Dialer) openPooled(key string, fresh *Session) (*Stream, *Session, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
-		return nil, errDialerClosed
+		return nil, nil, errDialerClosed
 	}
 	var found *Stream
+	var unknown *Session
 	pool := d.pools[key]
+	assumed := assumedPeerLimit(pool)
 	kept := pool[:0]
 	for _, s := range pool {
 		if !s.canOpen() {
 			d.retireLocked(s)
 			continue
 		}
-		if found == nil && s.hasRoom(d.MaxStreamsPerSession) {
-			st, err := s.OpenStream()
+		if found == nil {
+			room, wait := s.hasRoom(d.MaxStreamsPerSession, assumed)
+			if wait && unknown == nil {
+				unknown = s
+			}
+			var err error
+			if room {
+				found, err = s.OpenStream()
+			}
 			switch {
 			case errors.Is(err, ErrStreamRefused):
 				// Full after all (a stream opened on it directly): it
@@ -154,8 +186,6 @@ func (d *Dialer) openPooled(key string, fresh *Session) (*Stream, error) {
 			case err != nil: // it died or got GOAWAY just now
 				d.retireLocked(s)
 				continue
-			default:
-				found = st
 			}
 		}
 		kept = append(kept, s)
@@ -167,16 +197,43 @@ func (d *Dialer) openPooled(key string, fresh *Session) (*Stream, error) {
 		d.pools[key] = kept
 	}
 	if found != nil {
-		return found, nil
+		return found, nil, nil
 	}
 	if fresh != nil && !fresh.canOpen() {
 		if err := fresh.Err(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		return nil, fmt.Errorf("%w: the server sent GOAWAY on a new connection", ErrGoAway)
+		return nil, nil, fmt.Errorf("%w: the server sent GOAWAY on a new connection", ErrGoAway)
 	}
-	return nil, nil
+	return nil, unknown, nil
 }
+
+// assumedPeerLimit is the stream limit the Dialer assumes for a session
+// whose server's preface has not arrived yet: the limit another session in
+// pool learned from the same address, or else coldSessionStreams.
+func assumedPeerLimit(pool []*Session) uint32 {
+	for _, s := range pool {
+		select {
+		case <-s.peerKnown:
+			s.smu.Lock()
+			limit := s.peer.maxStreams
+			s.smu.Unlock()
+			return limit
+		default:
+		}
+	}
+	return coldSessionStreams
+}
+
+// coldSessionStreams is how many streams the Dialer opens on a new session
+// before its server's preface announces the server's MaxIncomingStreams, as
+// HTTP/2 clients assume 100 concurrent streams until the server's SETTINGS
+// arrive. Up to that many dials need no round trip beyond the connect;
+// beyond it a burst of dials waits for the preface rather than open
+// streams a server with a lower limit would refuse. A server whose limit
+// is lower still can refuse the difference, once per address while the
+// Dialer keeps a session to it (MaxStreamsPerSession avoids that).
+const coldSessionStreams = 100
 
 // retireLocked takes s out of its pool: forgotten if it has ended, kept
 // for Close until it ends (then forget drops it) if it only received
@@ -189,8 +246,9 @@ func (d *Dialer) retireLocked(s *Session) {
 
 // usableLocked reports whether a pooled session for key can take a stream.
 func (d *Dialer) usableLocked(key string) bool {
+	assumed := assumedPeerLimit(d.pools[key])
 	for _, s := range d.pools[key] {
-		if s.canOpen() && s.hasRoom(d.MaxStreamsPerSession) {
+		if room, _ := s.hasRoom(d.MaxStreamsPerSession, assumed); room && s.canOpen() {
 			return true
 		}
 	}
@@ -400,16 +458,25 @@ func (s *Session) canOpen() bool {
 	return !s.goAwaySent && !s.goAwayRecv && s.nextID <= maxStreamID
 }
 
-// hasRoom reports whether the session can open a stream now: the Dialer's
-// cap (max, if positive) and the peer's stream limit leave room. One
-// without stays pooled: its streams end and make room.
-func (s *Session) hasRoom(max int) bool {
+// hasRoom reports whether the Dialer can open a stream on the session now:
+// the Dialer's cap (max, if positive) and the peer's stream limit leave
+// room, and so does assumed while that limit is unknown. One without stays
+// pooled: its streams end and make room. If only assumed stands in the
+// way, wait reports that the peer's preface may make room.
+func (s *Session) hasRoom(max int, assumed uint32) (room, wait bool) {
 	if max > 0 && s.NumStreams() >= max {
-		return false
+		return false, false
 	}
 	s.smu.Lock()
 	defer s.smu.Unlock()
-	return !s.atPeerLimitLocked()
+	select {
+	case <-s.peerKnown:
+	default:
+		if uint64(s.outgoing) >= uint64(assumed) {
+			return false, true
+		}
+	}
+	return !s.atPeerLimitLocked(), false
 }
 
 // atPeerLimitLocked reports whether this side has as many streams open as

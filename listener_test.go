@@ -1601,3 +1601,117 @@ func TestDialerClosesGoneAwaySessionWithServerStream(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// slowStartConn delays its first Read, as a long link delays the server's
+// first bytes (its preface) by a round trip after the connect.
+type slowStartConn struct {
+	net.Conn
+	delay time.Duration
+	once  sync.Once
+}
+
+func (c *slowStartConn) Read(b []byte) (int, error) {
+	c.once.Do(func() { time.Sleep(c.delay) })
+	return c.Conn.Read(b)
+}
+
+// TestDialerColdBurst: a burst of dials to an address the Dialer has no
+// session to. The dials all go out before the server's preface announces
+// its limit. Against a limit of 100 (or more) none may be refused, and no
+// more connections may be opened than the limit needs. Against a lower
+// limit the first session's surplus is refused, but not the next ones':
+// they take the limit the first session learned.
+func TestDialerColdBurst(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		limit, wantRefused, wantConns int
+	}{
+		{limit: 100, wantRefused: 0, wantConns: 3},
+		{limit: 40, wantRefused: 100 - 40, wantConns: 1 + (250-100+39)/40},
+	} {
+		t.Run(fmt.Sprintf("limit=%d", tc.limit), func(t *testing.T) {
+			t.Parallel()
+			testDialerColdBurst(t, 250, tc.limit, tc.wantRefused, tc.wantConns)
+		})
+	}
+}
+
+func testDialerColdBurst(t *testing.T, dials, limit, wantRefused, wantConns int) {
+	inner := listenCounting(t, "127.0.0.1:0")
+	ln := NewListener(inner, &Config{MaxIncomingStreams: limit})
+	shutdownListener(t, ln)
+	go func() {
+		for {
+			st, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				io.Copy(st, st)
+				st.Close()
+			}()
+		}
+	}()
+	d := &Dialer{DialConn: func(ctx context.Context, network, address string) (net.Conn, error) {
+		var nd net.Dialer
+		c, err := nd.DialContext(ctx, network, address)
+		if err != nil {
+			return nil, err
+		}
+		return &slowStartConn{Conn: c, delay: 50 * time.Millisecond}, nil
+	}}
+	defer d.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var echoed sync.WaitGroup
+	release := make(chan struct{}) // streams stay open until all have echoed
+	errs := make(chan error, dials)
+	for i := range dials {
+		echoed.Add(1)
+		go func() {
+			var st *Stream
+			err := func() error {
+				defer echoed.Done()
+				var err error
+				st, err = d.DialStream(ctx, "tcp", ln.Addr().String())
+				if err != nil {
+					return err
+				}
+				st.SetDeadline(time.Now().Add(10 * time.Second))
+				msg := fmt.Sprint(i)
+				if _, err := st.Write([]byte(msg)); err != nil {
+					return err
+				}
+				buf := make([]byte, len(msg))
+				if _, err := io.ReadFull(st, buf); err != nil {
+					return err
+				}
+				if string(buf) != msg {
+					return fmt.Errorf("echo %q, want %q", buf, msg)
+				}
+				return nil
+			}()
+			errs <- err
+			if st != nil {
+				<-release
+				st.Close()
+			}
+		}()
+	}
+	echoed.Wait()
+	close(release)
+	refused := 0
+	for range dials {
+		if err := <-errs; errors.Is(err, ErrStreamRefused) {
+			refused++
+		} else if err != nil {
+			t.Error(err)
+		}
+	}
+	if refused != wantRefused {
+		t.Errorf("%d of %d streams refused, want %d", refused, dials, wantRefused)
+	}
+	if n := inner.count(); n != wantConns {
+		t.Errorf("the server accepted %d connections, want %d", n, wantConns)
+	}
+}

@@ -295,6 +295,7 @@ type Session struct {
 	goAwaySent    bool          // Shutdown: refuse new streams
 	goAwayRecv    bool          // peer's GOAWAY: open no new streams
 	goingAway     chan struct{} // closed at the peer's first GOAWAY
+	peerKnown     chan struct{} // closed once the peer's preface settings apply
 	acceptCh      chan *Stream
 	lastFound     atomic.Pointer[Stream] // the reader's last lookup, while in streams
 
@@ -422,6 +423,7 @@ func buildSession(conn io.ReadWriteCloser, cfg *Config, client bool) (*Session, 
 		pings:      make(map[uint32]pingWait),
 		dying:      make(chan struct{}),
 		goingAway:  make(chan struct{}),
+		peerKnown:  make(chan struct{}),
 		writerDone: make(chan struct{}),
 		done:       make(chan struct{}),
 	}

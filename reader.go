@@ -758,6 +758,7 @@ func (s *Session) applyPeerSettings(ps settings) {
 	s.smu.Lock()
 	delta := int64(ps.streamWindow) - int64(s.peer.streamWindow)
 	s.peer = ps
+	close(s.peerKnown)
 	for _, st := range s.streams {
 		st.mu.Lock()
 		st.sendCredit += delta
