@@ -1602,16 +1602,17 @@ func TestDialerClosesGoneAwaySessionWithServerStream(t *testing.T) {
 	}
 }
 
-// slowStartConn delays its first Read, as a long link delays the server's
-// first bytes (its preface) by a round trip after the connect.
-type slowStartConn struct {
+// gatedReadConn holds its first Read until gate is closed: a long link
+// delays the server's first bytes (its preface) by a round trip after the
+// connect.
+type gatedReadConn struct {
 	net.Conn
-	delay time.Duration
-	once  sync.Once
+	gate <-chan struct{}
+	once sync.Once
 }
 
-func (c *slowStartConn) Read(b []byte) (int, error) {
-	c.once.Do(func() { time.Sleep(c.delay) })
+func (c *gatedReadConn) Read(b []byte) (int, error) {
+	c.once.Do(func() { <-c.gate })
 	return c.Conn.Read(b)
 }
 
@@ -1652,19 +1653,33 @@ func testDialerColdBurst(t *testing.T, dials, limit, wantRefused, wantConns int)
 			}()
 		}
 	}()
+	// The first session's preface is held back until the burst has opened
+	// what it may on it; the later ones' by 50 ms.
+	firstGate := make(chan struct{})
+	openFirstGate := sync.OnceFunc(func() { close(firstGate) })
+	var conns atomic.Int32
 	d := &Dialer{DialConn: func(ctx context.Context, network, address string) (net.Conn, error) {
 		var nd net.Dialer
 		c, err := nd.DialContext(ctx, network, address)
 		if err != nil {
 			return nil, err
 		}
-		return &slowStartConn{Conn: c, delay: 50 * time.Millisecond}, nil
+		gate := (<-chan struct{})(firstGate)
+		if conns.Add(1) > 1 {
+			later := make(chan struct{})
+			time.AfterFunc(50*time.Millisecond, func() { close(later) })
+			gate = later
+		}
+		return &gatedReadConn{Conn: c, gate: gate}, nil
 	}}
 	defer d.Close()
+	defer openFirstGate() // before Close: the session's reader waits on it
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var echoed sync.WaitGroup
 	release := make(chan struct{}) // streams stay open until all have echoed
+	releaseAll := sync.OnceFunc(func() { close(release) })
+	defer releaseAll()
 	errs := make(chan error, dials)
 	for i := range dials {
 		echoed.Add(1)
@@ -1698,8 +1713,13 @@ func testDialerColdBurst(t *testing.T, dials, limit, wantRefused, wantConns int)
 			}
 		}()
 	}
+	waitFor(t, "the burst's streams on the first session", func() bool {
+		ss := dialerSessions(d)
+		return len(ss) > 0 && ss[0].NumStreams() >= min(dials, coldSessionStreams)
+	})
+	openFirstGate()
 	echoed.Wait()
-	close(release)
+	releaseAll()
 	refused := 0
 	for range dials {
 		if err := <-errs; errors.Is(err, ErrStreamRefused) {
