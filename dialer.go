@@ -22,7 +22,8 @@ var (
 // Dialer opens streams to servers, keeping one client Session per address
 // and opening every stream on it: a program that dials the same server
 // many times (an http.Client, a gRPC-style dial function) uses one
-// connection, and a stream costs no round trip once that connection is up.
+// connection, and a stream costs no round trip once that connection is up
+// (but for a burst of more than 100 first dials: see below).
 //
 // The zero value is ready to use. Plug it into anything that takes a dial
 // function, e.g. http.Transport{DialContext: d.DialContext}, or, for APIs
@@ -39,17 +40,20 @@ var (
 // server's preface arrives on it, a round trip after the connect, its
 // stream limit is unknown: meanwhile the Dialer opens at most 100 streams
 // on the new session (the limit that another session to the address
-// learned, if there is one), and further dials wait for the preface, then
-// go on that session or, if the limit is reached, on a new one. A server
-// allowing fewer than 100 streams may refuse the surplus of a first burst
-// (set MaxStreamsPerSession to its limit to avoid that). A session
-// that has ended is forgotten at once (a goroutine per pooled session
-// waits for its end; Close waits for them), also if its address is never
-// dialed again, and one that received GOAWAY from its server is replaced
-// on the next dial and closed (Session.Shutdown) once its streams are
-// done, as HTTP/2 clients close such a connection when it goes idle
-// (streams the server opened on it, which nobody accepts, are refused): a
-// dial never hands out a stream on a session known to be dead.
+// learned, if there is one), and further dials wait for the preface (up
+// to HandshakeTimeout for a server that never sends one, then on a new
+// connection), then go on that session or, if the limit is reached, on a
+// new one. A server allowing fewer than 100 streams may refuse the surplus
+// of a first burst (set MaxStreamsPerSession to its limit to avoid that).
+// A session that has ended is forgotten at once (a goroutine per pooled
+// session waits for its end; Close waits for them), also if its address
+// is never dialed again, and one that received GOAWAY from its server, or
+// whose server allows no streams at all, is replaced on the next dial and
+// closed (Session.Shutdown) once its streams are done, as HTTP/2 clients
+// close such a connection when it goes idle (streams the server opened on
+// it, which nobody accepts, are refused): a dial never hands out a stream
+// on a session known to be dead. A dial whose new connection's server
+// allows no streams fails with ErrStreamRefused.
 // Its own streams are not retried, since a stream opens without a round
 // trip: if the session dies after the dial (or the server had already
 // closed it and its FIN has not arrived yet), the stream's Read and Write
@@ -203,6 +207,11 @@ func (d *Dialer) openPooled(key string, fresh *Session) (*Stream, *Session, erro
 		if err := fresh.Err(); err != nil {
 			return nil, nil, err
 		}
+		if fresh.allowsNoStreams() {
+			// Another connection would most likely announce the same:
+			// one per dial, as for a session that refuses the stream.
+			return nil, nil, fmt.Errorf("%w: the server allows no streams (its MaxIncomingStreams is 0)", ErrStreamRefused)
+		}
 		return nil, nil, fmt.Errorf("%w: the server sent GOAWAY on a new connection", ErrGoAway)
 	}
 	return nil, unknown, nil
@@ -244,11 +253,14 @@ func (d *Dialer) retireLocked(s *Session) {
 	}
 }
 
-// usableLocked reports whether a pooled session for key can take a stream.
+// usableLocked reports whether a pooled session for key can take a stream,
+// now or once its server's preface has arrived.
 func (d *Dialer) usableLocked(key string) bool {
 	assumed := assumedPeerLimit(d.pools[key])
 	for _, s := range d.pools[key] {
-		if room, _ := s.hasRoom(d.MaxStreamsPerSession, assumed); room && s.canOpen() {
+		// One waiting for its server's preface counts too: the caller
+		// goes back to openPooled, which waits for it.
+		if room, wait := s.hasRoom(d.MaxStreamsPerSession, assumed); (room || wait) && s.canOpen() {
 			return true
 		}
 	}
@@ -378,23 +390,33 @@ func (d *Dialer) dialNew(key, network, address string) (*Session, error) {
 	d.mu.Unlock()
 	// Forget the session once it ends, also if its address is never
 	// dialed again: a dead session still holds its buffers. One whose
-	// server sent GOAWAY opens no more streams: close it once its streams
-	// are done, as HTTP/2 clients close such a connection when it goes
-	// idle, rather than keep it until the server closes it (a server
-	// whose Shutdown gave up may never do).
+	// server sent GOAWAY, or allows no streams, opens no more: close it
+	// once its streams are done, as HTTP/2 clients close such a
+	// connection when it goes idle, rather than keep it until the server
+	// closes it (a server whose Shutdown gave up may never do).
 	go func() {
 		defer d.watching.Done()
-		select {
-		case <-s.Done():
-		case <-s.goingAway:
-			// Nobody accepts streams on a Dialer's session: refuse those
-			// the server opened (safe for it to retry), or Shutdown waits
-			// for them until Close.
-			s.refuseIncoming()
-			s.Shutdown(closing) // Close closes s if it gives up
-			<-s.Done()
+		defer d.forget(key, s)
+		known := s.peerKnown
+		for {
+			select {
+			case <-s.Done():
+				return
+			case <-known:
+				known = nil // looked at once
+				if !s.allowsNoStreams() {
+					continue
+				}
+			case <-s.goingAway:
+			}
+			break
 		}
-		d.forget(key, s)
+		// Nobody accepts streams on a Dialer's session: refuse those the
+		// server opened (safe for it to retry), or Shutdown waits for
+		// them until Close.
+		s.refuseIncoming()
+		s.Shutdown(closing) // Close closes s if it gives up
+		<-s.Done()
 	}()
 	return s, nil
 }
@@ -447,15 +469,28 @@ func (d *Dialer) Close() error {
 }
 
 // canOpen reports whether the session can ever open another stream: it is
-// alive and neither side has sent GOAWAY. One that cannot is retired from
-// its pool.
+// alive, neither side has sent GOAWAY, and the server's preface did not
+// announce a limit of 0. One that cannot is retired from its pool.
 func (s *Session) canOpen() bool {
-	if s.Err() != nil {
+	if s.Err() != nil || s.allowsNoStreams() {
 		return false
 	}
 	s.smu.Lock()
 	defer s.smu.Unlock()
 	return !s.goAwaySent && !s.goAwayRecv && s.nextID <= maxStreamID
+}
+
+// allowsNoStreams reports whether the peer's preface announced a stream
+// limit of 0.
+func (s *Session) allowsNoStreams() bool {
+	select {
+	case <-s.peerKnown:
+	default:
+		return false
+	}
+	s.smu.Lock()
+	defer s.smu.Unlock()
+	return s.peer.maxStreams == 0
 }
 
 // hasRoom reports whether the Dialer can open a stream on the session now:

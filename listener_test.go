@@ -1735,3 +1735,126 @@ func testDialerColdBurst(t *testing.T, dials, limit, wantRefused, wantConns int)
 		t.Errorf("the server accepted %d connections, want %d", n, wantConns)
 	}
 }
+
+// zeroLimitServer accepts connections and answers each with a valid
+// preface announcing max streams 0 ("0 for none", PROTOCOL.md), then
+// discards what it reads. It counts the connections.
+func zeroLimitServer(t *testing.T) (addr string, conns *atomic.Int32) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns = new(atomic.Int32)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var open []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range open {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			mu.Lock()
+			open = append(open, c)
+			mu.Unlock()
+			wg.Go(func() {
+				c.Write(appendPreface(nil, settings{
+					streamWindow:  minStreamWindow,
+					sessionWindow: minSessionWindow,
+					maxFrameSize:  minFrameSize,
+					maxStreams:    0,
+				}))
+				io.Copy(io.Discard, c)
+				c.Close()
+			})
+		}
+	})
+	return ln.Addr().String(), conns
+}
+
+// TestDialerServerAllowingNoStreams: a server whose preface announces a
+// limit of 0 streams (a tcpchan Config cannot, but the protocol allows
+// it). A dial opens at most one connection: it returns a stream sent
+// before the preface (which the server would refuse) or ErrStreamRefused,
+// never looping; and the sessions left without streams are closed rather
+// than kept.
+func TestDialerServerAllowingNoStreams(t *testing.T) {
+	t.Parallel()
+	addr, conns := zeroLimitServer(t)
+	d := &Dialer{}
+	defer d.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range 6 {
+		before := conns.Load()
+		st, err := d.DialStream(ctx, "tcp", addr)
+		if st != nil {
+			st.Close()
+		}
+		if err != nil && !errors.Is(err, ErrStreamRefused) {
+			t.Errorf("dial %d: %v, want a stream or ErrStreamRefused", i+1, err)
+		}
+		if n := conns.Load() - before; n > 1 {
+			t.Errorf("dial %d opened %d connections, want at most 1", i+1, n)
+		}
+	}
+	waitFor(t, "the sessions without streams to close", func() bool {
+		for _, s := range dialerSessions(d) {
+			if s.NumStreams() == 0 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// TestDialNewWaitsForColdSession: a dial that found the pool empty but
+// reaches dialNew after another dial pooled a session, which a burst has
+// already filled up to the streams assumed before its preface, must wait
+// for that preface rather than dial a second connection (which would
+// assume the same and, against a lower limit, meet more refusals).
+func TestDialNewWaitsForColdSession(t *testing.T) {
+	t.Parallel()
+	inner := listenCounting(t, "127.0.0.1:0")
+	ln := NewListener(inner, &Config{MaxIncomingStreams: 40})
+	shutdownListener(t, ln)
+	gate := make(chan struct{})
+	var dials atomic.Int32
+	d := &Dialer{DialConn: func(ctx context.Context, network, address string) (net.Conn, error) {
+		dials.Add(1)
+		var nd net.Dialer
+		c, err := nd.DialContext(ctx, network, address)
+		if err != nil {
+			return nil, err
+		}
+		return &gatedReadConn{Conn: c, gate: gate}, nil
+	}}
+	defer d.Close()
+	defer close(gate) // before Close: the session's reader waits on it
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	addr := ln.Addr().String()
+	for range coldSessionStreams {
+		if _, err := d.DialStream(ctx, "tcp", addr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// DialStream's later steps, as the late dial runs them.
+	if _, err := d.dialShared(ctx, "tcp "+addr, "tcp", addr); err != nil {
+		t.Fatal(err)
+	}
+	if n := dials.Load(); n != 1 {
+		t.Errorf("%d connections dialed before the first session's preface, want 1", n)
+	}
+}
