@@ -40,11 +40,13 @@ var (
 // server's preface arrives on it, a round trip after the connect, its
 // stream limit is unknown: meanwhile the Dialer opens at most 100 streams
 // on the new session (the limit that another session to the address
-// learned, if there is one), and further dials wait for the preface (up
-// to HandshakeTimeout for a server that never sends one, then on a new
-// connection), then go on that session or, if the limit is reached, on a
-// new one. A server allowing fewer than 100 streams may refuse the surplus
-// of a first burst (set MaxStreamsPerSession to its limit to avoid that).
+// learned, if there is one), and further dials wait for the preface, then
+// go on that session or, if the limit is reached, on a new one. If no
+// preface comes within HandshakeTimeout, the dials that shared that
+// connect fail with ErrHandshake and later ones dial anew; with
+// HandshakeTimeout negative the Dialer does not wait. A server allowing
+// fewer than 100 streams may refuse the surplus of a first burst (set
+// MaxStreamsPerSession to its limit, or below, to avoid that).
 // A session that has ended is forgotten at once (a goroutine per pooled
 // session waits for its end; Close waits for them), also if its address
 // is never dialed again, and one that received GOAWAY from its server, or
@@ -204,15 +206,20 @@ func (d *Dialer) openPooled(key string, fresh *Session) (*Stream, *Session, erro
 		return found, nil, nil
 	}
 	if fresh != nil && !fresh.canOpen() {
-		if err := fresh.Err(); err != nil {
-			return nil, nil, err
-		}
-		if fresh.allowsNoStreams() {
+		// What the server said first: the watcher shuts such a session
+		// down, and without streams it is closed at once, with an error
+		// that would read as the Dialer's own Close.
+		switch {
+		case fresh.allowsNoStreams():
 			// Another connection would most likely announce the same:
 			// one per dial, as for a session that refuses the stream.
 			return nil, nil, fmt.Errorf("%w: the server allows no streams (its MaxIncomingStreams is 0)", ErrStreamRefused)
+		case fresh.goAwayReceived():
+			return nil, nil, fmt.Errorf("%w: the server sent GOAWAY on a new connection", ErrGoAway)
+		case fresh.Err() != nil:
+			return nil, nil, fresh.Err()
 		}
-		return nil, nil, fmt.Errorf("%w: the server sent GOAWAY on a new connection", ErrGoAway)
+		return nil, nil, fmt.Errorf("%w: the new session cannot open streams", ErrGoAway)
 	}
 	return nil, unknown, nil
 }
@@ -227,7 +234,9 @@ func assumedPeerLimit(pool []*Session) uint32 {
 			s.smu.Lock()
 			limit := s.peer.maxStreams
 			s.smu.Unlock()
-			return limit
+			if limit > 0 { // 0: a session about to be retired
+				return limit
+			}
 		default:
 		}
 	}
@@ -240,8 +249,10 @@ func assumedPeerLimit(pool []*Session) uint32 {
 // arrive. Up to that many dials need no round trip beyond the connect;
 // beyond it a burst of dials waits for the preface rather than open
 // streams a server with a lower limit would refuse. A server whose limit
-// is lower still can refuse the difference, once per address while the
-// Dialer keeps a session to it (MaxStreamsPerSession avoids that).
+// is lower still can refuse the difference on the first session, and on
+// every session that MaxStreamsPerSession (below 100 but above the
+// server's limit) makes a burst open before that preface; a cap at or
+// below the server's limit avoids refusals.
 const coldSessionStreams = 100
 
 // retireLocked takes s out of its pool: forgotten if it has ended, kept
@@ -507,7 +518,9 @@ func (s *Session) hasRoom(max int, assumed uint32) (room, wait bool) {
 	select {
 	case <-s.peerKnown:
 	default:
-		if uint64(s.outgoing) >= uint64(assumed) {
+		// Without a HandshakeTimeout nothing would bound the wait for a
+		// preface that never comes: the stream goes out regardless.
+		if s.cfg.HandshakeTimeout > 0 && uint64(s.outgoing) >= uint64(assumed) {
 			return false, true
 		}
 	}

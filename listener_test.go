@@ -1736,10 +1736,10 @@ func testDialerColdBurst(t *testing.T, dials, limit, wantRefused, wantConns int)
 	}
 }
 
-// zeroLimitServer accepts connections and answers each with a valid
-// preface announcing max streams 0 ("0 for none", PROTOCOL.md), then
-// discards what it reads. It counts the connections.
-func zeroLimitServer(t *testing.T) (addr string, conns *atomic.Int32) {
+// greetingServer accepts connections, writes greeting to each (nothing if
+// it is empty), then discards what it reads until the client closes its
+// end. It counts the connections.
+func greetingServer(t *testing.T, greeting []byte) (addr string, conns *atomic.Int32) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -1769,18 +1769,24 @@ func zeroLimitServer(t *testing.T) (addr string, conns *atomic.Int32) {
 			open = append(open, c)
 			mu.Unlock()
 			wg.Go(func() {
-				c.Write(appendPreface(nil, settings{
-					streamWindow:  minStreamWindow,
-					sessionWindow: minSessionWindow,
-					maxFrameSize:  minFrameSize,
-					maxStreams:    0,
-				}))
+				c.Write(greeting)
 				io.Copy(io.Discard, c)
 				c.Close()
 			})
 		}
 	})
 	return ln.Addr().String(), conns
+}
+
+// zeroLimitPreface is a valid preface announcing max streams 0 ("0 for
+// none", PROTOCOL.md), which a tcpchan Config cannot.
+func zeroLimitPreface() []byte {
+	return appendPreface(nil, settings{
+		streamWindow:  minStreamWindow,
+		sessionWindow: minSessionWindow,
+		maxFrameSize:  minFrameSize,
+		maxStreams:    0,
+	})
 }
 
 // TestDialerServerAllowingNoStreams: a server whose preface announces a
@@ -1791,7 +1797,7 @@ func zeroLimitServer(t *testing.T) (addr string, conns *atomic.Int32) {
 // than kept.
 func TestDialerServerAllowingNoStreams(t *testing.T) {
 	t.Parallel()
-	addr, conns := zeroLimitServer(t)
+	addr, conns := greetingServer(t, zeroLimitPreface())
 	d := &Dialer{}
 	defer d.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -1856,5 +1862,44 @@ func TestDialNewWaitsForColdSession(t *testing.T) {
 	}
 	if n := dials.Load(); n != 1 {
 		t.Errorf("%d connections dialed before the first session's preface, want 1", n)
+	}
+}
+
+// TestDialerNewSessionAllowingNoStreams: a dial whose new session learns
+// that the server allows no streams fails with ErrStreamRefused, also when
+// the Dialer has already shut that session down and it has closed (an
+// error matching net.ErrClosed would read as the Dialer's Close). The
+// steps of DialStream, in that order. (Found by a review helper.)
+func TestDialerNewSessionAllowingNoStreams(t *testing.T) {
+	t.Parallel()
+	addr, _ := greetingServer(t, zeroLimitPreface())
+	d := &Dialer{}
+	defer d.Close()
+	key := "tcp " + addr
+	fresh, err := d.dialShared(context.Background(), key, "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the Dialer to close the session", func() bool { return fresh.Err() != nil })
+	if _, _, err := d.openPooled(key, fresh); !errors.Is(err, ErrStreamRefused) {
+		t.Fatalf("dial: %v, want ErrStreamRefused", err)
+	}
+}
+
+// TestDialerWithoutHandshakeTimeout: with HandshakeTimeout disabled nothing
+// would bound a wait for a preface that never comes, so a dial past the
+// streams assumed before the preface does not wait for it. (Found by a
+// review helper.)
+func TestDialerWithoutHandshakeTimeout(t *testing.T) {
+	t.Parallel()
+	addr, _ := greetingServer(t, nil) // never sends its preface
+	d := &Dialer{Config: &Config{HandshakeTimeout: -1, KeepAliveInterval: -1}}
+	defer d.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range coldSessionStreams + 1 {
+		if _, err := d.DialStream(ctx, "tcp", addr); err != nil {
+			t.Fatalf("dial %d: %v", i+1, err)
+		}
 	}
 }
