@@ -74,6 +74,21 @@ func listenCounting(t testing.TB, address string) *countingListener {
 	return &countingListener{Listener: inner}
 }
 
+// echoEach accepts streams on ln until it is closed, echoing each back
+// until its peer closes its end.
+func echoEach(ln net.Listener) {
+	for {
+		st, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			io.Copy(st, st)
+			st.Close()
+		}()
+	}
+}
+
 // shutdownListener ends ln when the test ends, failing t if that hangs.
 func shutdownListener(t testing.TB, ln *Listener) {
 	t.Cleanup(func() {
@@ -639,18 +654,7 @@ func TestShortLivedClientsForgotten(t *testing.T) {
 	t.Parallel()
 	ln := NewListener(listenCounting(t, "127.0.0.1:0"), nil)
 	shutdownListener(t, ln)
-	go func() {
-		for {
-			st, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				io.Copy(st, st)
-				st.Close()
-			}()
-		}
-	}()
+	go echoEach(ln)
 	for i := range 100 {
 		d := &Dialer{}
 		st, err := d.Dial("tcp", ln.Addr().String())
@@ -1043,18 +1047,7 @@ func TestListenerMaxSessions(t *testing.T) {
 	inner := listenCounting(t, "127.0.0.1:0")
 	ln := NewListener(inner, &Config{MaxSessions: 1})
 	shutdownListener(t, ln)
-	go func() {
-		for {
-			st, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				io.Copy(st, st)
-				st.Close()
-			}()
-		}
-	}()
+	go echoEach(ln)
 	addr := ln.Addr().String()
 	echo := func(st net.Conn, msg string) {
 		t.Helper()
@@ -1179,18 +1172,7 @@ func TestDialerMaxStreamsPerSession(t *testing.T) {
 	inner := listenCounting(t, "127.0.0.1:0")
 	ln := NewListener(inner, nil)
 	shutdownListener(t, ln)
-	go func() {
-		for {
-			st, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				io.Copy(st, st)
-				st.Close()
-			}()
-		}
-	}()
+	go echoEach(ln)
 	d := &Dialer{MaxStreamsPerSession: 2}
 	defer d.Close()
 	var streams []*Stream
@@ -1641,18 +1623,7 @@ func testDialerColdBurst(t *testing.T, dials, limit, wantRefused, wantConns int)
 	inner := listenCounting(t, "127.0.0.1:0")
 	ln := NewListener(inner, &Config{MaxIncomingStreams: limit})
 	shutdownListener(t, ln)
-	go func() {
-		for {
-			st, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				io.Copy(st, st)
-				st.Close()
-			}()
-		}
-	}()
+	go echoEach(ln)
 	// The first session's preface is held back until the burst has opened
 	// what it may on it; the later ones' by 50 ms.
 	firstGate := make(chan struct{})
