@@ -54,8 +54,10 @@ var (
 // closed (Session.Shutdown) once its streams are done, as HTTP/2 clients
 // close such a connection when it goes idle (streams the server opened on
 // it, which nobody accepts, are refused): a dial never hands out a stream
-// on a session known to be dead. A dial whose new connection's server
-// allows no streams fails with ErrStreamRefused.
+// on a session known to be dead. A dial that learns from its new
+// connection's preface that the server allows no streams fails with
+// ErrStreamRefused (one that sent its stream before the preface came has
+// it refused).
 // Its own streams are not retried, since a stream opens without a round
 // trip: if the session dies after the dial (or the server had already
 // closed it and its FIN has not arrived yet), the stream's Read and Write
