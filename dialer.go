@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sync/singleflight"
 )
@@ -40,8 +41,9 @@ var (
 // server's preface arrives on it, a round trip after the connect, its
 // stream limit is unknown: meanwhile the Dialer opens at most 100 streams
 // on the new session (the limit that another session to the address
-// learned, if there is one), and further dials wait for the preface, then
-// go on that session or, if the limit is reached, on a new one. If no
+// learned, if there is one), and further dials wait for the preface (or
+// for a stream to the address to end, leaving room), then go on that
+// session or, if the limit is reached, on a new one. If no
 // preface comes within HandshakeTimeout, the dials that shared that
 // connect fail with ErrHandshake and later ones dial anew; with
 // HandshakeTimeout negative the Dialer does not wait. A server allowing
@@ -98,6 +100,13 @@ type Dialer struct {
 	flights  map[string]context.CancelFunc
 	dialing  sync.WaitGroup // underlying dials in progress
 	watching sync.WaitGroup // goroutines forgetting sessions once they end
+
+	// roomed, per key, is closed when a stream of a session for key is
+	// forgotten while dials wait for a preface: the room it leaves may be
+	// theirs sooner. coldWaiters counts the dials looking at the pool or
+	// waiting so, so that a stream's end costs no lock while none do.
+	roomed      map[string]chan struct{}
+	coldWaiters atomic.Int32
 }
 
 // Dial is DialContext with context.Background().
@@ -130,7 +139,7 @@ func (d *Dialer) DialStream(ctx context.Context, network, address string) (*Stre
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("tcpchan: dial %s %s: %w", network, address, err)
 		}
-		st, unknown, err := d.openPooled(key, fresh)
+		st, unknown, roomed, err := d.openPooled(key, fresh)
 		if st != nil || err != nil {
 			return st, err
 		}
@@ -139,12 +148,14 @@ func (d *Dialer) DialStream(ctx context.Context, network, address string) (*Stre
 			// streams for the meantime is taken: wait for the preface
 			// (a round trip after the connect) rather than open a
 			// stream the server may refuse, or a connection it may
-			// not need.
+			// not need, unless a stream ends and leaves room first.
 			select {
 			case <-unknown.peerKnown:
 			case <-unknown.Done():
+			case <-roomed:
 			case <-ctx.Done():
 			}
+			d.coldWaiters.Add(-1)
 			continue
 		}
 		// No session can take the stream: dial one (or join the dial
@@ -159,17 +170,25 @@ func (d *Dialer) DialStream(ctx context.Context, network, address string) (*Stre
 // openPooled opens a stream on a usable pooled session for key, forgetting
 // sessions that have ended or received GOAWAY. If no session can take
 // another stream it returns no stream, and a session to wait for if one
-// may be able to once its server's preface has arrived. If fresh, the
-// session just dialed for this call, turns out unusable, it returns why
-// rather than redial.
-func (d *Dialer) openPooled(key string, fresh *Session) (*Stream, *Session, error) {
+// may be able to once its server's preface has arrived, with a channel
+// closed if a stream for key ends meanwhile; the caller then waits and
+// stops counting in coldWaiters. If fresh, the session just dialed for
+// this call, turns out unusable, it returns why rather than redial.
+func (d *Dialer) openPooled(key string, fresh *Session) (st *Stream, unknown *Session, roomed <-chan struct{}, err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
-		return nil, nil, errDialerClosed
+		return nil, nil, nil, errDialerClosed
 	}
+	// Counted before looking at the sessions: a stream that ends after
+	// the look then finds the count and wakes this dial (see roomFreed).
+	d.coldWaiters.Add(1)
+	defer func() {
+		if roomed == nil {
+			d.coldWaiters.Add(-1)
+		}
+	}()
 	var found *Stream
-	var unknown *Session
 	pool := d.pools[key]
 	assumed := assumedPeerLimit(pool)
 	kept := pool[:0]
@@ -205,7 +224,7 @@ func (d *Dialer) openPooled(key string, fresh *Session) (*Stream, *Session, erro
 		d.pools[key] = kept
 	}
 	if found != nil {
-		return found, nil, nil
+		return found, nil, nil, nil
 	}
 	if fresh != nil && !fresh.canOpen() {
 		// What the server said first: the watcher shuts such a session
@@ -215,15 +234,38 @@ func (d *Dialer) openPooled(key string, fresh *Session) (*Stream, *Session, erro
 		case fresh.allowsNoStreams():
 			// Another connection would most likely announce the same:
 			// one per dial, as for a session that refuses the stream.
-			return nil, nil, fmt.Errorf("%w: the server allows no streams (its MaxIncomingStreams is 0)", ErrStreamRefused)
+			return nil, nil, nil, fmt.Errorf("%w: the server allows no streams (its MaxIncomingStreams is 0)", ErrStreamRefused)
 		case fresh.goAwayReceived():
-			return nil, nil, fmt.Errorf("%w: the server sent GOAWAY on a new connection", ErrGoAway)
+			return nil, nil, nil, fmt.Errorf("%w: the server sent GOAWAY on a new connection", ErrGoAway)
 		case fresh.Err() != nil:
-			return nil, nil, fresh.Err()
+			return nil, nil, nil, fresh.Err()
 		}
-		return nil, nil, fmt.Errorf("%w: the new session cannot open streams", ErrGoAway)
+		return nil, nil, nil, fmt.Errorf("%w: the new session cannot open streams", ErrGoAway)
 	}
-	return nil, unknown, nil
+	if unknown == nil {
+		return nil, nil, nil, nil
+	}
+	ch := d.roomed[key]
+	if ch == nil {
+		ch = make(chan struct{})
+		d.roomed[key] = ch
+	}
+	return nil, unknown, ch, nil
+}
+
+// roomFreed wakes the dials waiting for a preface of a session for key: a
+// stream of a session for key has ended, leaving room. Nothing to do,
+// and no lock taken, while no dial waits.
+func (d *Dialer) roomFreed(key string) {
+	if d.coldWaiters.Load() == 0 {
+		return
+	}
+	d.mu.Lock()
+	if ch := d.roomed[key]; ch != nil {
+		close(ch)
+		delete(d.roomed, key)
+	}
+	d.mu.Unlock()
 }
 
 // assumedPeerLimit is the stream limit the Dialer assumes for a session
@@ -287,6 +329,7 @@ func (d *Dialer) initLocked() {
 		d.pools = make(map[string][]*Session)
 		d.waiting = make(map[string]int)
 		d.flights = make(map[string]context.CancelFunc)
+		d.roomed = make(map[string]chan struct{})
 	}
 }
 
@@ -398,6 +441,8 @@ func (d *Dialer) dialNew(key, network, address string) (*Session, error) {
 		return nil, errDialerClosed
 	}
 	d.pools[key] = append(d.pools[key], s)
+	roomFreed := func() { d.roomFreed(key) }
+	s.streamGone.Store(&roomFreed)
 	d.watching.Add(1)
 	closing := d.ctx // ends at Close
 	d.mu.Unlock()
@@ -443,6 +488,9 @@ func (d *Dialer) forget(key string, s *Session) {
 		kept := slices.DeleteFunc(pool, func(p *Session) bool { return p == s })
 		if len(kept) == 0 {
 			delete(d.pools, key)
+			// A dial still waiting on a session for key waits on
+			// the end of that session, which this is.
+			delete(d.roomed, key)
 		} else {
 			d.pools[key] = kept
 		}

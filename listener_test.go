@@ -1690,6 +1690,9 @@ func testDialerColdBurst(t *testing.T, dials, limit, wantRefused, wantConns int)
 	})
 	openFirstGate()
 	echoed.Wait()
+	if n := d.coldWaiters.Load(); n != 0 {
+		t.Errorf("%d dials counted as waiting after all returned", n)
+	}
 	releaseAll()
 	refused := 0
 	for range dials {
@@ -1852,7 +1855,7 @@ func TestDialerNewSessionAllowingNoStreams(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the Dialer to close the session", func() bool { return fresh.Err() != nil })
-	if _, _, err := d.openPooled(key, fresh); !errors.Is(err, ErrStreamRefused) {
+	if _, _, _, err := d.openPooled(key, fresh); !errors.Is(err, ErrStreamRefused) {
 		t.Fatalf("dial: %v, want ErrStreamRefused", err)
 	}
 }
@@ -1872,5 +1875,124 @@ func TestDialerWithoutHandshakeTimeout(t *testing.T) {
 		if _, err := d.DialStream(ctx, "tcp", addr); err != nil {
 			t.Fatalf("dial %d: %v", i+1, err)
 		}
+	}
+}
+
+// TestDialerWaitRoomOnColdSession: a dial waiting for a cold session's
+// preface because the streams assumed meanwhile are taken must go on once
+// one of those streams is gone and the session has room again. (Found by a
+// review helper.)
+func TestDialerWaitRoomOnColdSession(t *testing.T) {
+	t.Parallel()
+	ln := NewListener(listenCounting(t, "127.0.0.1:0"), nil)
+	shutdownListener(t, ln)
+	go echoEach(ln)
+	gate := make(chan struct{})
+	d := &Dialer{DialConn: func(ctx context.Context, network, address string) (net.Conn, error) {
+		var nd net.Dialer
+		c, err := nd.DialContext(ctx, network, address)
+		if err != nil {
+			return nil, err
+		}
+		return &gatedReadConn{Conn: c, gate: gate}, nil
+	}}
+	defer d.Close()
+	defer close(gate) // before Close
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	addr := ln.Addr().String()
+	var sts []*Stream
+	for range coldSessionStreams {
+		st, err := d.DialStream(ctx, "tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sts = append(sts, st)
+	}
+	res := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		st, err := d.DialStream(ctx, "tcp", addr)
+		if st != nil {
+			st.Close()
+		}
+		res <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // the dial waits for the preface
+	sts[0].Reset()                     // removed at once: room for one
+	if n := sts[1].Session().NumStreams(); n != coldSessionStreams-1 {
+		t.Fatalf("%d streams after the Reset, want %d", n, coldSessionStreams-1)
+	}
+	if err := <-res; err != nil {
+		t.Errorf("dial with room on the session it waited on: %v", err)
+	}
+}
+
+// TestDialerWaitRoomOnOtherSession: a dial waiting for a cold session's
+// preface must go on once another pooled session to the address has room.
+// (Found by a review helper.)
+func TestDialerWaitRoomOnOtherSession(t *testing.T) {
+	t.Parallel()
+	const limit = 5
+	ln := NewListener(listenCounting(t, "127.0.0.1:0"), &Config{MaxIncomingStreams: limit})
+	shutdownListener(t, ln)
+	go echoEach(ln)
+	gate := make(chan struct{})
+	var mu sync.Mutex
+	n := 0
+	d := &Dialer{DialConn: func(ctx context.Context, network, address string) (net.Conn, error) {
+		var nd net.Dialer
+		c, err := nd.DialContext(ctx, network, address)
+		if err != nil {
+			return nil, err
+		}
+		mu.Lock()
+		n++
+		first := n == 1
+		mu.Unlock()
+		if first {
+			return c, nil
+		}
+		return &gatedReadConn{Conn: c, gate: gate}, nil // the later ones' prefaces are held
+	}}
+	defer d.Close()
+	defer close(gate) // before Close
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	addr := ln.Addr().String()
+	first, err := d.DialStream(ctx, "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-first.Session().peerKnown // the first session knows the limit
+	onFirst := []*Stream{first}
+	for range 2*limit - 1 { // fills the first session, then the second's assumed share
+		st, err := d.DialStream(ctx, "tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Session() == first.Session() {
+			onFirst = append(onFirst, st)
+		}
+	}
+	if len(onFirst) != limit {
+		t.Fatalf("%d streams on the first session, want %d", len(onFirst), limit)
+	}
+	res := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		st, err := d.DialStream(ctx, "tcp", addr)
+		if st != nil {
+			st.Close()
+		}
+		res <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // the dial waits for the second's preface
+	onFirst[0].Reset()
+	waitFor(t, "room on the first session", func() bool { return first.Session().NumStreams() < limit })
+	if err := <-res; err != nil {
+		t.Errorf("dial with room on another session: %v", err)
 	}
 }

@@ -292,10 +292,11 @@ type Session struct {
 	earlyRefusals int          // refusals excused because the peer had not answered a ping yet (see refusalIsGlitchLocked)
 	outgoing      int          // open streams this side opened, which the peer's maxStreams bounds
 	peer          settings
-	goAwaySent    bool          // Shutdown: refuse new streams
-	goAwayRecv    bool          // peer's GOAWAY: open no new streams
-	goingAway     chan struct{} // closed at the peer's first GOAWAY
-	peerKnown     chan struct{} // closed once the peer's preface settings apply
+	goAwaySent    bool                   // Shutdown: refuse new streams
+	goAwayRecv    bool                   // peer's GOAWAY: open no new streams
+	goingAway     chan struct{}          // closed at the peer's first GOAWAY
+	peerKnown     chan struct{}          // closed once the peer's preface settings apply
+	streamGone    atomic.Pointer[func()] // a Dialer's: called, with no lock held, when a stream is forgotten
 	acceptCh      chan *Stream
 	lastFound     atomic.Pointer[Stream] // the reader's last lookup, while in streams
 
@@ -1211,6 +1212,9 @@ func (s *Session) removeStream(st *Stream) {
 	st.stopDeadlinesLocked()
 	st.releaseGrowthLocked()
 	st.mu.Unlock()
+	if f := s.streamGone.Load(); f != nil {
+		(*f)()
+	}
 }
 
 func (s *Session) isPeerID(id uint32) bool {
