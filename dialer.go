@@ -217,6 +217,11 @@ func (d *Dialer) openPooled(key string, fresh *Session) (st *Stream, unknown *Se
 		}
 		kept = append(kept, s)
 	}
+	if len(kept) < len(pool) {
+		// A retired session may have set the limit assumed for the
+		// others (assumedPeerLimit): the dials waiting look again.
+		d.wakeRoomedLocked(key)
+	}
 	clear(pool[len(kept):])
 	if len(kept) == 0 {
 		delete(d.pools, key)
@@ -261,11 +266,17 @@ func (d *Dialer) roomFreed(key string) {
 		return
 	}
 	d.mu.Lock()
+	d.wakeRoomedLocked(key)
+	d.mu.Unlock()
+}
+
+// wakeRoomedLocked wakes the dials waiting for a preface of a session for
+// key and forgets their channel.
+func (d *Dialer) wakeRoomedLocked(key string) {
 	if ch := d.roomed[key]; ch != nil {
 		close(ch)
 		delete(d.roomed, key)
 	}
-	d.mu.Unlock()
 }
 
 // assumedPeerLimit is the stream limit the Dialer assumes for a session
@@ -488,13 +499,14 @@ func (d *Dialer) forget(key string, s *Session) {
 		kept := slices.DeleteFunc(pool, func(p *Session) bool { return p == s })
 		if len(kept) == 0 {
 			delete(d.pools, key)
-			// A dial still waiting on a session for key waits on
-			// the end of that session, which this is.
-			delete(d.roomed, key)
 		} else {
 			d.pools[key] = kept
 		}
 	}
+	// The session that left may have set the limit assumed for the
+	// others; with none left, nobody needs key's channel any more (also
+	// when openPooled emptied the pool).
+	d.wakeRoomedLocked(key)
 	d.draining = slices.DeleteFunc(d.draining, func(p *Session) bool { return p == s })
 }
 
