@@ -101,10 +101,12 @@ type Dialer struct {
 	dialing  sync.WaitGroup // underlying dials in progress
 	watching sync.WaitGroup // goroutines forgetting sessions once they end
 
-	// roomed, per key, is closed when a stream of a session for key is
-	// forgotten while dials wait for a preface: the room it leaves may be
-	// theirs sooner. coldWaiters counts the dials looking at the pool or
-	// waiting so, so that a stream's end costs no lock while none do.
+	// roomed, per key, is closed to wake the dials waiting for a preface
+	// when room may have appeared sooner: a stream of a session for key
+	// was forgotten, or a session left the pool or got GOAWAY (its
+	// learned limit may have been the one assumed). coldWaiters counts
+	// the dials looking at the pool or waiting so, so that a stream's end
+	// costs no lock while none do.
 	roomed      map[string]chan struct{}
 	coldWaiters atomic.Int32
 }
@@ -117,12 +119,17 @@ func (d *Dialer) Dial(network, address string) (net.Conn, error) {
 // DialContext opens a stream to address and returns it as a net.Conn (a
 // *Stream). It opens the stream on the pooled session to network and
 // address, dialing one with DialConn first if there is none that is alive,
-// has not received GOAWAY and is below MaxStreamsPerSession. ctx bounds the
-// whole dial, the underlying connect included: when it ends, DialContext
-// returns an error wrapping ctx.Err() at once, and the connect is cancelled
-// unless other dials are waiting for it. DialContext fails with DialConn's
-// error if the connect fails, and with an error matching net.ErrClosed
-// after Close.
+// has not received GOAWAY and has room under the server's limit and
+// MaxStreamsPerSession (a dial may wait for a new session's preface: see
+// Dialer). ctx bounds the whole dial, the underlying connect included:
+// when it ends, DialContext returns an error wrapping ctx.Err() at once,
+// and the connect is cancelled unless other dials are waiting for it.
+// DialContext fails with DialConn's error if the connect fails; with the
+// new session's error if it fails first (ErrHandshake: no preface within
+// HandshakeTimeout); with an error matching ErrStreamRefused or ErrGoAway
+// if the new connection's server allows no streams or goes away at once;
+// with the error naming the field of an invalid Config; and with an error
+// matching net.ErrClosed after Close.
 func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
 	st, err := d.DialStream(ctx, network, address)
 	if err != nil {
@@ -171,8 +178,8 @@ func (d *Dialer) DialStream(ctx context.Context, network, address string) (*Stre
 // sessions that have ended or received GOAWAY. If no session can take
 // another stream it returns no stream, and a session to wait for if one
 // may be able to once its server's preface has arrived, with a channel
-// closed if a stream for key ends meanwhile; the caller then waits and
-// stops counting in coldWaiters. If fresh, the session just dialed for
+// closed if room may appear meanwhile (see roomed); the caller then waits
+// and stops counting in coldWaiters. If fresh, the session just dialed for
 // this call, turns out unusable, it returns why rather than redial.
 func (d *Dialer) openPooled(key string, fresh *Session) (st *Stream, unknown *Session, roomed <-chan struct{}, err error) {
 	d.mu.Lock()
@@ -208,7 +215,8 @@ func (d *Dialer) openPooled(key string, fresh *Session) (st *Stream, unknown *Se
 			}
 			switch {
 			case errors.Is(err, ErrStreamRefused):
-				// Full after all (a stream opened on it directly): it
+				// Full after all (a stream opened on it directly, or
+				// its preface came between the look and the open): it
 				// stays pooled.
 			case err != nil: // it died or got GOAWAY just now
 				d.retireLocked(s)
@@ -281,7 +289,9 @@ func (d *Dialer) wakeRoomedLocked(key string) {
 
 // assumedPeerLimit is the stream limit the Dialer assumes for a session
 // whose server's preface has not arrived yet: the limit another session in
-// pool learned from the same address, or else coldSessionStreams.
+// pool learned from the same address, or else coldSessionStreams. Not one
+// leaving the pool (GOAWAY, a limit of 0): the dials that retire it must
+// not wait by its limit.
 func assumedPeerLimit(pool []*Session) uint32 {
 	for _, s := range pool {
 		select {
@@ -289,7 +299,7 @@ func assumedPeerLimit(pool []*Session) uint32 {
 			s.smu.Lock()
 			limit := s.peer.maxStreams
 			s.smu.Unlock()
-			if limit > 0 { // 0: a session about to be retired
+			if limit > 0 && s.canOpen() {
 				return limit
 			}
 		default:
@@ -480,6 +490,11 @@ func (d *Dialer) dialNew(key, network, address string) (*Session, error) {
 			}
 			break
 		}
+		// It leaves the pool at the next look: dials waiting by the limit
+		// it learned look again now.
+		d.mu.Lock()
+		d.wakeRoomedLocked(key)
+		d.mu.Unlock()
 		// Nobody accepts streams on a Dialer's session: refuse those the
 		// server opened (safe for it to retry), or Shutdown waits for
 		// them until Close.

@@ -2137,3 +2137,122 @@ func TestDialerWaitWakesWhenSessionLeaves(t *testing.T) {
 		t.Errorf("the waiting dial, after %v: %v", time.Since(start).Round(time.Millisecond), err)
 	}
 }
+
+// holdingServer serves tcpchan sessions with the given stream limit,
+// accepting streams and keeping them open; it sends each server session.
+func holdingServer(t *testing.T, limit int) (addr string, sessions <-chan *Session) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan *Session, 16)
+	var all []*Session
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, _ := Server(c, &Config{MaxIncomingStreams: limit})
+			all = append(all, s)
+			ch <- s
+			go func() {
+				for {
+					if _, err := s.AcceptStream(); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		for _, s := range all {
+			s.Close()
+		}
+	})
+	return ln.Addr().String(), ch
+}
+
+// coldBehindGoneAway: session K knows the limit (5) and is full; session
+// U is cold (preface held) with the 5 streams assumed from K. Then K's
+// server sends GOAWAY while K's streams stay open.
+func coldBehindGoneAway(t *testing.T, beforeGoAway func(d *Dialer, addr string)) (d *Dialer, addr string) {
+	const limit = 5
+	addr, srv := holdingServer(t, limit)
+	gate := make(chan struct{})
+	d = gatedDialer(gate, false)
+	t.Cleanup(func() { close(gate); d.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	first, err := d.DialStream(ctx, "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := first.Session()
+	<-k.peerKnown
+	for range 2*limit - 1 {
+		if _, err := d.DialStream(ctx, "tcp", addr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(dialerSessions(d)); n != 2 {
+		t.Fatalf("%d sessions, want 2", n)
+	}
+	if beforeGoAway != nil {
+		beforeGoAway(d, addr)
+	}
+	ks := <-srv
+	go ks.Shutdown(ctx) // GOAWAY; waits for K's open streams
+	waitFor(t, "K to see GOAWAY", k.goAwayReceived)
+	return d, addr
+}
+
+// TestDialerStaleAssumedAfterRetire: the dial that retires K (GOAWAY) must
+// not wait on U with the limit it assumed from K: K has left the pool, the
+// Dialer assumes 100 for U, and U has room. (Found by a review helper.)
+func TestDialerStaleAssumedAfterRetire(t *testing.T) {
+	t.Parallel()
+	d, addr := coldBehindGoneAway(t, nil)
+	quick, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if _, err := d.DialStream(quick, "tcp", addr); err != nil {
+		t.Errorf("dial that retired K: %v", err)
+	}
+	// The next one goes straight on U.
+	quick2, cancel2 := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel2()
+	if _, err := d.DialStream(quick2, "tcp", addr); err != nil {
+		t.Errorf("the dial after it: %v", err)
+	}
+}
+
+// TestDialerWaitWakesOnGoAway: a dial already waiting on U with K's limit
+// must go on when K receives GOAWAY (it will leave the pool; U has room
+// under the 100 then assumed), not only when another dial arrives. (Found
+// by a review helper.)
+func TestDialerWaitWakesOnGoAway(t *testing.T) {
+	t.Parallel()
+	res := make(chan error, 1)
+	coldBehindGoneAway(t, func(d *Dialer, addr string) {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			_, err := d.DialStream(ctx, "tcp", addr)
+			res <- err
+		}()
+		waitFor(t, "the dial to wait on U", func() bool { return d.coldWaiters.Load() == 1 })
+	})
+	select {
+	case err := <-res:
+		if err != nil {
+			t.Errorf("waiting dial: %v", err)
+		}
+	case <-time.After(time.Second):
+		t.Error("waiting dial still waiting 1s after K's GOAWAY")
+	}
+}
