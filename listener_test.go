@@ -89,6 +89,16 @@ func echoEach(ln net.Listener) {
 	}
 }
 
+// echoListener is a Listener on loopback with cfg, echoing every stream,
+// shut down when the test ends.
+func echoListener(t testing.TB, cfg *Config) *Listener {
+	t.Helper()
+	ln := NewListener(listenCounting(t, "127.0.0.1:0"), cfg)
+	shutdownListener(t, ln)
+	go echoEach(ln)
+	return ln
+}
+
 // shutdownListener ends ln when the test ends, failing t if that hangs.
 func shutdownListener(t testing.TB, ln *Listener) {
 	t.Cleanup(func() {
@@ -652,9 +662,7 @@ func TestBadClientsDoNotDelayOthers(t *testing.T) {
 // and go do not accumulate.
 func TestShortLivedClientsForgotten(t *testing.T) {
 	t.Parallel()
-	ln := NewListener(listenCounting(t, "127.0.0.1:0"), nil)
-	shutdownListener(t, ln)
-	go echoEach(ln)
+	ln := echoListener(t, nil)
 	for i := range 100 {
 		d := &Dialer{}
 		st, err := d.Dial("tcp", ln.Addr().String())
@@ -1810,16 +1818,7 @@ func TestDialNewWaitsForColdSession(t *testing.T) {
 	ln := NewListener(inner, &Config{MaxIncomingStreams: 40})
 	shutdownListener(t, ln)
 	gate := make(chan struct{})
-	var dials atomic.Int32
-	d := &Dialer{DialConn: func(ctx context.Context, network, address string) (net.Conn, error) {
-		dials.Add(1)
-		var nd net.Dialer
-		c, err := nd.DialContext(ctx, network, address)
-		if err != nil {
-			return nil, err
-		}
-		return &gatedReadConn{Conn: c, gate: gate}, nil
-	}}
+	d, dials := gatedDialer(gate, true)
 	defer d.Close()
 	defer close(gate) // before Close: the session's reader waits on it
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -1884,18 +1883,9 @@ func TestDialerWithoutHandshakeTimeout(t *testing.T) {
 // review helper.)
 func TestDialerWaitRoomOnColdSession(t *testing.T) {
 	t.Parallel()
-	ln := NewListener(listenCounting(t, "127.0.0.1:0"), nil)
-	shutdownListener(t, ln)
-	go echoEach(ln)
+	ln := echoListener(t, nil)
 	gate := make(chan struct{})
-	d := &Dialer{DialConn: func(ctx context.Context, network, address string) (net.Conn, error) {
-		var nd net.Dialer
-		c, err := nd.DialContext(ctx, network, address)
-		if err != nil {
-			return nil, err
-		}
-		return &gatedReadConn{Conn: c, gate: gate}, nil
-	}}
+	d, _ := gatedDialer(gate, true)
 	defer d.Close()
 	defer close(gate) // before Close
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -1909,18 +1899,9 @@ func TestDialerWaitRoomOnColdSession(t *testing.T) {
 		}
 		sts = append(sts, st)
 	}
-	res := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		defer cancel()
-		st, err := d.DialStream(ctx, "tcp", addr)
-		if st != nil {
-			st.Close()
-		}
-		res <- err
-	}()
-	time.Sleep(100 * time.Millisecond) // the dial waits for the preface
-	sts[0].Reset()                     // removed at once: room for one
+	res := dialAside(d, addr)
+	waitFor(t, "the dial to wait for the preface", func() bool { return d.coldWaiters.Load() == 1 })
+	sts[0].Reset() // removed at once: room for one
 	// Not NumStreams: the woken dial may already have taken the room.
 	s := sts[1].Session()
 	s.smu.Lock()
@@ -1940,39 +1921,74 @@ func TestDialerWaitRoomOnColdSession(t *testing.T) {
 func TestDialerWaitRoomOnOtherSession(t *testing.T) {
 	t.Parallel()
 	const limit = 5
-	ln := NewListener(listenCounting(t, "127.0.0.1:0"), &Config{MaxIncomingStreams: limit})
-	shutdownListener(t, ln)
-	go echoEach(ln)
-	gate := make(chan struct{})
-	var mu sync.Mutex
-	n := 0
-	d := &Dialer{DialConn: func(ctx context.Context, network, address string) (net.Conn, error) {
+	ln := echoListener(t, &Config{MaxIncomingStreams: limit})
+	addr := ln.Addr().String()
+	d, onFirst := knownThenCold(t, addr, limit)
+	first := onFirst[0]
+	res := dialAside(d, addr)
+	waitFor(t, "the dial to wait for the second's preface", func() bool { return d.coldWaiters.Load() == 1 })
+	onFirst[0].Reset()
+	waitFor(t, "room on the first session", func() bool { return first.Session().NumStreams() < limit })
+	if err := <-res; err != nil {
+		t.Errorf("dial with room on another session: %v", err)
+	}
+}
+
+// gatedDialer returns a Dialer whose connections hold the server's
+// preface until gate is closed (all of them if gateFirst, else all but
+// the first), and the count of connections it dialed.
+func gatedDialer(gate chan struct{}, gateFirst bool) (*Dialer, *atomic.Int32) {
+	dials := new(atomic.Int32)
+	return &Dialer{DialConn: func(ctx context.Context, network, address string) (net.Conn, error) {
 		var nd net.Dialer
 		c, err := nd.DialContext(ctx, network, address)
 		if err != nil {
 			return nil, err
 		}
-		mu.Lock()
-		n++
-		first := n == 1
-		mu.Unlock()
-		if first {
+		if dials.Add(1) == 1 && !gateFirst {
 			return c, nil
 		}
-		return &gatedReadConn{Conn: c, gate: gate}, nil // the later ones' prefaces are held
-	}}
-	defer d.Close()
-	defer close(gate) // before Close
+		return &gatedReadConn{Conn: c, gate: gate}, nil
+	}}, dials
+}
+
+// dialAside dials addr with d in a goroutine, with 3 s to succeed,
+// closes the stream it gets and reports the dial's error.
+func dialAside(d *Dialer, addr string) <-chan error {
+	res := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		st, err := d.DialStream(ctx, "tcp", addr)
+		if st != nil {
+			st.Close()
+		}
+		res <- err
+	}()
+	return res
+}
+
+// knownThenCold sets up a Dialer with two sessions to addr, whose server
+// allows limit streams: the first knows the limit and is full, the second
+// is cold (its preface held until the test ends) and holds the limit
+// assumed from the first. It returns the first session's streams.
+func knownThenCold(t *testing.T, addr string, limit int) (*Dialer, []*Stream) {
+	t.Helper()
+	gate := make(chan struct{})
+	d, _ := gatedDialer(gate, false)
+	t.Cleanup(func() {
+		close(gate) // before Close: the cold session's reader waits on it
+		d.Close()
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	addr := ln.Addr().String()
 	first, err := d.DialStream(ctx, "tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	<-first.Session().peerKnown // the first session knows the limit
+	<-first.Session().peerKnown
 	onFirst := []*Stream{first}
-	for range 2*limit - 1 { // fills the first session, then the second's assumed share
+	for range 2*limit - 1 {
 		st, err := d.DialStream(ctx, "tcp", addr)
 		if err != nil {
 			t.Fatal(err)
@@ -1984,41 +2000,7 @@ func TestDialerWaitRoomOnOtherSession(t *testing.T) {
 	if len(onFirst) != limit {
 		t.Fatalf("%d streams on the first session, want %d", len(onFirst), limit)
 	}
-	res := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		defer cancel()
-		st, err := d.DialStream(ctx, "tcp", addr)
-		if st != nil {
-			st.Close()
-		}
-		res <- err
-	}()
-	time.Sleep(100 * time.Millisecond) // the dial waits for the second's preface
-	onFirst[0].Reset()
-	waitFor(t, "room on the first session", func() bool { return first.Session().NumStreams() < limit })
-	if err := <-res; err != nil {
-		t.Errorf("dial with room on another session: %v", err)
-	}
-}
-
-// gatedDialer returns a Dialer whose connections hold the server's
-// preface until gate is closed (all of them if gateFirst, else all but
-// the first).
-func gatedDialer(gate chan struct{}, gateFirst bool) *Dialer {
-	n := 0
-	return &Dialer{DialConn: func(ctx context.Context, network, address string) (net.Conn, error) {
-		var nd net.Dialer
-		c, err := nd.DialContext(ctx, network, address)
-		if err != nil {
-			return nil, err
-		}
-		n++ // dialNew runs one at a time per key
-		if n == 1 && !gateFirst {
-			return c, nil
-		}
-		return &gatedReadConn{Conn: c, gate: gate}, nil
-	}}
+	return d, onFirst
 }
 
 // TestDialerForgetsWaitChannel: an address's roomed channel must not
@@ -2030,7 +2012,7 @@ func TestDialerForgetsWaitChannel(t *testing.T) {
 	ln := NewListener(listenCounting(t, "127.0.0.1:0"), nil)
 	go echoEach(ln)
 	gate := make(chan struct{})
-	d := gatedDialer(gate, true)
+	d, _ := gatedDialer(gate, true)
 	defer d.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -2087,37 +2069,14 @@ func TestDialerForgetsWaitChannel(t *testing.T) {
 func TestDialerWaitWakesWhenSessionLeaves(t *testing.T) {
 	t.Parallel()
 	const limit = 5
-	ln := NewListener(listenCounting(t, "127.0.0.1:0"), &Config{MaxIncomingStreams: limit})
-	shutdownListener(t, ln)
-	go echoEach(ln)
-	gate := make(chan struct{})
-	d := gatedDialer(gate, false)
-	defer d.Close()
-	defer close(gate) // before Close
+	ln := echoListener(t, &Config{MaxIncomingStreams: limit})
+	addr := ln.Addr().String()
+	d, onFirst := knownThenCold(t, addr, limit)
+	first := onFirst[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	addr := ln.Addr().String()
-	first, err := d.DialStream(ctx, "tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	<-first.Session().peerKnown
-	for range 2*limit - 1 { // fills the first session, then the second's assumed share
-		if _, err := d.DialStream(ctx, "tcp", addr); err != nil {
-			t.Fatal(err)
-		}
-	}
-	res := make(chan error, 1)
 	start := time.Now()
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		defer cancel()
-		st, err := d.DialStream(ctx, "tcp", addr)
-		if st != nil {
-			st.Close()
-		}
-		res <- err
-	}()
+	res := dialAside(d, addr)
 	waitFor(t, "the dial to wait for the preface", func() bool { return d.coldWaiters.Load() == 1 })
 	first.Session().Close() // forgotten: the learned limit goes with it
 	waitFor(t, "the first session to be forgotten", func() bool {
@@ -2184,22 +2143,10 @@ func holdingServer(t *testing.T, limit int) (addr string, sessions <-chan *Sessi
 func coldBehindGoneAway(t *testing.T, beforeGoAway func(d *Dialer, addr string)) (d *Dialer, addr string) {
 	const limit = 5
 	addr, srv := holdingServer(t, limit)
-	gate := make(chan struct{})
-	d = gatedDialer(gate, false)
-	t.Cleanup(func() { close(gate); d.Close() })
+	d, onFirst := knownThenCold(t, addr, limit)
+	k := onFirst[0].Session()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
-	first, err := d.DialStream(ctx, "tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k := first.Session()
-	<-k.peerKnown
-	for range 2*limit - 1 {
-		if _, err := d.DialStream(ctx, "tcp", addr); err != nil {
-			t.Fatal(err)
-		}
-	}
 	if n := len(dialerSessions(d)); n != 2 {
 		t.Fatalf("%d sessions, want 2", n)
 	}
@@ -2237,14 +2184,9 @@ func TestDialerStaleAssumedAfterRetire(t *testing.T) {
 // by a review helper.)
 func TestDialerWaitWakesOnGoAway(t *testing.T) {
 	t.Parallel()
-	res := make(chan error, 1)
+	var res <-chan error
 	coldBehindGoneAway(t, func(d *Dialer, addr string) {
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-			defer cancel()
-			_, err := d.DialStream(ctx, "tcp", addr)
-			res <- err
-		}()
+		res = dialAside(d, addr)
 		waitFor(t, "the dial to wait on U", func() bool { return d.coldWaiters.Load() == 1 })
 	})
 	select {
