@@ -317,6 +317,16 @@ func (l *Listener) pump(s *Session) {
 			st.refuse()
 		}
 	}
+	if s.closing.Load() {
+		// AcceptStream fails from the moment Close, or Shutdown's
+		// half-close, begins. Whoever began it ends the session: a
+		// Close from here would cut short their wait for the peer's
+		// end, and close the connection with what the peer sent
+		// meanwhile unread, which resets it (the peer's streams that
+		// crossed the GOAWAY would then fail with the reset instead of
+		// being refused).
+		<-s.dying
+	}
 	s.Close() // the session has ended: wait for its goroutines
 	l.mu.Lock()
 	delete(l.sessions, s)

@@ -2198,3 +2198,54 @@ func TestDialerWaitWakesOnGoAway(t *testing.T) {
 		t.Error("waiting dial still waiting 1s after K's GOAWAY")
 	}
 }
+
+// TestListenerLeavesCloseItsLinger: a Listener's session whose Close has
+// half-closed the connection and waits for the client to close its end
+// must not be closed at once by the Listener when it hands on a stream
+// and finds the session closing: that cut the linger short and, with the
+// client's frames unread, reset the connection. (Found by a review
+// helper's stress test, where it made streams crossing a GOAWAY fail with
+// a reset instead of being refused.)
+func TestListenerLeavesCloseItsLinger(t *testing.T) {
+	t.Parallel()
+	ln, err := Listen("tcp", "127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shutdownListener(t, ln)
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	a := handshake(t, conn) // a client that never closes its end
+	if err := a.send(dataFrame(flagSYN, 1, []byte("x"))); err != nil {
+		t.Fatal(err)
+	}
+	var s *Session
+	waitFor(t, "the Listener's session to take the stream from the session", func() bool {
+		ln.mu.Lock()
+		defer ln.mu.Unlock()
+		for s = range ln.sessions {
+			return s.NumStreams() == 1 && len(s.acceptCh) == 0
+		}
+		return false
+	})
+	closed := make(chan struct{})
+	go func() {
+		s.Close() // waits up to a second for the client's end
+		close(closed)
+	}()
+	waitFor(t, "the half-close", s.writeShut.Load)
+	st, err := ln.Accept() // the Listener goes back to the session
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	select {
+	case <-s.Done():
+		t.Fatal("the session ended at once, not after Close's wait for the client")
+	case <-time.After(300 * time.Millisecond):
+	}
+	<-closed
+}
