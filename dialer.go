@@ -174,8 +174,8 @@ func (d *Dialer) DialStream(ctx context.Context, network, address string) (*Stre
 	}
 }
 
-// openPooled opens a stream on a usable pooled session for key, forgetting
-// sessions that have ended or received GOAWAY. If no session can take
+// openPooled opens a stream on a usable pooled session for key, retiring
+// sessions that cannot open any more (see canOpen). If no session can take
 // another stream it returns no stream, and a session to wait for if one
 // may be able to once its server's preface has arrived, with a channel
 // closed if room may appear meanwhile (see roomed); the caller then waits
@@ -321,8 +321,9 @@ func assumedPeerLimit(pool []*Session) uint32 {
 const coldSessionStreams = 100
 
 // retireLocked takes s out of its pool: forgotten if it has ended, kept
-// for Close until it ends (then forget drops it) if it only received
-// GOAWAY.
+// for Close until it ends (then forget drops it) if it is alive but cannot
+// open streams (GOAWAY, or a server allowing none: its watcher shuts it
+// down).
 func (d *Dialer) retireLocked(s *Session) {
 	if s.Err() == nil {
 		d.draining = append(d.draining, s)
