@@ -187,17 +187,64 @@ func (d *Dialer) openPooled(key string, fresh *Session) (st *Stream, unknown *Se
 	if d.closed {
 		return nil, nil, nil, errDialerClosed
 	}
-	// Counted before looking at the sessions: a stream that ends after
-	// the look then finds the count and wakes this dial (see roomFreed).
-	d.coldWaiters.Add(1)
-	defer func() {
-		if roomed == nil {
+	for counted := false; ; counted = true {
+		st, unknown = d.openPooledLocked(key)
+		if st == nil && unknown != nil && !counted {
+			// About to wait: counted first, then a second look, so
+			// that a stream ending between the first look and the
+			// count is not missed. roomFreed loads the count after
+			// the stream has left its session's table: either it
+			// finds this dial counted (and closes the channel
+			// returned below once this returns), or this look finds
+			// the room.
+			d.coldWaiters.Add(1)
+			continue
+		}
+		if counted && (st != nil || unknown == nil) {
 			d.coldWaiters.Add(-1)
 		}
-	}()
-	var found *Stream
+		break
+	}
+	if st != nil {
+		return st, nil, nil, nil
+	}
+	if fresh != nil && !fresh.canOpen() {
+		if unknown != nil {
+			d.coldWaiters.Add(-1)
+		}
+		// What the server said first: the watcher shuts such a session
+		// down, and without streams it is closed at once, with an error
+		// that would read as the Dialer's own Close.
+		switch {
+		case fresh.allowsNoStreams():
+			// Another connection would most likely announce the same:
+			// one per dial, as for a session that refuses the stream.
+			return nil, nil, nil, fmt.Errorf("%w: the server allows no streams (its MaxIncomingStreams is 0)", ErrStreamRefused)
+		case fresh.goAwayReceived():
+			return nil, nil, nil, fmt.Errorf("%w: the server sent GOAWAY on a new connection", ErrGoAway)
+		case fresh.Err() != nil:
+			return nil, nil, nil, fresh.Err()
+		}
+		return nil, nil, nil, fmt.Errorf("%w: the new session cannot open streams", ErrGoAway)
+	}
+	if unknown == nil {
+		return nil, nil, nil, nil
+	}
+	ch := d.roomed[key]
+	if ch == nil {
+		ch = make(chan struct{})
+		d.roomed[key] = ch
+	}
+	return nil, unknown, ch, nil
+}
+
+// openPooledLocked is one look at the pool for key: it retires the
+// sessions that cannot open any more and opens a stream on the first that
+// has room, or else returns the first session that may have room once its
+// preface has arrived.
+func (d *Dialer) openPooledLocked(key string) (found *Stream, unknown *Session) {
 	pool := d.pools[key]
-	assumed := assumedPeerLimit(pool)
+	var assumed uint32 // the limit assumed for cold sessions, once one is met
 	kept := pool[:0]
 	for _, s := range pool {
 		if !s.canOpen() {
@@ -205,6 +252,9 @@ func (d *Dialer) openPooled(key string, fresh *Session) (st *Stream, unknown *Se
 			continue
 		}
 		if found == nil {
+			if assumed == 0 && !s.knowsPeer() {
+				assumed = assumedPeerLimit(pool)
+			}
 			room, wait := s.hasRoom(d.MaxStreamsPerSession, assumed)
 			if wait && unknown == nil {
 				unknown = s
@@ -237,33 +287,9 @@ func (d *Dialer) openPooled(key string, fresh *Session) (st *Stream, unknown *Se
 		d.pools[key] = kept
 	}
 	if found != nil {
-		return found, nil, nil, nil
+		unknown = nil
 	}
-	if fresh != nil && !fresh.canOpen() {
-		// What the server said first: the watcher shuts such a session
-		// down, and without streams it is closed at once, with an error
-		// that would read as the Dialer's own Close.
-		switch {
-		case fresh.allowsNoStreams():
-			// Another connection would most likely announce the same:
-			// one per dial, as for a session that refuses the stream.
-			return nil, nil, nil, fmt.Errorf("%w: the server allows no streams (its MaxIncomingStreams is 0)", ErrStreamRefused)
-		case fresh.goAwayReceived():
-			return nil, nil, nil, fmt.Errorf("%w: the server sent GOAWAY on a new connection", ErrGoAway)
-		case fresh.Err() != nil:
-			return nil, nil, nil, fresh.Err()
-		}
-		return nil, nil, nil, fmt.Errorf("%w: the new session cannot open streams", ErrGoAway)
-	}
-	if unknown == nil {
-		return nil, nil, nil, nil
-	}
-	ch := d.roomed[key]
-	if ch == nil {
-		ch = make(chan struct{})
-		d.roomed[key] = ch
-	}
-	return nil, unknown, ch, nil
+	return found, unknown
 }
 
 // roomFreed wakes the dials waiting for a preface of a session for key: a
@@ -561,25 +587,31 @@ func (d *Dialer) Close() error {
 // alive, neither side has sent GOAWAY, and the server's preface did not
 // announce a limit of 0. One that cannot is retired from its pool.
 func (s *Session) canOpen() bool {
-	if s.Err() != nil || s.allowsNoStreams() {
+	if s.Err() != nil {
 		return false
 	}
 	s.smu.Lock()
 	defer s.smu.Unlock()
-	return !s.goAwaySent && !s.goAwayRecv && s.nextID <= maxStreamID
+	return !s.goAwaySent && !s.goAwayRecv && s.nextID <= maxStreamID && !(s.peer.maxStreams == 0 && s.knowsPeer())
+}
+
+// knowsPeer reports whether the peer's preface has arrived and its
+// settings apply.
+func (s *Session) knowsPeer() bool {
+	select {
+	case <-s.peerKnown:
+		return true
+	default:
+		return false
+	}
 }
 
 // allowsNoStreams reports whether the peer's preface announced a stream
 // limit of 0.
 func (s *Session) allowsNoStreams() bool {
-	select {
-	case <-s.peerKnown:
-	default:
-		return false
-	}
 	s.smu.Lock()
 	defer s.smu.Unlock()
-	return s.peer.maxStreams == 0
+	return s.peer.maxStreams == 0 && s.knowsPeer()
 }
 
 // hasRoom reports whether the Dialer can open a stream on the session now:
