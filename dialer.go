@@ -105,8 +105,8 @@ type Dialer struct {
 	// when room may have appeared sooner: a stream of a session for key
 	// was forgotten, or a session left the pool or got GOAWAY (its
 	// learned limit may have been the one assumed). coldWaiters counts
-	// the dials looking at the pool or waiting so, so that a stream's end
-	// costs no lock while none do.
+	// the dials about to wait so or waiting, so that a stream's end costs
+	// no lock while none do.
 	roomed      map[string]chan struct{}
 	coldWaiters atomic.Int32
 }
