@@ -320,15 +320,10 @@ func (d *Dialer) wakeRoomedLocked(key string) {
 // not wait by its limit.
 func assumedPeerLimit(pool []*Session) uint32 {
 	for _, s := range pool {
-		select {
-		case <-s.peerKnown:
+		if s.knowsPeer() && s.canOpen() { // canOpen: not 0
 			s.smu.Lock()
-			limit := s.peer.maxStreams
-			s.smu.Unlock()
-			if limit > 0 && s.canOpen() {
-				return limit
-			}
-		default:
+			defer s.smu.Unlock()
+			return s.peer.maxStreams
 		}
 	}
 	return coldSessionStreams
@@ -359,11 +354,11 @@ func (d *Dialer) retireLocked(s *Session) {
 // usableLocked reports whether a pooled session for key can take a stream,
 // now or once its server's preface has arrived.
 func (d *Dialer) usableLocked(key string) bool {
-	assumed := assumedPeerLimit(d.pools[key])
 	for _, s := range d.pools[key] {
 		// One waiting for its server's preface counts too: the caller
-		// goes back to openPooled, which waits for it.
-		if room, wait := s.hasRoom(d.MaxStreamsPerSession, assumed); (room || wait) && s.canOpen() {
+		// goes back to openPooled, which waits for it. (Whatever limit
+		// is assumed, a session before its preface has room or waits.)
+		if room, wait := s.hasRoom(d.MaxStreamsPerSession, coldSessionStreams); (room || wait) && s.canOpen() {
 			return true
 		}
 	}
@@ -592,26 +587,15 @@ func (s *Session) canOpen() bool {
 	}
 	s.smu.Lock()
 	defer s.smu.Unlock()
-	return !s.goAwaySent && !s.goAwayRecv && s.nextID <= maxStreamID && !(s.peer.maxStreams == 0 && s.knowsPeer())
-}
-
-// knowsPeer reports whether the peer's preface has arrived and its
-// settings apply.
-func (s *Session) knowsPeer() bool {
-	select {
-	case <-s.peerKnown:
-		return true
-	default:
-		return false
-	}
+	return !s.goAwaySent && !s.goAwayRecv && s.nextID <= maxStreamID && s.peer.maxStreams != 0
 }
 
 // allowsNoStreams reports whether the peer's preface announced a stream
-// limit of 0.
+// limit of 0 (until the preface the limit assumed is none).
 func (s *Session) allowsNoStreams() bool {
 	s.smu.Lock()
 	defer s.smu.Unlock()
-	return s.peer.maxStreams == 0 && s.knowsPeer()
+	return s.peer.maxStreams == 0
 }
 
 // hasRoom reports whether the Dialer can open a stream on the session now:
@@ -625,14 +609,10 @@ func (s *Session) hasRoom(max int, assumed uint32) (room, wait bool) {
 	}
 	s.smu.Lock()
 	defer s.smu.Unlock()
-	select {
-	case <-s.peerKnown:
-	default:
-		// Without a HandshakeTimeout nothing would bound the wait for a
-		// preface that never comes: the stream goes out regardless.
-		if s.cfg.HandshakeTimeout > 0 && uint64(s.outgoing) >= uint64(assumed) {
-			return false, true
-		}
+	// Without a HandshakeTimeout nothing would bound the wait for a
+	// preface that never comes: the stream goes out regardless.
+	if !s.knowsPeer() && s.cfg.HandshakeTimeout > 0 && uint64(s.outgoing) >= uint64(assumed) {
+		return false, true
 	}
 	return !s.atPeerLimitLocked(), false
 }

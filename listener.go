@@ -338,7 +338,7 @@ func (l *Listener) pump(s *Session) {
 // it closes; or at once when Shutdown gives up waiting.
 func (l *Listener) drain(s *Session) {
 	defer l.exit()
-	if !s.handshakeDone.Load() && s.NumStreams() == 0 && !l.awaitPreface(s) {
+	if !s.knowsPeer() && s.NumStreams() == 0 && !l.awaitPreface(s) {
 		// The client has not even sent its preface (over TLS, perhaps not
 		// started its handshake, which holds the writer and so any
 		// flush) within prefaceGrace: no stream to drain, nothing to
@@ -363,20 +363,14 @@ const prefaceGrace = time.Second
 func (l *Listener) awaitPreface(s *Session) bool {
 	grace := time.NewTimer(prefaceGrace)
 	defer grace.Stop()
-	poll := time.NewTicker(5 * time.Millisecond) // the handshake has no channel to wait on
-	defer poll.Stop()
-	for !s.handshakeDone.Load() {
-		select {
-		case <-grace.C:
-			return false
-		case <-s.dying:
-			return false
-		case <-l.hardCtx.Done():
-			return false
-		case <-poll.C:
-		}
+	select {
+	case <-s.peerKnown:
+		return true
+	case <-grace.C:
+	case <-s.dying:
+	case <-l.hardCtx.Done():
 	}
-	return true
+	return s.knowsPeer() // it may have come just then
 }
 
 func (l *Listener) isClosed() bool {

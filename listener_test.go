@@ -1129,7 +1129,7 @@ func TestListenerStreamLimit(t *testing.T) {
 	}
 	first := dial()
 	sess := first.Session()
-	waitFor(t, "the server's preface", func() bool { return sess.handshakeDone.Load() })
+	waitFor(t, "the server's preface", func() bool { return sess.knowsPeer() })
 	dialed := []*Stream{first, dial()}
 	if _, err := sess.OpenStream(); !errors.Is(err, ErrStreamRefused) {
 		t.Errorf("OpenStream past the server's MaxIncomingStreams 2: %v, want ErrStreamRefused", err)

@@ -335,16 +335,15 @@ type Session struct {
 	lateFrames  atomic.Int64 // frames for finished streams still excused (see excuseLate)
 	peakStreams atomic.Int32 // the most streams open at once (see allowLate)
 
-	handshakeDone atomic.Bool // the peer's preface was read
-	writeShut     atomic.Bool // Shutdown half-closed the connection: write nothing more
-	closing       atomic.Bool // Close began, or Shutdown's half-close: Writes and OpenStream fail, as after Close
-	hsTimer       *time.Timer
-	wTimer        *time.Timer  // WriteTimeout; see writeTimerFired
-	wBusy         atomic.Bool  // the writer goroutine is blocked in a write
-	wProgress     atomic.Int64 // session clock when that write last made progress
-	wQueue        func() int   // the socket's send queue length, or nil (see newSendQueueProbe)
-	wQueued       atomic.Int64 // its length when the timer last looked during this write, or -1
-	ka            keepalive
+	writeShut atomic.Bool // Shutdown half-closed the connection: write nothing more
+	closing   atomic.Bool // Close began, or Shutdown's half-close: Writes and OpenStream fail, as after Close
+	hsTimer   *time.Timer
+	wTimer    *time.Timer  // WriteTimeout; see writeTimerFired
+	wBusy     atomic.Bool  // the writer goroutine is blocked in a write
+	wProgress atomic.Int64 // session clock when that write last made progress
+	wQueue    func() int   // the socket's send queue length, or nil (see newSendQueueProbe)
+	wQueued   atomic.Int64 // its length when the timer last looked during this write, or -1
+	ka        keepalive
 
 	// Lifecycle.
 	failOnce   sync.Once
@@ -449,6 +448,17 @@ func buildSession(conn io.ReadWriteCloser, cfg *Config, client bool) (*Session, 
 	})
 	batch = appendHeader(batch, frameHeader{typ: framePing, length: s.registerPing(nil)})
 	return s, batch, nil
+}
+
+// knowsPeer reports whether the peer's preface has been read and its
+// settings apply (see peerKnown).
+func (s *Session) knowsPeer() bool {
+	select {
+	case <-s.peerKnown:
+		return true
+	default:
+		return false
+	}
 }
 
 // clock is the session's monotonic time in nanoseconds.

@@ -1121,7 +1121,7 @@ func testWriteBlockedAcrossClose(t *testing.T, deadline bool) {
 	waitFor(t, "the Write to wait for credit", func() bool {
 		sa.mu.Lock()
 		defer sa.mu.Unlock()
-		return a.handshakeDone.Load() && sa.sendCredit == 0 && len(sa.wbuf) > 0
+		return a.knowsPeer() && sa.sendCredit == 0 && len(sa.wbuf) > 0
 	})
 	// The peer reads: its WINDOW_UPDATE is on its way (30 ms) when Close
 	// begins, as on any link with latency.

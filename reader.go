@@ -747,7 +747,6 @@ func (s *Session) readPreface() error {
 	// Asked only now: a connection that learns its remote address from its
 	// first bytes (the PROXY protocol) blocks RemoteAddr until they came.
 	s.sameHost.Store(sameHost(s.conn))
-	s.handshakeDone.Store(true)
 	s.applyPeerSettings(ps)
 	return nil
 }

@@ -943,7 +943,7 @@ func TestCloseStopsPeerWaitingForSessionCredit(t *testing.T) {
 func testDiscardCreditsSession(t *testing.T, closeRead bool) {
 	scfg := &Config{SessionWindow: 1 << 20, InitialStreamWindow: 1 << 20}
 	client, server := tcpSessions(t, nil, scfg)
-	waitFor(t, "handshake", func() bool { return client.handshakeDone.Load() && server.handshakeDone.Load() })
+	waitFor(t, "handshake", func() bool { return client.knowsPeer() && server.knowsPeer() })
 	// Stream a: 900 KiB the server's application has not read yet.
 	a, ar := streamPair(t, client, server)
 	if _, err := a.Write(make([]byte, 900<<10)); err != nil {

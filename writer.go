@@ -335,7 +335,7 @@ func (s *Session) writeError(err error) error {
 	switch {
 	case err == nil, s.writeShut.Load():
 		return nil
-	case !s.handshakeDone.Load():
+	case !s.knowsPeer():
 		return fmt.Errorf("%w: writing the preface: %w", ErrHandshake, err)
 	case errors.Is(err, io.ErrClosedPipe):
 		// The peer closed a connection that cannot half-close (net.Pipe):
