@@ -997,6 +997,21 @@ func TestCloseInWindowSendsGoAway(t *testing.T) {
 	checkToldProtocolError(t, hs)
 }
 
+// checkFailedInWindow checks that call, blocked on a stream of victim when
+// the peer broke the protocol, returned err matching ErrProtocol while the
+// session was still telling the peer, not only once it had ended.
+func checkFailedInWindow(t *testing.T, victim *Session, call string, err error) {
+	t.Helper()
+	select {
+	case <-victim.dying:
+		t.Errorf("%s returned (%v) only once the session had ended", call, err)
+	default:
+	}
+	if !errors.Is(err, ErrProtocol) {
+		t.Errorf("%s: %v, want ErrProtocol", call, err)
+	}
+}
+
 // TestTokenHoldingReadInWindow: a Read that holds the read token when it
 // meets the peer's protocol error returns that error at once, while the
 // session still tries to get its GOAWAY to a peer that does not read. It
@@ -1007,25 +1022,12 @@ func TestTokenHoldingReadInWindow(t *testing.T) {
 	victim, a := newAttack(t, nil, true)
 	st := a.openRead(t, victim)
 	a.freeToken(t, victim, st)
-	read := make(chan error, 1)
-	go func() {
-		_, err := st.Read(make([]byte, 1))
-		read <- err
-	}()
-	waitFor(t, "the Read to hold the token", func() bool { return holderOf(victim) == st })
+	read := readHolding(t, victim, st, 1)
 	wrote := blockVictimWriter(t, victim, a, st)
 	if err := a.send(unknownFrame); err != nil {
 		t.Fatal(err)
 	}
-	err := <-read
-	select {
-	case <-victim.dying:
-		t.Errorf("the Read returned (%v) only once the session had ended", err)
-	default:
-	}
-	if !errors.Is(err, ErrProtocol) {
-		t.Errorf("the Read: %v, want ErrProtocol", err)
-	}
+	checkFailedInWindow(t, victim, "the Read", <-read)
 	hs := <-a.collectToEnd()
 	<-wrote
 	checkToldProtocolError(t, hs)
@@ -1149,15 +1151,7 @@ func TestBlockedCallsInWindow(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, ch := range map[string]<-chan error{"Write": wrote, "Read": read} {
-		err := <-ch
-		select {
-		case <-victim.dying:
-			t.Errorf("the blocked %s returned (%v) only once the session had ended", name, err)
-		default:
-		}
-		if !errors.Is(err, ErrProtocol) {
-			t.Errorf("the blocked %s: %v, want ErrProtocol", name, err)
-		}
+		checkFailedInWindow(t, victim, "the blocked "+name, <-ch)
 	}
 	checkToldProtocolError(t, <-a.collectToEnd())
 }

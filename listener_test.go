@@ -1900,8 +1900,7 @@ func TestDialerWaitRoomOnColdSession(t *testing.T) {
 		}
 		sts = append(sts, st)
 	}
-	res := dialAside(d, addr)
-	waitFor(t, "the dial to wait for the preface", func() bool { return d.coldWaiters.Load() == 1 })
+	res := waitingDial(t, d, addr)
 	sts[0].Reset() // removed at once: room for one
 	// Not NumStreams: the woken dial may already have taken the room.
 	s := sts[1].Session()
@@ -1926,8 +1925,7 @@ func TestDialerWaitRoomOnOtherSession(t *testing.T) {
 	addr := ln.Addr().String()
 	d, onFirst := knownThenCold(t, addr, limit)
 	first := onFirst[0]
-	res := dialAside(d, addr)
-	waitFor(t, "the dial to wait for the second's preface", func() bool { return d.coldWaiters.Load() == 1 })
+	res := waitingDial(t, d, addr)
 	onFirst[0].Reset()
 	waitFor(t, "room on the first session", func() bool { return first.Session().NumStreams() < limit })
 	if err := <-res; err != nil {
@@ -1953,9 +1951,11 @@ func gatedDialer(gate chan struct{}, gateFirst bool) (*Dialer, *atomic.Int32) {
 	}}, dials
 }
 
-// dialAside dials addr with d in a goroutine, with 3 s to succeed,
-// closes the stream it gets and reports the dial's error.
-func dialAside(d *Dialer, addr string) <-chan error {
+// waitingDial dials addr with d in a goroutine, with 3 s to succeed, and
+// returns once that dial waits for a preface (the only dial d counts as
+// waiting); the dial closes the stream it gets and reports its error.
+func waitingDial(t *testing.T, d *Dialer, addr string) <-chan error {
+	t.Helper()
 	res := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -1966,6 +1966,7 @@ func dialAside(d *Dialer, addr string) <-chan error {
 		}
 		res <- err
 	}()
+	waitFor(t, "the dial to wait for a preface", func() bool { return d.coldWaiters.Load() == 1 })
 	return res
 }
 
@@ -2077,8 +2078,7 @@ func TestDialerWaitWakesWhenSessionLeaves(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	start := time.Now()
-	res := dialAside(d, addr)
-	waitFor(t, "the dial to wait for the preface", func() bool { return d.coldWaiters.Load() == 1 })
+	res := waitingDial(t, d, addr)
 	first.Session().Close() // forgotten: the learned limit goes with it
 	waitFor(t, "the first session to be forgotten", func() bool {
 		d.mu.Lock()
@@ -2187,8 +2187,7 @@ func TestDialerWaitWakesOnGoAway(t *testing.T) {
 	t.Parallel()
 	var res <-chan error
 	coldBehindGoneAway(t, func(d *Dialer, addr string) {
-		res = dialAside(d, addr)
-		waitFor(t, "the dial to wait on U", func() bool { return d.coldWaiters.Load() == 1 })
+		res = waitingDial(t, d, addr)
 	})
 	select {
 	case err := <-res:
