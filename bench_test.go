@@ -106,8 +106,9 @@ func BenchmarkPingPong(b *testing.B) {
 	}
 }
 
-// BenchmarkOpenEchoClose opens a stream, echoes 64 bytes and closes it; the
-// baseline opens a new TCP connection per operation.
+// BenchmarkOpenEchoClose opens a stream, echoes 64 bytes and closes it, on
+// a session and through a Dialer; the baseline opens a new TCP connection
+// per operation.
 func BenchmarkOpenEchoClose(b *testing.B) {
 	b.Run("tcp", func(b *testing.B) {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -126,6 +127,20 @@ func BenchmarkOpenEchoClose(b *testing.B) {
 		client, server := tcpSessions(b, nil, nil)
 		go serveEchoOnce(server) // a Session is a net.Listener; ends with it
 		benchOpenEchoClose(b, client.Dial)
+	})
+	// Through a Dialer's pooled session, as http.Transport dials: the
+	// pool's bookkeeping on top of the stream's.
+	b.Run("tcpchan-dialer", func(b *testing.B) {
+		ln, err := Listen("tcp", "127.0.0.1:0", nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		shutdownListener(b, ln)
+		go serveEchoOnce(ln)
+		d := &Dialer{}
+		defer d.Close()
+		addr := ln.Addr().String()
+		benchOpenEchoClose(b, func() (net.Conn, error) { return d.Dial("tcp", addr) })
 	})
 }
 
