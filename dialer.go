@@ -498,19 +498,17 @@ func (d *Dialer) dialNew(key, network, address string) (*Session, error) {
 	go func() {
 		defer d.watching.Done()
 		defer d.forget(key, s)
-		known := s.peerKnown
-		for {
+		select {
+		case <-s.Done():
+			return
+		case <-s.peerKnown: // first: the preface is the server's first frame
+		}
+		if !s.allowsNoStreams() {
 			select {
 			case <-s.Done():
 				return
-			case <-known:
-				known = nil // looked at once
-				if !s.allowsNoStreams() {
-					continue
-				}
 			case <-s.goingAway:
 			}
-			break
 		}
 		// It leaves the pool at the next look: dials waiting by the limit
 		// it learned look again now.
