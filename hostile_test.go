@@ -1451,6 +1451,32 @@ func TestResetBeforeAcceptSkipped(t *testing.T) {
 	}
 }
 
+// TestFinishedThenResetBeforeAcceptKept: a stream the peer finished with
+// FIN and then reset before the application accepted it is still returned
+// by Accept, as a Read keeps what the FIN completed: a request sent whole,
+// then abandoned by its sender (Reset after CloseWrite), is not lost.
+func TestFinishedThenResetBeforeAcceptKept(t *testing.T) {
+	t.Parallel()
+	victim, a := newAttack(t, nil, false)
+	a.send(dataFrame(flagSYN|flagFIN, 1, []byte("whole request")), hdr(frameReset, 0, 1, uint32(codeCancel)))
+	a.sync(t)
+	st, err := victim.AcceptStream()
+	if err != nil {
+		t.Fatalf("AcceptStream: %v", err)
+	}
+	defer st.Close()
+	if st.ID() != 1 {
+		t.Fatalf("accepted stream %d, want 1", st.ID())
+	}
+	got, err := io.ReadAll(st)
+	if err != nil || string(got) != "whole request" {
+		t.Errorf("ReadAll = %q, %v; want the whole request and io.EOF", got, err)
+	}
+	if _, err := st.Write([]byte("reply")); !errors.Is(err, ErrStreamReset) {
+		t.Errorf("Write after the peer's RST: %v, want ErrStreamReset", err)
+	}
+}
+
 // TestHandshakeAttacks: what a peer that is not a tcpchan peer of our
 // version sends fails the handshake at once, or at HandshakeTimeout for
 // one that sends too little; the session ends with ErrHandshake saying why.

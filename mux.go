@@ -620,7 +620,9 @@ func (s *Session) DialContext(ctx context.Context, network, address string) (net
 // otherwise, it first returns the streams still waiting, since what they
 // received before the end (complete requests, perhaps) is still theirs to
 // read, and then the session's error. Streams the peer reset before they
-// were accepted are skipped.
+// were accepted are skipped, unless the peer had finished them with FIN
+// first: their data is then returned whole, followed by io.EOF, and
+// their Writes fail with ErrStreamReset.
 func (s *Session) AcceptStream() (*Stream, error) {
 	return s.acceptStream(nil)
 }
@@ -650,8 +652,11 @@ func (s *Session) acceptStream(stop <-chan struct{}) (*Stream, error) {
 			}
 		}
 		s.doneLurking()
+		// A stream the peer reset is skipped unless its FIN came first:
+		// what the FIN completed stays readable (see Stream.Read), so a
+		// request sent whole and then abandoned is still served.
 		st.mu.Lock()
-		dead := st.has(stResetByPeer)
+		dead := st.has(stResetByPeer) && !st.has(stRecvFIN)
 		st.mu.Unlock()
 		if !dead {
 			return st, nil
