@@ -67,6 +67,52 @@ func BenchmarkBulk(b *testing.B) {
 	}
 }
 
+// BenchmarkBulkBesideIdle is BenchmarkBulk's 32 KiB writes with another
+// stream open beside the bulk one, quiet since one 64-byte echo longer ago
+// than activeSpan, as a pooled keep-alive connection or a control stream
+// is. The baseline is a TCP connection with an idle one beside it.
+func BenchmarkBulkBesideIdle(b *testing.B) {
+	for _, kind := range kinds {
+		b.Run(kind, func(b *testing.B) {
+			var w, r, idle, idlePeer net.Conn
+			if kind == "tcp" {
+				w, r = benchPair(b, "tcp")
+				idle, idlePeer = benchPair(b, "tcp")
+			} else {
+				client, server := tcpSessions(b, nil, nil)
+				w, r = streamPair(b, client, server)
+				idle, idlePeer = streamPair(b, client, server)
+			}
+			msg := make([]byte, 64)
+			if _, err := idle.Write(msg); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := io.ReadFull(idlePeer, msg); err != nil {
+				b.Fatal(err)
+			}
+			time.Sleep(time.Duration(activeSpan) + 10*time.Millisecond)
+			done := make(chan int64)
+			go func() {
+				n, _ := io.CopyBuffer(io.Discard, r, make([]byte, 64<<10))
+				done <- n
+			}()
+			buf := make([]byte, 32<<10)
+			b.SetBytes(int64(len(buf)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				if _, err := w.Write(buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+			closeWrite(w)
+			if n := <-done; n != int64(len(buf))*int64(b.N) {
+				b.Fatalf("reader got %d bytes, want %d", n, int64(len(buf))*int64(b.N))
+			}
+		})
+	}
+}
+
 func closeWrite(c net.Conn) {
 	c.(interface{ CloseWrite() error }).CloseWrite()
 }

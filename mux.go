@@ -53,8 +53,9 @@ type Config struct {
 	// SessionWindow either. Streams busy on the same long link grow to
 	// equal windows, sharing that half. On a short link (the fastest of
 	// the session's pings under 1 ms) a window grows only while its stream
-	// is alone in the session, to 1 MiB within those caps, and shrinks
-	// back as the application reads once another stream opens (credit
+	// is alone in the session, or no other stream has received data for
+	// 100 ms, to 1 MiB within those caps, and shrinks back as the
+	// application reads once another stream opens or receives data (credit
 	// already granted stays valid). Default 8 MiB (InitialStreamWindow if
 	// that is more), at most 2^31-1.
 	MaxStreamWindow int
@@ -313,6 +314,12 @@ type Session struct {
 	recvUnacked  atomic.Int64 // bytes consumed but not yet credited back
 	_            [64]byte
 	growers      growers // streams autotuning their windows on a long link lately
+
+	// Which streams received data lately (see noteData); written by the
+	// read token's holder only.
+	activeID atomic.Uint32 // the stream that received data last
+	activeAt atomic.Int64  // session clock when it last did, to activeGrain
+	otherAt  atomic.Int64  // ... and when any other stream last did
 
 	// Liveness.
 	lastRecv atomic.Int64 // session clock of the last read that returned data
@@ -928,15 +935,56 @@ func (s *Session) startupPingsDone() bool {
 const minAutotuneRTT = int64(time.Millisecond)
 
 // loneStreamWindow is the window a stream grows to on a short link while it
-// is the only stream in its session. There a window of InitialStreamWindow
+// is the only stream in its session, or the only one to have received data
+// within activeSpan. There a window of InitialStreamWindow
 // is enough for the link, but not for the scheduling delays of the
 // goroutines at both ends: a lone bulk stream on loopback waited for credit
 // and moved 4.0-4.2 GB/s with 256 KiB, 5.4-5.6 GB/s with 1 MiB (raw TCP
 // 4.6-5.5 GB/s; BenchmarkBulk/write=32KiB, with quarter-window updates).
-// With other streams it stays at InitialStreamWindow, whose queue is what
-// their frames wait behind (a 512 KiB window raised the p99 of a ping beside
+// With other streams active it stays at InitialStreamWindow, whose queue is
+// what their frames wait behind (a 512 KiB window raised the p99 of a ping beside
 // a bulk stream from 125 to 200 µs: BenchmarkPingPongUnderBulk).
 const loneStreamWindow = 1 << 20
+
+// activeSpan is how long after a stream last received data it still counts
+// as active, so that a stream beside it keeps InitialStreamWindow on a
+// short link: its frames would wait behind that stream's queue. Streams
+// quiet for longer (a pooled keep-alive connection, a control stream) do
+// not hold a bulk transfer beside them to InitialStreamWindow: with one
+// idle stream beside it, a bulk stream on loopback moved half as much as
+// alone (BenchmarkBulkBesideIdle). A stream that wakes up after that waits
+// behind the larger window until the next window update shrinks it, as a
+// stream opened beside a lone bulk stream does.
+const activeSpan = int64(100 * time.Millisecond)
+
+// activeGrain is how stale activeAt may get while the same stream keeps
+// receiving: it spares a store per frame run.
+const activeGrain = int64(time.Millisecond)
+
+// noteData records that the stream id received a DATA frame. Only the read
+// token's holder calls it.
+func (s *Session) noteData(id uint32) {
+	now := s.lastRecv.Load()
+	if s.activeID.Load() == id {
+		if now-s.activeAt.Load() >= activeGrain {
+			s.activeAt.Store(now)
+		}
+		return
+	}
+	s.otherAt.Store(s.activeAt.Load())
+	s.activeID.Store(id)
+	s.activeAt.Store(now)
+}
+
+// othersQuiet reports whether no stream but id has received data within
+// activeSpan of now.
+func (s *Session) othersQuiet(id uint32, now int64) bool {
+	at := s.activeAt.Load()
+	if s.activeID.Load() == id {
+		at = s.otherAt.Load()
+	}
+	return at == 0 || now-at >= activeSpan
+}
 
 // sameHost reports whether conn joins two ends on this machine, judging by
 // its remote address: loopback, a Unix socket, or an address whose network

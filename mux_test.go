@@ -561,9 +561,10 @@ func TestSessionErrorsWrapCause(t *testing.T) {
 }
 
 // TestLoneStreamWindow: on loopback a stream alone in its session grows its
-// window to loneStreamWindow; once another stream opens it shrinks back to
-// InitialStreamWindow by returning less credit, losing no data, and the
-// growth budget is given back.
+// window to loneStreamWindow; while another stream receives data it shrinks
+// back to InitialStreamWindow by returning less credit, losing no data, and
+// the growth budget is given back; once the other has been quiet for
+// activeSpan it grows again.
 func TestLoneStreamWindow(t *testing.T) {
 	t.Parallel()
 	client, server := tcpSessions(t, nil, nil)
@@ -578,27 +579,56 @@ func TestLoneStreamWindow(t *testing.T) {
 	}
 	const chunk = 4 << 20
 	go func() {
-		w.Write(pattern(chunk, 1))
-		w.Write(pattern(chunk, 2))
+		for seed := uint32(1); seed <= 3; seed++ {
+			w.Write(pattern(chunk, seed))
+		}
 	}()
 	got := make([]byte, chunk)
-	if _, err := io.ReadFull(r, got); err != nil || !bytes.Equal(got, pattern(chunk, 1)) {
-		t.Fatalf("first %d bytes: %v or corrupted", chunk, err)
+	readChunk := func(seed uint32) {
+		t.Helper()
+		if _, err := io.ReadFull(r, got); err != nil || !bytes.Equal(got, pattern(chunk, seed)) {
+			t.Fatalf("chunk %d: %v or corrupted", seed, err)
+		}
 	}
+	readChunk(1)
 	if w := window(); w != loneStreamWindow {
 		t.Errorf("lone stream's window: %d, want %d", w, loneStreamWindow)
 	}
+
+	// Another stream, receiving a byte every millisecond.
 	other, _ := streamPair(t, client, server)
 	defer other.Close()
-	if _, err := io.ReadFull(r, got); err != nil || !bytes.Equal(got, pattern(chunk, 2)) {
-		t.Fatalf("next %d bytes: %v or corrupted", chunk, err)
-	}
+	quiet := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			select {
+			case <-quiet:
+				return
+			case <-time.After(time.Millisecond):
+			}
+			if _, err := other.Write([]byte{1}); err != nil {
+				return
+			}
+		}
+	}()
+	readChunk(2)
+	close(quiet)
+	<-stopped
 	initial := int64(DefaultConfig().InitialStreamWindow)
 	if w := window(); w != initial {
-		t.Errorf("window with another stream open: %d, want %d", w, initial)
+		t.Errorf("window with another stream receiving data: %d, want %d", w, initial)
 	}
 	if g := server.windowGrowth.Load(); g != 0 {
 		t.Errorf("growth budget still taken after shrinking: %d", g)
+	}
+
+	// The other stream, still open, has been quiet for activeSpan.
+	time.Sleep(time.Duration(activeSpan) + 10*time.Millisecond)
+	readChunk(3)
+	if w := window(); w != loneStreamWindow {
+		t.Errorf("window beside a stream quiet for %v: %d, want %d", time.Duration(activeSpan), w, loneStreamWindow)
 	}
 }
 

@@ -998,6 +998,7 @@ func (s *Session) handleData(h frameHeader) error {
 		}
 		return nil
 	}
+	s.noteData(st.id)
 	st.mu.Lock()
 	if st.has(stSynPending) {
 		st.mu.Unlock()

@@ -361,10 +361,11 @@ func (st *Stream) appendChunkLocked(c *chunk) {
 // lately, within an equal share of the budget. On a short one (round trips
 // under minAutotuneRTT) it keeps its initial window, which keeps the bytes
 // queued ahead of other streams' frames, and so their latency, low, unless
-// the stream is alone in its session: with nobody to delay, it grows to
+// the stream is alone in its session or the others are quiet (none received
+// data within activeSpan): with nobody to delay, it grows to
 // loneStreamWindow, and gives the growth back, returning less credit as the
-// application reads, once another stream opens. No window grows beyond
-// maxGrownWindow.
+// application reads, once another stream opens or receives data. No window
+// grows beyond maxGrownWindow.
 func (st *Stream) consumedLocked(n int) {
 	s := st.sess
 	if st.has(stReadClosed) {
@@ -396,7 +397,7 @@ func (st *Stream) consumedLocked(n int) {
 	alone := s.numStreams.Load() == 1
 	if short {
 		target = int64(s.cfg.InitialStreamWindow)
-		if alone {
+		if alone || s.othersQuiet(st.id, now) {
 			target = max(target, min(loneStreamWindow, s.maxGrownWindow()))
 		}
 	} else {
