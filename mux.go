@@ -342,8 +342,9 @@ type Session struct {
 	lateFrames  atomic.Int64 // frames for finished streams still excused (see excuseLate)
 	peakStreams atomic.Int32 // the most streams open at once (see allowLate)
 
-	writeShut atomic.Bool // Shutdown half-closed the connection: write nothing more
-	closing   atomic.Bool // Close began, or Shutdown's half-close: Writes and OpenStream fail, as after Close
+	writeShut atomic.Bool   // Shutdown half-closed the connection: write nothing more
+	closing   atomic.Bool   // Close began, or Shutdown's half-close: Writes and OpenStream fail, as after Close
+	closingCh chan struct{} // closed when closing is set: a waiting Accept fails
 	hsTimer   *time.Timer
 	wTimer    *time.Timer  // WriteTimeout; see writeTimerFired
 	wBusy     atomic.Bool  // the writer goroutine is blocked in a write
@@ -429,6 +430,7 @@ func buildSession(conn io.ReadWriteCloser, cfg *Config, client bool) (*Session, 
 		acceptCh:   make(chan *Stream, c.AcceptBacklog),
 		pings:      make(map[uint32]pingWait),
 		dying:      make(chan struct{}),
+		closingCh:  make(chan struct{}),
 		goingAway:  make(chan struct{}),
 		peerKnown:  make(chan struct{}),
 		writerDone: make(chan struct{}),
@@ -650,6 +652,9 @@ func (s *Session) acceptStream(stop <-chan struct{}) (*Stream, error) {
 		case <-stop:
 			s.doneLurking()
 			return nil, errListenerClosed
+		case <-s.closingCh:
+			s.doneLurking()
+			return nil, errSessionClosed
 		case <-s.dying:
 			select {
 			case st = <-s.acceptCh:
@@ -771,13 +776,15 @@ func (s *Session) closeGracefully(flushCtx, lingerCtx context.Context) error {
 	return nil
 }
 
-// beginClosing makes Writes fail from now on, waking those already waiting
-// for credit: nothing they wait for would go out, and they would otherwise
-// wait until the session ends, after Close's linger.
+// beginClosing makes Writes and Accept fail from now on, waking those
+// already waiting (Writes for credit): nothing they wait for would go out,
+// and they would otherwise wait until the session ends, after Close's
+// linger.
 func (s *Session) beginClosing() {
 	if s.closing.Swap(true) {
 		return
 	}
+	close(s.closingCh)
 	s.smu.Lock()
 	for _, st := range s.streams {
 		st.mu.Lock()

@@ -1746,6 +1746,36 @@ func TestAcceptDuringCloseLinger(t *testing.T) {
 	<-closed
 }
 
+// TestCloseWakesWaitingAccept: an Accept already waiting when Close begins
+// fails with net.ErrClosed at once, as a net.Listener's Close unblocks
+// Accept, not when the session ends after Close's linger (a second, with a
+// peer that does not close its end).
+func TestCloseWakesWaitingAccept(t *testing.T) {
+	t.Parallel()
+	victim, a := newAttack(t, nil, true)
+	a.drain() // reads everything and never closes its end
+	type result struct {
+		err   error
+		ended bool // the session had ended when Accept returned
+	}
+	got := make(chan result, 1)
+	go func() {
+		_, err := victim.AcceptStream()
+		got <- result{err, victim.Err() != nil}
+	}()
+	waitFor(t, "Accept to wait", func() bool { return victim.rt.lurkers.Load() > 0 })
+	closed := make(chan struct{})
+	go func() { victim.Close(); close(closed) }()
+	r := <-got
+	if !errors.Is(r.err, net.ErrClosed) {
+		t.Errorf("Accept waiting when Close began: %v, want net.ErrClosed", r.err)
+	}
+	if r.ended {
+		t.Error("Accept returned only when the session ended, after Close's linger")
+	}
+	<-closed
+}
+
 // TestCloseWakesWriteAwaitingCredit: a Write waiting for the peer's credit
 // when Close begins fails with net.ErrClosed at once, as Close documents,
 // not when the session ends after Close's linger (a second, with a peer
