@@ -49,6 +49,13 @@ var (
 // HandshakeTimeout negative the Dialer does not wait. A server allowing
 // fewer than 100 streams may refuse the surplus of a first burst (set
 // MaxStreamsPerSession to its limit, or below, to avoid that).
+// A session whose budget is nearly spent, either way, by streams whose
+// readers stall (data the server has not read, or this side's application
+// has not: within two stream windows of SessionWindow) gets no new
+// streams, which could not move until those readers read: the next dial
+// opens another connection, as a new TCP connection would be independent
+// of them. Streams already on it, and keep-alive connections that reuse
+// them, still wait for those readers.
 // A session that has ended is forgotten at once (a goroutine per pooled
 // session waits for its end; Close waits for them), also if its address
 // is never dialed again, and one that received GOAWAY from its server, or
@@ -612,7 +619,23 @@ func (s *Session) hasRoom(max int, assumed uint32) (room, wait bool) {
 	if !s.knowsPeer() && s.cfg.HandshakeTimeout > 0 && uint64(s.outgoing) >= uint64(assumed) {
 		return false, true
 	}
-	return !s.atPeerLimitLocked(), false
+	return !s.atPeerLimitLocked() && !s.crowdedLocked(), false
+}
+
+// crowdedLocked reports whether a new stream on the session would wait for
+// other streams' readers: the session's budget, either way, has less than
+// two stream windows left (or half the session window, if less), held by
+// data that the peer's streams (this side's sending) or this side's
+// (the peer's sending) have not read. Over TCP a new connection would be
+// independent of them, so the Dialer opens one. A session is not crowded
+// before the peer's preface, whose settings the sending side's measure
+// needs. smu is held.
+func (s *Session) crowdedLocked() bool {
+	if !s.knowsPeer() {
+		return false
+	}
+	low := min(2*int64(s.peer.streamWindow), int64(s.peer.sessionWindow)/2)
+	return s.sendWindow.Load() < low || s.budgetLow.Load()
 }
 
 // atPeerLimitLocked reports whether this side has as many streams open as

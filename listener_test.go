@@ -2305,3 +2305,95 @@ func TestDialerDialRacingStreamEnd(t *testing.T) {
 		t.Errorf("coldWaiters %d at the end", n)
 	}
 }
+
+// TestDialerAvoidsCrowdedSession: streams whose readers stall hold a
+// session's whole budget, data the server's application has not read
+// (uploads) or the client's has not (downloads); a new stream there could
+// not move a byte until they read, where over TCP a new connection would
+// be independent of them. The Dialer opens a new connection for it.
+func TestDialerAvoidsCrowdedSession(t *testing.T) {
+	t.Parallel()
+	// The smallest windows: 16 streams fill the session's budget.
+	cfg := &Config{InitialStreamWindow: 64 << 10, SessionWindow: 1 << 20}
+	const stalled, body = 20, 128 << 10
+	for _, upload := range []bool{true, false} {
+		name := "download"
+		if upload {
+			name = "upload"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ln := NewListener(listenCounting(t, "127.0.0.1:0"), cfg)
+			shutdownListener(t, ln)
+			var held sync.WaitGroup
+			defer held.Wait()
+			stop := make(chan struct{})
+			defer close(stop)
+			go func() {
+				for {
+					st, err := ln.AcceptStream()
+					if err != nil {
+						return
+					}
+					held.Go(func() {
+						defer st.Close()
+						tag := make([]byte, 1)
+						if _, err := io.ReadFull(st, tag); err != nil {
+							return
+						}
+						switch tag[0] {
+						case 'U': // an upload whose handler does not read yet
+						case 'D': // a download its client does not read yet
+							st.Write(make([]byte, body))
+						default:
+							st.Write(tag)
+							return
+						}
+						<-stop
+					})
+				}
+			}()
+			d := &Dialer{Config: cfg}
+			defer d.Close()
+			var sending sync.WaitGroup
+			defer sending.Wait()
+			for range stalled {
+				c, err := d.DialStream(t.Context(), "tcp", ln.Addr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				if !upload {
+					if _, err := c.Write([]byte{'D'}); err != nil {
+						t.Fatal(err)
+					}
+					continue
+				}
+				sending.Go(func() { c.Write(append([]byte{'U'}, make([]byte, body)...)) })
+			}
+			first := dialerSessions(d)[0]
+			waitFor(t, "the stalled streams to use up the session's budget", func() bool {
+				if upload {
+					return first.sendWindow.Load() == 0
+				}
+				return first.peerStarved.Load()
+			})
+
+			c, err := d.DialStream(t.Context(), "tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := c.Write([]byte{'S'}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+				t.Fatalf("a new stream beside %d stalled ones: %v", stalled, err)
+			}
+			if c.Session() == first {
+				t.Error("the new stream went on the crowded session")
+			}
+		})
+	}
+}

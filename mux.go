@@ -64,7 +64,10 @@ type Config struct {
 	// streams together may hold received but unread. It bounds a session's
 	// receive memory. Growth of stream windows beyond InitialStreamWindow
 	// is limited to half of it, so that streams whose readers stall cannot
-	// take it all. Default 16 MiB (InitialStreamWindow if that is more),
+	// take it all; but SessionWindow/InitialStreamWindow streams stalled
+	// at once (64 by default) do, and the session's other streams then
+	// wait for those readers too (a Dialer opens another connection
+	// instead). Default 16 MiB (InitialStreamWindow if that is more),
 	// range 1 MiB (and at least
 	// InitialStreamWindow) to 2^31-1.
 	SessionWindow int
@@ -310,6 +313,8 @@ type Session struct {
 	_            [64]byte
 	recvSpent    int64       // bytes received; the read token's holder only
 	peerStarved  atomic.Bool // the peer had used all its session credit at its last DATA frame
+	budgetLow    atomic.Bool // it had less than lowBudget left at its last DATA frame (see crowdedLocked)
+	lowBudget    int64       // two stream windows, at most half SessionWindow
 	_            [64]byte
 	recvUnacked  atomic.Int64 // bytes consumed but not yet credited back
 	_            [64]byte
@@ -445,6 +450,7 @@ func buildSession(conn io.ReadWriteCloser, cfg *Config, client bool) (*Session, 
 	s.sendWindow.Store(int64(assumedSettings.sessionWindow))
 	s.sendFrameSize.Store(uint32(assumedSettings.maxFrameSize))
 	s.recvCredit.Store(int64(c.SessionWindow))
+	s.lowBudget = int64(min(2*c.InitialStreamWindow, c.SessionWindow/2))
 
 	// The first batch: our preface, then a ping that gives a first RTT
 	// sample for window autotuning.
@@ -1156,6 +1162,7 @@ func (s *Session) flushCredit() {
 	}
 	s.recvCredit.Add(inc)
 	s.peerStarved.Store(false)
+	s.budgetLow.Store(false) // until the next DATA frame looks
 	s.wmu.Lock()
 	s.queueUpdateLocked(&s.sched.sessionUpdateAt, 0, inc)
 	s.wmu.Unlock()
@@ -1170,6 +1177,14 @@ func (s *Session) flushCredit() {
 func (s *Session) spend(n int) (over int64) {
 	s.recvSpent += int64(n)
 	over = s.recvSpent - s.recvCredit.Load()
+	if -over < s.lowBudget && !s.budgetLow.Load() {
+		s.budgetLow.Store(true)
+		// As for peerStarved below: credit that came between the two
+		// would have cleared it first.
+		if s.recvCredit.Load()-s.recvSpent >= s.lowBudget {
+			s.budgetLow.Store(false)
+		}
+	}
 	if over == 0 && n > 0 {
 		s.peerStarved.Store(true)
 		if s.recvSpent < s.recvCredit.Load() {
