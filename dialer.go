@@ -49,13 +49,15 @@ var (
 // HandshakeTimeout negative the Dialer does not wait. A server allowing
 // fewer than 100 streams may refuse the surplus of a first burst (set
 // MaxStreamsPerSession to its limit, or below, to avoid that).
-// A session whose budget is nearly spent, either way, by streams whose
-// readers stall (data the server has not read, or this side's application
-// has not: within two stream windows of SessionWindow) gets no new
-// streams, which could not move until those readers read: the next dial
-// opens another connection, as a new TCP connection would be independent
-// of them. Streams already on it, and keep-alive connections that reuse
-// them, still wait for those readers.
+// A session whose budget is nearly spent, either way, by data in flight or
+// not yet read (streams whose readers stall, data the server has not read
+// or this side's application has not; or many busy streams: within two
+// stream windows, or a quarter of the session window, of SessionWindow)
+// gets no new streams, which could not move until those readers read: the
+// next dial opens another connection, as a new TCP connection would be
+// independent of them. Streams already on it, and keep-alive connections
+// that reuse them, still wait for those readers. The Dialer keeps the
+// extra connection, as every pooled session, until it ends or Close.
 // A session that has ended is forgotten at once (a goroutine per pooled
 // session waits for its end; Close waits for them), also if its address
 // is never dialed again, and one that received GOAWAY from its server, or
@@ -605,9 +607,11 @@ func (s *Session) allowsNoStreams() bool {
 
 // hasRoom reports whether the Dialer can open a stream on the session now:
 // the Dialer's cap (max, if positive) and the peer's stream limit leave
-// room, and so does assumed while that limit is unknown. One without stays
-// pooled: its streams end and make room. If only assumed stands in the
-// way, wait reports that the peer's preface may make room.
+// room, and so does assumed while that limit is unknown, and the session
+// is not crowded (see crowdedLocked). One without stays pooled: its
+// streams end and make room. If only assumed, or crowding before the
+// peer's preface, stands in the way, wait reports that the preface may
+// make room.
 func (s *Session) hasRoom(max int, assumed uint32) (room, wait bool) {
 	if max > 0 && s.NumStreams() >= max {
 		return false, false
@@ -616,26 +620,28 @@ func (s *Session) hasRoom(max int, assumed uint32) (room, wait bool) {
 	defer s.smu.Unlock()
 	// Without a HandshakeTimeout nothing would bound the wait for a
 	// preface that never comes: the stream goes out regardless.
-	if !s.knowsPeer() && s.cfg.HandshakeTimeout > 0 && uint64(s.outgoing) >= uint64(assumed) {
+	crowded := s.crowdedLocked()
+	if !s.knowsPeer() && s.cfg.HandshakeTimeout > 0 && (uint64(s.outgoing) >= uint64(assumed) || crowded) {
+		// The preface may bring room, and credit beyond the smallest
+		// session window assumed until then.
 		return false, true
 	}
-	return !s.atPeerLimitLocked() && !s.crowdedLocked(), false
+	return !s.atPeerLimitLocked() && !crowded, false
 }
 
 // crowdedLocked reports whether a new stream on the session would wait for
 // other streams' readers: the session's budget, either way, has less than
-// two stream windows left (or half the session window, if less), held by
-// data that the peer's streams (this side's sending) or this side's
-// (the peer's sending) have not read. Over TCP a new connection would be
-// independent of them, so the Dialer opens one. A session is not crowded
-// before the peer's preface, whose settings the sending side's measure
-// needs. smu is held.
+// two stream windows left (or a quarter of the session window, if less,
+// which a lone stream's grown window and credit returned in quarters
+// leave even while its reader keeps up), held by data in flight or not
+// yet read by the peer's streams (this side's sending) or this side's (the
+// peer's sending). Over TCP a new connection would be independent of
+// them, so the Dialer opens one. Before the peer's preface the sending
+// side is measured against the smallest windows, assumed until then (see
+// hasRoom). smu is held.
 func (s *Session) crowdedLocked() bool {
-	if !s.knowsPeer() {
-		return false
-	}
-	low := min(2*int64(s.peer.streamWindow), int64(s.peer.sessionWindow)/2)
-	return s.sendWindow.Load() < low || s.budgetLow.Load()
+	low := min(2*int64(s.peer.streamWindow), int64(s.peer.sessionWindow)/4)
+	return s.sendWindow.Load() < low || s.recvCredit.Load() < s.lowUntil.Load()
 }
 
 // atPeerLimitLocked reports whether this side has as many streams open as

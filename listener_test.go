@@ -2306,6 +2306,107 @@ func TestDialerDialRacingStreamEnd(t *testing.T) {
 	}
 }
 
+// TestDialerCrowdedBeforePreface: uploads spend a new session's credit
+// before the server's preface, which is all the smallest session window
+// assumed until then allows. The next dial waits for the preface rather
+// than go on that session (its stream could not send) or dial anew (the
+// preface may bring credit): after it, it goes on the session if the
+// server's larger window left room, or else on a new connection.
+func TestDialerCrowdedBeforePreface(t *testing.T) {
+	t.Parallel()
+	const uploads, body = 20, 128 << 10
+	for _, tc := range []struct {
+		name      string
+		server    *Config
+		wantConns int32
+	}{
+		{"server window as assumed", &Config{InitialStreamWindow: 64 << 10, SessionWindow: 1 << 20}, 2},
+		{"larger server window", nil, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ln := stallingServer(t, tc.server, body)
+			addr := ln.Addr().String()
+			gate := make(chan struct{})
+			d, dials := gatedDialer(gate, true)
+			var gateOnce sync.Once
+			openGate := func() { gateOnce.Do(func() { close(gate) }) }
+			defer d.Close()
+			defer openGate() // before Close: the sessions' readers wait on it
+			var sending sync.WaitGroup
+			defer sending.Wait() // after the streams' Close
+			var streams []*Stream
+			for range uploads {
+				c, err := d.DialStream(t.Context(), "tcp", addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				streams = append(streams, c)
+			}
+			for _, c := range streams {
+				sending.Go(func() { c.Write(append([]byte{'U'}, make([]byte, body)...)) })
+			}
+			first := streams[0].Session()
+			waitFor(t, "the uploads to spend the credit assumed", func() bool { return first.sendWindow.Load() == 0 })
+			res := waitingDial(t, d, addr)
+			openGate()
+			if err := <-res; err != nil {
+				t.Fatalf("the dial waiting for the preface: %v", err)
+			}
+			if n := dials.Load(); n != tc.wantConns {
+				t.Errorf("%d connections dialed, want %d", n, tc.wantConns)
+			}
+		})
+	}
+}
+
+// stallingServer serves streams whose first byte says what to do: 'U',
+// an upload whose handler does not read it yet; 'D', a download of body
+// bytes that its client does not read yet (both held open until the test
+// ends); anything else is echoed back, once.
+func stallingServer(t *testing.T, cfg *Config, body int) *Listener {
+	ln := NewListener(listenCounting(t, "127.0.0.1:0"), cfg)
+	var held sync.WaitGroup
+	accepting := make(chan struct{})
+	stop := make(chan struct{})
+	// Cleanups run last first: the handlers return, the Listener's
+	// Shutdown waits for their streams and ends the accept loop, and
+	// then nothing adds to held.
+	t.Cleanup(func() {
+		<-accepting
+		held.Wait()
+	})
+	shutdownListener(t, ln)
+	t.Cleanup(func() { close(stop) })
+	go func() {
+		defer close(accepting)
+		for {
+			st, err := ln.AcceptStream()
+			if err != nil {
+				return
+			}
+			held.Go(func() {
+				defer st.Close()
+				tag := make([]byte, 1)
+				if _, err := io.ReadFull(st, tag); err != nil {
+					return
+				}
+				switch tag[0] {
+				case 'U':
+				case 'D':
+					st.Write(make([]byte, body))
+				default:
+					st.Write(tag)
+					return
+				}
+				<-stop
+			})
+		}
+	}()
+	return ln
+}
+
 // TestDialerAvoidsCrowdedSession: streams whose readers stall hold a
 // session's whole budget, data the server's application has not read
 // (uploads) or the client's has not (downloads); a new stream there could
@@ -2323,36 +2424,7 @@ func TestDialerAvoidsCrowdedSession(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			ln := NewListener(listenCounting(t, "127.0.0.1:0"), cfg)
-			shutdownListener(t, ln)
-			var held sync.WaitGroup
-			defer held.Wait()
-			stop := make(chan struct{})
-			defer close(stop)
-			go func() {
-				for {
-					st, err := ln.AcceptStream()
-					if err != nil {
-						return
-					}
-					held.Go(func() {
-						defer st.Close()
-						tag := make([]byte, 1)
-						if _, err := io.ReadFull(st, tag); err != nil {
-							return
-						}
-						switch tag[0] {
-						case 'U': // an upload whose handler does not read yet
-						case 'D': // a download its client does not read yet
-							st.Write(make([]byte, body))
-						default:
-							st.Write(tag)
-							return
-						}
-						<-stop
-					})
-				}
-			}()
+			ln := stallingServer(t, cfg, body)
 			d := &Dialer{Config: cfg}
 			defer d.Close()
 			var sending sync.WaitGroup
@@ -2395,5 +2467,223 @@ func TestDialerAvoidsCrowdedSession(t *testing.T) {
 				t.Error("the new stream went on the crowded session")
 			}
 		})
+	}
+}
+
+// TestDialerHealthyBulkDoesNotCrowd: one bulk transfer whose reader keeps
+// up does not make the Dialer open other connections for the small
+// requests dialed beside it, also when the receiving side has the smallest
+// SessionWindow (1 MiB): its lone stream's window grows to half of it and
+// its credit goes back in quarters, so the budget left dips under two
+// stream windows (512 KiB), which the threshold therefore caps at a
+// quarter of the session window. (Before the cap: 2 connections.)
+func TestDialerHealthyBulkDoesNotCrowd(t *testing.T) {
+	t.Parallel()
+	for _, upload := range []bool{true, false} {
+		name := "download"
+		if upload {
+			name = "upload"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			small := &Config{SessionWindow: 1 << 20} // InitialStreamWindow default 256 KiB
+			srvCfg, cliCfg := small, (*Config)(nil)  // a server with a smaller SessionWindow than the client
+			if !upload {
+				srvCfg, cliCfg = nil, small
+			}
+			ln := NewListener(listenCounting(t, "127.0.0.1:0"), srvCfg)
+			shutdownListener(t, ln)
+			var wg sync.WaitGroup
+			defer wg.Wait()
+			go func() {
+				for {
+					st, err := ln.AcceptStream()
+					if err != nil {
+						return
+					}
+					wg.Go(func() {
+						defer st.Close()
+						tag := make([]byte, 1)
+						if _, err := io.ReadFull(st, tag); err != nil {
+							return
+						}
+						switch tag[0] {
+						case 'U':
+							io.Copy(io.Discard, st) // reads as fast as it can
+						case 'D':
+							buf := make([]byte, 32<<10)
+							for {
+								if _, err := st.Write(buf); err != nil {
+									return
+								}
+							}
+						default:
+							st.Write(tag)
+						}
+					})
+				}
+			}()
+			d := &Dialer{Config: cliCfg}
+			defer d.Close()
+			bulk, err := d.DialStream(t.Context(), "tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer bulk.Close()
+			stop := make(chan struct{})
+			var bulkDone sync.WaitGroup
+			defer bulkDone.Wait()
+			defer close(stop)
+			if upload {
+				bulk.Write([]byte{'U'})
+				bulkDone.Go(func() {
+					buf := make([]byte, 32<<10)
+					for {
+						select {
+						case <-stop:
+							bulk.CloseWrite()
+							return
+						default:
+						}
+						if _, err := bulk.Write(buf); err != nil {
+							return
+						}
+					}
+				})
+			} else {
+				bulk.Write([]byte{'D'})
+				bulkDone.Go(func() {
+					go func() { <-stop; bulk.Close() }()
+					io.Copy(io.Discard, bulk) // reads as fast as it can
+				})
+			}
+			time.Sleep(20 * time.Millisecond)
+			// 50 small requests beside it, one at a time.
+			for range 50 {
+				c, err := d.DialStream(t.Context(), "tcp", ln.Addr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				if _, err := c.Write([]byte{'S'}); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+					t.Fatal(err)
+				}
+				c.Close()
+				time.Sleep(time.Millisecond)
+			}
+			if n := len(dialerSessions(d)); n != 1 {
+				t.Errorf("one healthy bulk %s (reader never stalls) and 50 sequential small requests: %d connections, want 1", name, n)
+			}
+		})
+	}
+}
+
+// TestDialerCrowdedAfterTrickle: 16 stalled downloads hold the whole 1 MiB
+// budget; one of their readers then reads 1 KiB, whose session credit goes
+// back at once (the peer is starved), leaving 1 KiB of budget, and no DATA
+// follows. The session is still crowded: the next dial goes on a new
+// connection. (With a flag cleared by any credit, it went on that session,
+// where its response moved 1 KiB per round trip: 700 ms for 256 KiB.)
+func TestDialerCrowdedAfterTrickle(t *testing.T) {
+	t.Parallel()
+	cfg := &Config{InitialStreamWindow: 64 << 10, SessionWindow: 1 << 20}
+	const stalled, body = 16, 64 << 10
+	ln := NewListener(listenCounting(t, "127.0.0.1:0"), cfg)
+	shutdownListener(t, ln)
+	var held sync.WaitGroup
+	defer held.Wait()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			st, err := ln.AcceptStream()
+			if err != nil {
+				return
+			}
+			held.Go(func() {
+				defer st.Close()
+				tag := make([]byte, 1)
+				if _, err := io.ReadFull(st, tag); err != nil {
+					return
+				}
+				switch tag[0] {
+				case 'D':
+					st.Write(make([]byte, body))
+					<-stop
+				default:
+					st.Write(make([]byte, 256<<10))
+				}
+			})
+		}
+	}()
+	// 2 ms from client to server: a round trip is at least that.
+	d := &Dialer{Config: cfg, DialConn: func(ctx context.Context, network, address string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, address)
+		return slowWriter{c}, err
+	}}
+	defer d.Close()
+	var streams []*Stream
+	for range stalled {
+		c, err := d.DialStream(t.Context(), "tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte{'D'}); err != nil {
+			t.Fatal(err)
+		}
+		streams = append(streams, c)
+	}
+	first := dialerSessions(d)[0]
+	waitFor(t, "the stalled streams to use up the session's budget", first.peerStarved.Load)
+	first.smu.Lock()
+	crowded := first.crowdedLocked()
+	first.smu.Unlock()
+	if !crowded {
+		t.Fatal("not crowded with the budget spent")
+	}
+	// One stalled reader reads a little.
+	if _, err := io.ReadFull(streams[0], make([]byte, 1024)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	c, err := d.DialStream(t.Context(), "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	start := time.Now()
+	c.Write([]byte{'S'})
+	if _, err := io.ReadFull(c, make([]byte, 256<<10)); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("256 KiB on the new stream took %v (session %v)", time.Since(start), c.Session() == first)
+	if c.Session() == first {
+		t.Errorf("the new stream went on the session whose budget was all but spent (1 KiB left)")
+	}
+}
+
+// slowWriter delays every write by 2 ms.
+type slowWriter struct{ net.Conn }
+
+func (c slowWriter) Write(b []byte) (int, error) {
+	time.Sleep(2 * time.Millisecond)
+	return c.Conn.Write(b)
+}
+
+// TestLowBudgetOn32Bit: with an InitialStreamWindow of 1 GiB or more, two
+// stream windows overflow an int on 32-bit platforms; lowBudget is
+// computed in int64, or the receive side would never count as low.
+func TestLowBudgetOn32Bit(t *testing.T) {
+	t.Parallel()
+	c1, c2 := tcpConnPair(t)
+	cfg := &Config{InitialStreamWindow: 1 << 30, MaxStreamWindow: 1 << 30, SessionWindow: 1<<31 - 1}
+	client, _ := sessionPair(t, c1, c2, cfg, nil)
+	if client.lowBudget <= 0 {
+		t.Errorf("lowBudget %d: the budget never counts as low", client.lowBudget)
 	}
 }

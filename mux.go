@@ -65,9 +65,10 @@ type Config struct {
 	// receive memory. Growth of stream windows beyond InitialStreamWindow
 	// is limited to half of it, so that streams whose readers stall cannot
 	// take it all; but SessionWindow/InitialStreamWindow streams stalled
-	// at once (64 by default) do, and the session's other streams then
-	// wait for those readers too (a Dialer opens another connection
-	// instead). Default 16 MiB (InitialStreamWindow if that is more),
+	// at once (64 by default, fewer if their windows had grown: as few as
+	// 33 on a long link, where one window may take half of SessionWindow)
+	// do, and the session's other streams then wait for those readers too
+	// (a Dialer opens another connection instead). Default 16 MiB (InitialStreamWindow if that is more),
 	// range 1 MiB (and at least
 	// InitialStreamWindow) to 2^31-1.
 	SessionWindow int
@@ -311,10 +312,10 @@ type Session struct {
 	windowGrowth atomic.Int64 // sum of stream window growth, ≤ SessionWindow/2
 	numStreams   atomic.Int32 // len(streams), readable without smu
 	_            [64]byte
-	recvSpent    int64       // bytes received; the read token's holder only
-	peerStarved  atomic.Bool // the peer had used all its session credit at its last DATA frame
-	budgetLow    atomic.Bool // it had less than lowBudget left at its last DATA frame (see crowdedLocked)
-	lowBudget    int64       // two stream windows, at most half SessionWindow
+	recvSpent    int64        // bytes received; the read token's holder only
+	peerStarved  atomic.Bool  // the peer had used all its session credit at its last DATA frame
+	lowUntil     atomic.Int64 // recvCredit below this: the peer has less than lowBudget left (see crowdedLocked); the read token's holder stores it
+	lowBudget    int64        // two stream windows, at most a quarter of SessionWindow (see crowdedLocked)
 	_            [64]byte
 	recvUnacked  atomic.Int64 // bytes consumed but not yet credited back
 	_            [64]byte
@@ -450,7 +451,7 @@ func buildSession(conn io.ReadWriteCloser, cfg *Config, client bool) (*Session, 
 	s.sendWindow.Store(int64(assumedSettings.sessionWindow))
 	s.sendFrameSize.Store(uint32(assumedSettings.maxFrameSize))
 	s.recvCredit.Store(int64(c.SessionWindow))
-	s.lowBudget = int64(min(2*c.InitialStreamWindow, c.SessionWindow/2))
+	s.lowBudget = min(2*int64(c.InitialStreamWindow), int64(c.SessionWindow)/4)
 
 	// The first batch: our preface, then a ping that gives a first RTT
 	// sample for window autotuning.
@@ -1162,7 +1163,6 @@ func (s *Session) flushCredit() {
 	}
 	s.recvCredit.Add(inc)
 	s.peerStarved.Store(false)
-	s.budgetLow.Store(false) // until the next DATA frame looks
 	s.wmu.Lock()
 	s.queueUpdateLocked(&s.sched.sessionUpdateAt, 0, inc)
 	s.wmu.Unlock()
@@ -1177,13 +1177,11 @@ func (s *Session) flushCredit() {
 func (s *Session) spend(n int) (over int64) {
 	s.recvSpent += int64(n)
 	over = s.recvSpent - s.recvCredit.Load()
-	if -over < s.lowBudget && !s.budgetLow.Load() {
-		s.budgetLow.Store(true)
-		// As for peerStarved below: credit that came between the two
-		// would have cleared it first.
-		if s.recvCredit.Load()-s.recvSpent >= s.lowBudget {
-			s.budgetLow.Store(false)
-		}
+	if -over < s.lowBudget {
+		// Low until credit brings the budget left back to lowBudget;
+		// compared with recvCredit when asked, so credit that came
+		// meanwhile counts, however much it was.
+		s.lowUntil.Store(s.recvSpent + s.lowBudget)
 	}
 	if over == 0 && n > 0 {
 		s.peerStarved.Store(true)
@@ -1255,9 +1253,9 @@ func (s *Session) countGrower(st *Stream, now, rtt int64) (n int32, largest int6
 }
 
 // reserveGrowth takes up to n bytes of the budget for growing stream
-// windows and returns how many it took.
-func (s *Session) reserveGrowth(n int64) int64 {
-	budget := int64(s.cfg.SessionWindow / 2)
+// windows, of which at most budget in all, and returns how many it took.
+func (s *Session) reserveGrowth(n, budget int64) int64 {
+	budget = min(budget, int64(s.cfg.SessionWindow/2))
 	for {
 		taken := s.windowGrowth.Load()
 		k := min(n, budget-taken)

@@ -632,6 +632,78 @@ func TestLoneStreamWindow(t *testing.T) {
 	}
 }
 
+// TestShortLinkGrowsOneWindow: on a short link the session's streams hold
+// one lone window's growth in all. A stream that grew while the others were
+// quiet and then stalled keeps its window, and a stream beside it, though
+// it too finds the others quiet, keeps InitialStreamWindow: were each to
+// grow in turn and stall, fewer stalled streams would spend the session
+// window that must leave the others moving (33 instead of 64).
+func TestShortLinkGrowsOneWindow(t *testing.T) {
+	t.Parallel()
+	client, server := tcpSessions(t, nil, nil)
+	forceShortLink(t, client, server)
+	writeForever := func(w *Stream) {
+		buf := make([]byte, 64<<10)
+		for {
+			if _, err := w.Write(buf); err != nil {
+				return
+			}
+		}
+	}
+	window := func(r *Stream) (window, buffered int64) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.recvWindow, int64(r.buffered)
+	}
+	buf := make([]byte, 64<<10)
+	w1, r1 := streamPair(t, client, server)
+	defer w1.Close()
+	go writeForever(w1)
+	// Read until right after a window update, so that the peer may fill
+	// the whole window.
+	for read := 0; ; {
+		n, err := r1.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		read += n
+		r1.mu.Lock()
+		updated := r1.unacked == 0
+		r1.mu.Unlock()
+		if read >= 4<<20 && updated {
+			break
+		}
+	}
+	if w, _ := window(r1); w != loneStreamWindow {
+		t.Fatalf("lone stream's window: %d, want %d", w, loneStreamWindow)
+	}
+	// Its reader stalls: it receives nothing more once its window is full,
+	// and after activeSpan it counts as quiet.
+	waitFor(t, "the stalled stream's window to fill", func() bool {
+		w, b := window(r1)
+		return b == w
+	})
+	time.Sleep(time.Duration(activeSpan) + 10*time.Millisecond)
+
+	w2, r2 := streamPair(t, client, server)
+	defer w2.Close()
+	go writeForever(w2)
+	for read := 0; read < 4<<20; {
+		n, err := r2.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		read += n
+	}
+	initial := int64(DefaultConfig().InitialStreamWindow)
+	if w, _ := window(r2); w != initial {
+		t.Errorf("window beside a grown stalled stream: %d, want %d", w, initial)
+	}
+	if g := server.windowGrowth.Load(); g != loneStreamWindow-initial {
+		t.Errorf("growth taken: %d, want %d (one lone window's)", g, loneStreamWindow-initial)
+	}
+}
+
 // TestLoneStreamLeavesSessionCredit: a lone stream grows at most to half the
 // session window, so when its reader pauses a second stream still gets
 // credit. (With SessionWindow 1 MiB and a 512 KiB initial window, growing

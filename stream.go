@@ -394,8 +394,17 @@ func (st *Stream) consumedLocked(n int) {
 	// target is the window this update moves to: up by sending more
 	// credit than was consumed, down by sending less.
 	target := st.recvWindow
+	budget := int64(s.cfg.SessionWindow / 2)
 	alone := s.numStreams.Load() == 1
 	if short {
+		// One lone window's growth in the whole session: a stream that
+		// grew while the others were quiet and then stalled keeps its
+		// window (credit granted stays valid), and streams growing
+		// after it in turn would each keep one too, spending the
+		// session window that stalled streams must leave the others
+		// (with 11 grown, 22 more stalled streams blocked the session,
+		// where 64 of 256 KiB fit in its 16 MiB).
+		budget = max(0, int64(loneStreamWindow-s.cfg.InitialStreamWindow))
 		target = int64(s.cfg.InitialStreamWindow)
 		if alone || s.othersQuiet(st.id, now) {
 			target = max(target, min(loneStreamWindow, s.maxGrownWindow()))
@@ -440,7 +449,7 @@ func (st *Stream) consumedLocked(n int) {
 	if grow := target - st.recvWindow; grow > 0 {
 		// As far as the budget allows: what streams above their share
 		// give back frees more at their next updates.
-		grow = s.reserveGrowth(grow)
+		grow = s.reserveGrowth(grow, budget)
 		st.recvWindow += grow
 		inc += grow
 	} else if cut := min(-grow, inc); cut > 0 {
