@@ -44,24 +44,7 @@ func BenchmarkBulk(b *testing.B) {
 		for _, kind := range kinds {
 			b.Run(fmt.Sprintf("write=%dKiB/%s", size>>10, kind), func(b *testing.B) {
 				w, r := benchPair(b, kind)
-				done := make(chan int64)
-				go func() {
-					n, _ := io.CopyBuffer(io.Discard, r, make([]byte, 64<<10))
-					done <- n
-				}()
-				buf := make([]byte, size)
-				b.SetBytes(int64(size))
-				b.ReportAllocs()
-				b.ResetTimer()
-				for range b.N {
-					if _, err := w.Write(buf); err != nil {
-						b.Fatal(err)
-					}
-				}
-				closeWrite(w)
-				if n := <-done; n != int64(size)*int64(b.N) {
-					b.Fatalf("reader got %d bytes, want %d", n, int64(size)*int64(b.N))
-				}
+				benchTransfer(b, w, r, size)
 			})
 		}
 	}
@@ -91,25 +74,31 @@ func BenchmarkBulkBesideIdle(b *testing.B) {
 				b.Fatal(err)
 			}
 			time.Sleep(time.Duration(activeSpan) + 10*time.Millisecond)
-			done := make(chan int64)
-			go func() {
-				n, _ := io.CopyBuffer(io.Discard, r, make([]byte, 64<<10))
-				done <- n
-			}()
-			buf := make([]byte, 32<<10)
-			b.SetBytes(int64(len(buf)))
-			b.ReportAllocs()
-			b.ResetTimer()
-			for range b.N {
-				if _, err := w.Write(buf); err != nil {
-					b.Fatal(err)
-				}
-			}
-			closeWrite(w)
-			if n := <-done; n != int64(len(buf))*int64(b.N) {
-				b.Fatalf("reader got %d bytes, want %d", n, int64(len(buf))*int64(b.N))
-			}
+			benchTransfer(b, w, r, 32<<10)
 		})
+	}
+}
+
+// benchTransfer writes b.N writes of size bytes to w, then CloseWrite,
+// while r's peer reads them all and discards them.
+func benchTransfer(b *testing.B, w, r net.Conn, size int) {
+	done := make(chan int64)
+	go func() {
+		n, _ := io.CopyBuffer(io.Discard, r, make([]byte, 64<<10))
+		done <- n
+	}()
+	buf := make([]byte, size)
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := w.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	closeWrite(w)
+	if n := <-done; n != int64(size)*int64(b.N) {
+		b.Fatalf("reader got %d bytes, want %d", n, int64(size)*int64(b.N))
 	}
 }
 

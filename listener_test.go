@@ -2361,11 +2361,10 @@ func TestDialerCrowdedBeforePreface(t *testing.T) {
 	}
 }
 
-// stallingServer serves streams whose first byte says what to do: 'U',
-// an upload whose handler does not read it yet; 'D', a download of body
-// bytes that its client does not read yet (both held open until the test
-// ends); anything else is echoed back, once.
-func stallingServer(t *testing.T, cfg *Config, body int) *Listener {
+// tagServer serves streams on a Listener until the test ends, handing each
+// to serve with its first byte. stop is closed when the test ends, before
+// the Listener's Shutdown, which waits for the streams.
+func tagServer(t *testing.T, cfg *Config, serve func(st *Stream, tag byte, stop <-chan struct{})) *Listener {
 	ln := NewListener(listenCounting(t, "127.0.0.1:0"), cfg)
 	var held sync.WaitGroup
 	accepting := make(chan struct{})
@@ -2389,22 +2388,31 @@ func stallingServer(t *testing.T, cfg *Config, body int) *Listener {
 			held.Go(func() {
 				defer st.Close()
 				tag := make([]byte, 1)
-				if _, err := io.ReadFull(st, tag); err != nil {
-					return
+				if _, err := io.ReadFull(st, tag); err == nil {
+					serve(st, tag[0], stop)
 				}
-				switch tag[0] {
-				case 'U':
-				case 'D':
-					st.Write(make([]byte, body))
-				default:
-					st.Write(tag)
-					return
-				}
-				<-stop
 			})
 		}
 	}()
 	return ln
+}
+
+// stallingServer is a tagServer for 'U', an upload whose handler does not
+// read it yet; 'D', a download of body bytes that its client does not read
+// yet (both held open until the test ends); anything else is echoed back,
+// once.
+func stallingServer(t *testing.T, cfg *Config, body int) *Listener {
+	return tagServer(t, cfg, func(st *Stream, tag byte, stop <-chan struct{}) {
+		switch tag {
+		case 'U':
+		case 'D':
+			st.Write(make([]byte, body))
+		default:
+			st.Write([]byte{tag})
+			return
+		}
+		<-stop
+	})
 }
 
 // TestDialerAvoidsCrowdedSession: streams whose readers stall hold a
@@ -2491,38 +2499,21 @@ func TestDialerHealthyBulkDoesNotCrowd(t *testing.T) {
 			if !upload {
 				srvCfg, cliCfg = nil, small
 			}
-			ln := NewListener(listenCounting(t, "127.0.0.1:0"), srvCfg)
-			shutdownListener(t, ln)
-			var wg sync.WaitGroup
-			defer wg.Wait()
-			go func() {
-				for {
-					st, err := ln.AcceptStream()
-					if err != nil {
-						return
-					}
-					wg.Go(func() {
-						defer st.Close()
-						tag := make([]byte, 1)
-						if _, err := io.ReadFull(st, tag); err != nil {
+			ln := tagServer(t, srvCfg, func(st *Stream, tag byte, _ <-chan struct{}) {
+				switch tag {
+				case 'U':
+					io.Copy(io.Discard, st) // reads as fast as it can
+				case 'D':
+					buf := make([]byte, 32<<10)
+					for {
+						if _, err := st.Write(buf); err != nil {
 							return
 						}
-						switch tag[0] {
-						case 'U':
-							io.Copy(io.Discard, st) // reads as fast as it can
-						case 'D':
-							buf := make([]byte, 32<<10)
-							for {
-								if _, err := st.Write(buf); err != nil {
-									return
-								}
-							}
-						default:
-							st.Write(tag)
-						}
-					})
+					}
+				default:
+					st.Write([]byte{tag})
 				}
-			}()
+			})
 			d := &Dialer{Config: cliCfg}
 			defer d.Close()
 			bulk, err := d.DialStream(t.Context(), "tcp", ln.Addr().String())
@@ -2591,34 +2582,14 @@ func TestDialerCrowdedAfterTrickle(t *testing.T) {
 	t.Parallel()
 	cfg := &Config{InitialStreamWindow: 64 << 10, SessionWindow: 1 << 20}
 	const stalled, body = 16, 64 << 10
-	ln := NewListener(listenCounting(t, "127.0.0.1:0"), cfg)
-	shutdownListener(t, ln)
-	var held sync.WaitGroup
-	defer held.Wait()
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		for {
-			st, err := ln.AcceptStream()
-			if err != nil {
-				return
-			}
-			held.Go(func() {
-				defer st.Close()
-				tag := make([]byte, 1)
-				if _, err := io.ReadFull(st, tag); err != nil {
-					return
-				}
-				switch tag[0] {
-				case 'D':
-					st.Write(make([]byte, body))
-					<-stop
-				default:
-					st.Write(make([]byte, 256<<10))
-				}
-			})
+	ln := tagServer(t, cfg, func(st *Stream, tag byte, stop <-chan struct{}) {
+		if tag == 'D' {
+			st.Write(make([]byte, body))
+			<-stop
+			return
 		}
-	}()
+		st.Write(make([]byte, 256<<10))
+	})
 	// 2 ms from client to server: a round trip is at least that.
 	d := &Dialer{Config: cfg, DialConn: func(ctx context.Context, network, address string) (net.Conn, error) {
 		c, err := (&net.Dialer{}).DialContext(ctx, network, address)
