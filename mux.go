@@ -66,7 +66,7 @@ type Config struct {
 	// is limited to half of it, so that streams whose readers stall cannot
 	// take it all; but SessionWindow/InitialStreamWindow streams stalled
 	// at once (64 by default, fewer if their windows had grown: as few as
-	// 33 on a long link, where one window may take half of SessionWindow)
+	// 32 on a long link, where their growth may take half of SessionWindow)
 	// do, and the session's other streams then wait for those readers too
 	// (a Dialer opens another connection instead). Default 16 MiB (InitialStreamWindow if that is more),
 	// range 1 MiB (and at least

@@ -632,75 +632,164 @@ func TestLoneStreamWindow(t *testing.T) {
 	}
 }
 
-// TestShortLinkGrowsOneWindow: on a short link the session's streams hold
-// one lone window's growth in all. A stream that grew while the others were
-// quiet and then stalled keeps its window, and a stream beside it, though
-// it too finds the others quiet, keeps InitialStreamWindow: were each to
-// grow in turn and stall, fewer stalled streams would spend the session
-// window that must leave the others moving (33 instead of 64).
-func TestShortLinkGrowsOneWindow(t *testing.T) {
-	t.Parallel()
-	client, server := tcpSessions(t, nil, nil)
-	forceShortLink(t, client, server)
-	writeForever := func(w *Stream) {
+// growAndStall has w send forever and reads r until its window has grown
+// (right after a window update, so that the peer may fill all of it), then
+// stalls r's reader until its window is full. It returns that window.
+func growAndStall(t *testing.T, w, r *Stream) int64 {
+	t.Helper()
+	go func() {
 		buf := make([]byte, 64<<10)
 		for {
 			if _, err := w.Write(buf); err != nil {
 				return
 			}
 		}
-	}
-	window := func(r *Stream) (window, buffered int64) {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		return r.recvWindow, int64(r.buffered)
-	}
+	}()
 	buf := make([]byte, 64<<10)
-	w1, r1 := streamPair(t, client, server)
-	defer w1.Close()
-	go writeForever(w1)
-	// Read until right after a window update, so that the peer may fill
-	// the whole window.
 	for read := 0; ; {
-		n, err := r1.Read(buf)
+		n, err := r.Read(buf)
 		if err != nil {
 			t.Fatal(err)
 		}
 		read += n
-		r1.mu.Lock()
-		updated := r1.unacked == 0
-		r1.mu.Unlock()
+		r.mu.Lock()
+		updated := r.unacked == 0
+		r.mu.Unlock()
 		if read >= 4<<20 && updated {
 			break
 		}
 	}
-	if w, _ := window(r1); w != loneStreamWindow {
-		t.Fatalf("lone stream's window: %d, want %d", w, loneStreamWindow)
-	}
-	// Its reader stalls: it receives nothing more once its window is full,
-	// and after activeSpan it counts as quiet.
+	var win int64
 	waitFor(t, "the stalled stream's window to fill", func() bool {
-		w, b := window(r1)
-		return b == w
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		win = r.recvWindow
+		return int64(r.buffered) == r.recvWindow
 	})
-	time.Sleep(time.Duration(activeSpan) + 10*time.Millisecond)
+	return win
+}
 
-	w2, r2 := streamPair(t, client, server)
-	defer w2.Close()
-	go writeForever(w2)
-	for read := 0; read < 4<<20; {
-		n, err := r2.Read(buf)
-		if err != nil {
-			t.Fatal(err)
+// TestShortLinkGrowsOneWindow: on a short link the session's streams hold
+// one lone window's growth in all (of the window a lone stream grows to,
+// which MaxStreamWindow and SessionWindow may cap below loneStreamWindow).
+// A stream that grew while the others were quiet and then stalled keeps
+// its window, and a stream beside it, though it too finds the others
+// quiet, keeps InitialStreamWindow: were each to grow in turn and stall,
+// fewer stalled streams would spend the session window that must leave
+// the others moving (33 instead of 64 by default; with a 1 MiB session
+// window, two stalled streams spent it all).
+func TestShortLinkGrowsOneWindow(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		cfg  *Config
+		lone int64
+	}{
+		{"default", nil, loneStreamWindow},
+		{"SessionWindow 1 MiB", &Config{SessionWindow: 1 << 20}, 512 << 10},
+		{"MaxStreamWindow 512 KiB", &Config{MaxStreamWindow: 512 << 10}, 512 << 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			client, server := tcpSessions(t, nil, tc.cfg)
+			forceShortLink(t, client, server)
+			w1, r1 := streamPair(t, client, server)
+			defer w1.Close()
+			if w := growAndStall(t, w1, r1); w != tc.lone {
+				t.Fatalf("lone stream's window: %d, want %d", w, tc.lone)
+			}
+			// A stalled stream receives nothing: after activeSpan it
+			// counts as quiet.
+			time.Sleep(time.Duration(activeSpan) + 10*time.Millisecond)
+			w2, r2 := streamPair(t, client, server)
+			defer w2.Close()
+			initial := int64(DefaultConfig().InitialStreamWindow)
+			if w := growAndStall(t, w2, r2); w != initial {
+				t.Errorf("window beside a grown stalled stream: %d, want %d", w, initial)
+			}
+			if g := server.windowGrowth.Load(); g != tc.lone-initial {
+				t.Errorf("growth taken: %d, want %d (one lone window's)", g, tc.lone-initial)
+			}
+			// Beside the two, a third stream still gets its data.
+			w3, r3 := streamPair(t, client, server)
+			defer w3.Close()
+			go w3.Write([]byte("hello"))
+			r3.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.ReadFull(r3, make([]byte, 5)); err != nil {
+				t.Errorf("a third stream beside two stalled ones: %v", err)
+			}
+		})
+	}
+}
+
+// TestUnreadGrowthKeptPastFIN: a stream that grew and stalled keeps the
+// growth its unread data fills after the peer's FIN, so that no other
+// stream grows beside its full window (given back at the FIN, three such
+// streams held 3 MiB of unread data with no growth counted), and gives it
+// back as the data is read, or dropped by Close or Reset, also after the
+// peer's RST that followed its FIN.
+func TestUnreadGrowthKeptPastFIN(t *testing.T) {
+	t.Parallel()
+	t.Run("beside", func(t *testing.T) {
+		t.Parallel()
+		client, server := tcpSessions(t, nil, nil)
+		forceShortLink(t, client, server)
+		initial := int64(DefaultConfig().InitialStreamWindow)
+		for i := range 3 {
+			w, r := streamPair(t, client, server)
+			defer w.Close()
+			if got := growAndStall(t, w, r); i > 0 && got != initial {
+				t.Errorf("stream %d grew to %d beside a finished stream's grown window of unread data, want %d", i, got, initial)
+			}
+			w.CloseWrite() // the writer waits for credit: the FIN goes out now
+			waitFor(t, "the FIN", func() bool {
+				r.mu.Lock()
+				defer r.mu.Unlock()
+				return r.has(stRecvFIN)
+			})
+			time.Sleep(time.Duration(activeSpan) + 10*time.Millisecond)
 		}
-		read += n
-	}
-	initial := int64(DefaultConfig().InitialStreamWindow)
-	if w, _ := window(r2); w != initial {
-		t.Errorf("window beside a grown stalled stream: %d, want %d", w, initial)
-	}
-	if g := server.windowGrowth.Load(); g != loneStreamWindow-initial {
-		t.Errorf("growth taken: %d, want %d (one lone window's)", g, loneStreamWindow-initial)
+		if g := server.windowGrowth.Load(); g != loneStreamWindow-initial {
+			t.Errorf("growth taken: %d, want %d", g, loneStreamWindow-initial)
+		}
+	})
+	for _, end := range []string{"read", "close", "reset", "peer reset, then read"} {
+		t.Run(end, func(t *testing.T) {
+			t.Parallel()
+			client, server := tcpSessions(t, nil, nil)
+			forceShortLink(t, client, server)
+			w, r := streamPair(t, client, server)
+			defer w.Close()
+			growAndStall(t, w, r)
+			w.CloseWrite()
+			waitFor(t, "the FIN", func() bool {
+				r.mu.Lock()
+				defer r.mu.Unlock()
+				return r.has(stRecvFIN)
+			})
+			if server.windowGrowth.Load() == 0 {
+				t.Fatal("growth given back at the FIN, with the window's data unread")
+			}
+			if end == "peer reset, then read" {
+				w.Reset()
+				waitFor(t, "the RST", func() bool {
+					r.mu.Lock()
+					defer r.mu.Unlock()
+					return r.has(stReset)
+				})
+			}
+			switch end {
+			case "close":
+				r.Close()
+			case "reset":
+				r.Reset()
+			default:
+				if _, err := io.Copy(io.Discard, r); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitFor(t, "the growth to be given back", func() bool { return server.windowGrowth.Load() == 0 })
+		})
 	}
 }
 

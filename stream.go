@@ -315,13 +315,19 @@ func (st *Stream) repackLocked() {
 }
 
 // releaseGrowthLocked gives the stream's window growth back to the
-// session's budget once the peer can use no more credit on it: after its
-// FIN, or when this side closed or reset the stream (nothing it sends then
-// is kept, nor credited on the stream). A stream half-closed by the peer
-// while this side still sends (a long reply) would otherwise keep the
+// session's budget, but for what unread data still fills, once the peer
+// can use no more credit on it: after its FIN, or when this side closed or
+// reset the stream (nothing it sends then is kept, nor credited on the
+// stream); later Reads give back the rest. A stream half-closed by the
+// peer while this side still sends (a long reply) would otherwise keep the
 // growth, and later streams on a long link could not grow. st.mu is held.
 func (st *Stream) releaseGrowthLocked() {
-	if g := st.recvWindow - int64(st.sess.cfg.InitialStreamWindow); g > 0 {
+	// Growth that data received but not yet read still fills stays taken
+	// until the application reads it (consumedLocked gives it back then):
+	// given back at the FIN, the next stream could grow too while this
+	// one's grown window of unread data still holds the session window.
+	keep := max(int64(st.sess.cfg.InitialStreamWindow), int64(st.buffered))
+	if g := st.recvWindow - keep; g > 0 {
 		st.recvWindow -= g
 		st.sess.windowGrowth.Add(-g)
 	}
@@ -376,7 +382,8 @@ func (st *Stream) consumedLocked(n int) {
 	if st.has(stRecvFIN | stReset | stClosed) {
 		// The peer can send no more, or nobody will read it (a Read that
 		// got data as Close ran): the stream needs no credit, and its
-		// window growth was given back.
+		// window growth not filled by unread data was given back.
+		st.releaseGrowthLocked()
 		return
 	}
 	st.unacked += int64(n)
@@ -404,7 +411,7 @@ func (st *Stream) consumedLocked(n int) {
 		// session window that stalled streams must leave the others
 		// (with 11 grown, 22 more stalled streams blocked the session,
 		// where 64 of 256 KiB fit in its 16 MiB).
-		budget = max(0, int64(loneStreamWindow-s.cfg.InitialStreamWindow))
+		budget = max(0, min(loneStreamWindow, s.maxGrownWindow())-int64(s.cfg.InitialStreamWindow))
 		target = int64(s.cfg.InitialStreamWindow)
 		if alone || s.othersQuiet(st.id, now) {
 			target = max(target, min(loneStreamWindow, s.maxGrownWindow()))
@@ -739,6 +746,7 @@ func (st *Stream) reset(code errCode) error {
 		// Reset by the peer after its FIN: what the FIN completed was
 		// kept for Read, and nobody will read it now.
 		st.discardLocked()
+		st.releaseGrowthLocked()
 	}
 	st.stopDeadlinesLocked()
 	s.interruptRead(st)
@@ -815,7 +823,6 @@ func (st *Stream) removableLocked() bool {
 func (st *Stream) resetLocked(flags streamState) {
 	st.state |= stReset | flags
 	st.state &^= stFinPending | stSynPending | stResetAfterFIN
-	st.releaseGrowthLocked()
 	// A stream parked for session credit has nothing more to send: out of
 	// the parked list, or it stays there until credit comes.
 	st.sess.wmu.Lock()
@@ -826,6 +833,7 @@ func (st *Stream) resetLocked(flags streamState) {
 	if !st.has(stRecvFIN) || flags&stResetByPeer == 0 {
 		st.discardLocked()
 	}
+	st.releaseGrowthLocked() // after the discard: what it kept holds none
 	st.rcond.Broadcast()
 	st.wcond.Broadcast()
 }
