@@ -316,9 +316,9 @@ func (st *Stream) repackLocked() {
 
 // releaseGrowthLocked gives the stream's window growth back to the
 // session's budget, but for what unread data still fills, once the peer
-// can use no more credit on it: after its FIN, or when this side closed or
-// reset the stream (nothing it sends then is kept, nor credited on the
-// stream); later Reads give back the rest. A stream half-closed by the
+// can use no more credit on it: after its FIN or RST, or when this side
+// closed or reset the stream (nothing it sends then is kept, nor credited
+// on the stream), or forgot it; later Reads give back the rest. A stream half-closed by the
 // peer while this side still sends (a long reply) would otherwise keep the
 // growth, and later streams on a long link could not grow. st.mu is held.
 func (st *Stream) releaseGrowthLocked() {
@@ -381,8 +381,8 @@ func (st *Stream) consumedLocked(n int) {
 	}
 	if st.has(stRecvFIN | stReset | stClosed) {
 		// The peer can send no more, or nobody will read it (a Read that
-		// got data as Close ran): the stream needs no credit, and its
-		// window growth not filled by unread data was given back.
+		// got data as Close ran): the stream needs no credit, and the
+		// window growth that what this Read took had filled goes back.
 		st.releaseGrowthLocked()
 		return
 	}
