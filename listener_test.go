@@ -2658,3 +2658,66 @@ func TestLowBudgetOn32Bit(t *testing.T) {
 		t.Errorf("lowBudget %d: the budget never counts as low", client.lowBudget)
 	}
 }
+
+// TestHTTPUnreadResponsesDoNotBlock: a client (a proxy relaying to slow
+// downstream clients, say) that has not yet read 70 large responses holds
+// its session's whole receive budget (64 windows of 256 KiB in 16 MiB).
+// Later requests go on another connection: over TCP each has its own, and
+// on the crowded session the 66th response's headers never came, so a
+// program that reads the bodies only after all its requests hung.
+func TestHTTPUnreadResponsesDoNotBlock(t *testing.T) {
+	t.Parallel()
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/download" {
+			w.Write(make([]byte, 512<<10))
+			return
+		}
+		io.WriteString(w, "ok")
+	})
+	hs := startHTTP(t, listenCounting(t, "127.0.0.1:0"), nil, h)
+	d := &Dialer{}
+	hc := httpClient(t, d, nil)
+	const downloads = 70
+	var bodies []io.ReadCloser
+	defer func() {
+		for _, b := range bodies {
+			b.Close()
+		}
+	}()
+	dctx, dcancel := context.WithCancel(context.Background())
+	defer dcancel() // after the bodies' Close: unblocks a stuck Get
+	for i := range downloads {
+		type result struct {
+			resp *http.Response
+			err  error
+		}
+		ch := make(chan result, 1)
+		go func() {
+			req, _ := http.NewRequestWithContext(dctx, "GET", hs.url+"/download", nil)
+			resp, err := hc.Do(req)
+			ch <- result{resp, err}
+		}()
+		select {
+		case r := <-ch:
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			bodies = append(bodies, r.resp.Body) // read later, by a slow consumer
+		case <-time.After(5 * time.Second):
+			dcancel()
+			<-ch
+			t.Fatalf("response headers of download %d not in 5s: %d unread responses before it hold the session window", i, i)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", hs.url+"/small", nil)
+	start := time.Now()
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatalf("small request beside %d unread responses: %v after %v", downloads, err, time.Since(start).Round(time.Millisecond))
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+}
