@@ -961,8 +961,10 @@ const minAutotuneRTT = int64(time.Millisecond)
 const loneStreamWindow = 1 << 20
 
 // activeSpan is how long after a stream last received data it still counts
-// as active, so that a stream beside it keeps InitialStreamWindow on a
-// short link: its frames would wait behind that stream's queue. Streams
+// as active (and at least until the next window update of a stream beside
+// it: see othersQuiet), so that a stream beside it keeps
+// InitialStreamWindow on a short link: its frames would wait behind that
+// stream's queue. Streams
 // quiet for longer (a pooled keep-alive connection, a control stream) do
 // not hold a bulk transfer beside them to InitialStreamWindow: with one
 // idle stream beside it, a bulk stream on loopback moved half as much as
@@ -990,14 +992,17 @@ func (s *Session) noteData(id uint32) {
 	s.activeAt.Store(now)
 }
 
-// othersQuiet reports whether no stream but id has received data within
-// activeSpan of now.
-func (s *Session) othersQuiet(id uint32, now int64) bool {
+// othersQuiet reports whether no stream but id has received data since the
+// session clock reading since, nor within activeSpan of now. Time alone
+// would not do where a window takes longer than activeSpan to drain (a
+// slow link, or -race): the others' data waits behind it, and arrives
+// after more than activeSpan even while they send all the time.
+func (s *Session) othersQuiet(id uint32, since, now int64) bool {
 	at := s.activeAt.Load()
 	if s.activeID.Load() == id {
 		at = s.otherAt.Load()
 	}
-	return at == 0 || now-at >= activeSpan
+	return at == 0 || at < since && now-at >= activeSpan
 }
 
 // sameHost reports whether conn joins two ends on this machine, judging by

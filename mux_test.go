@@ -595,27 +595,23 @@ func TestLoneStreamWindow(t *testing.T) {
 		t.Errorf("lone stream's window: %d, want %d", w, loneStreamWindow)
 	}
 
-	// Another stream, receiving a byte every millisecond.
+	// Another stream, receiving a byte for every 64 KiB the bulk stream's
+	// reader reads: active throughout, however the goroutines are
+	// scheduled (a byte a millisecond from a timer went quiet for 100 ms
+	// once under -race on one processor).
 	other, _ := streamPair(t, client, server)
 	defer other.Close()
-	quiet := make(chan struct{})
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		for {
-			select {
-			case <-quiet:
-				return
-			case <-time.After(time.Millisecond):
-			}
-			if _, err := other.Write([]byte{1}); err != nil {
-				return
-			}
+	for off := 0; off < chunk; off += 64 << 10 {
+		if _, err := other.Write([]byte{1}); err != nil {
+			t.Fatal(err)
 		}
-	}()
-	readChunk(2)
-	close(quiet)
-	<-stopped
+		if _, err := io.ReadFull(r, got[off:off+64<<10]); err != nil {
+			t.Fatalf("chunk 2: %v", err)
+		}
+	}
+	if !bytes.Equal(got, pattern(chunk, 2)) {
+		t.Fatal("chunk 2 corrupted")
+	}
 	initial := int64(DefaultConfig().InitialStreamWindow)
 	if w := window(); w != initial {
 		t.Errorf("window with another stream receiving data: %d, want %d", w, initial)

@@ -413,7 +413,12 @@ func (st *Stream) consumedLocked(n int) {
 		// where 64 of 256 KiB fit in its 16 MiB).
 		budget = max(0, min(loneStreamWindow, s.maxGrownWindow())-int64(s.cfg.InitialStreamWindow))
 		target = int64(s.cfg.InitialStreamWindow)
-		if alone || s.othersQuiet(st.id, now) {
+		// The others count as quiet if none received data since this
+		// stream's previous update (when its drain rate's sample,
+		// unused on a short link, began), nor within activeSpan.
+		quiet := s.othersQuiet(st.id, st.rateStart, now)
+		st.rateStart, st.rateBytes = now, 0
+		if alone || quiet {
 			target = max(target, min(loneStreamWindow, s.maxGrownWindow()))
 		}
 	} else {
