@@ -368,8 +368,9 @@ func (st *Stream) appendChunkLocked(c *chunk) {
 // under minAutotuneRTT) it keeps its initial window, which keeps the bytes
 // queued ahead of other streams' frames, and so their latency, low, unless
 // the stream is alone in its session or the others are quiet (none received
-// data within activeSpan): with nobody to delay, it grows to
-// loneStreamWindow, and gives the growth back, returning less credit as the
+// data since its previous update, nor within activeSpan): with nobody to
+// delay, it grows to loneStreamWindow (one such window's growth in the
+// whole session), and gives the growth back, returning less credit as the
 // application reads, once another stream opens or receives data. No window
 // grows beyond maxGrownWindow.
 func (st *Stream) consumedLocked(n int) {
