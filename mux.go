@@ -54,9 +54,10 @@ type Config struct {
 	// equal windows, sharing that half. On a short link (the fastest of
 	// the session's pings under 1 ms) a window grows only while its stream
 	// is alone in the session, or no other stream has received data for
-	// 100 ms, to 1 MiB within those caps, and shrinks back as the
-	// application reads once another stream opens or receives data (credit
-	// already granted stays valid). Default 8 MiB (InitialStreamWindow if
+	// 100 ms nor since its previous window update, to 1 MiB within those
+	// caps (one such window's growth per session), and shrinks back as the
+	// application reads once another stream receives data (one the peer
+	// opens does with its SYN; credit already granted stays valid). Default 8 MiB (InitialStreamWindow if
 	// that is more), at most 2^31-1.
 	MaxStreamWindow int
 
@@ -949,8 +950,8 @@ func (s *Session) startupPingsDone() bool {
 const minAutotuneRTT = int64(time.Millisecond)
 
 // loneStreamWindow is the window a stream grows to on a short link while it
-// is the only stream in its session, or the only one to have received data
-// within activeSpan. There a window of InitialStreamWindow
+// is the only stream in its session, or the others are quiet (see
+// othersQuiet). There a window of InitialStreamWindow
 // is enough for the link, but not for the scheduling delays of the
 // goroutines at both ends: a lone bulk stream on loopback waited for credit
 // and moved 4.0-4.2 GB/s with 256 KiB, 5.4-5.6 GB/s with 1 MiB (raw TCP
@@ -993,7 +994,9 @@ func (s *Session) noteData(id uint32) {
 }
 
 // othersQuiet reports whether no stream but id has received data since the
-// session clock reading since, nor within activeSpan of now. Time alone
+// session clock reading since (of a read of the connection, as noteData
+// stamps a frame with its read's time, and a frame read before since may
+// be handled after it), nor within activeSpan of now. Time alone
 // would not do where a window takes longer than activeSpan to drain (a
 // slow link, or -race): the others' data waits behind it, and arrives
 // after more than activeSpan even while they send all the time.
@@ -1002,7 +1005,9 @@ func (s *Session) othersQuiet(id uint32, since, now int64) bool {
 	if s.activeID.Load() == id {
 		at = s.otherAt.Load()
 	}
-	return at == 0 || at < since && now-at >= activeSpan
+	// at may lag the other stream's last frame by activeGrain: data noted
+	// within activeGrain before since may have come after it.
+	return at == 0 || at < since-activeGrain && now-at >= activeSpan
 }
 
 // sameHost reports whether conn joins two ends on this machine, judging by

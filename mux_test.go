@@ -628,6 +628,55 @@ func TestLoneStreamWindow(t *testing.T) {
 	}
 }
 
+// TestOthersQuietSinceUpdate: a frame another stream (B) received after a
+// stream's (A's) window update keeps the others from counting as quiet at
+// A's next update, however long after. The test plays the read token's
+// holder on an idle session, step by step: reads of the connection set
+// lastRecv, noteData marks B's frames as they are handled, and A's update
+// takes since from the read clock, as consumedLocked does.
+func TestOthersQuietSinceUpdate(t *testing.T) {
+	t.Parallel()
+	const a, b = 101, 103
+	ms := func(f float64) int64 { return int64(f * float64(time.Millisecond)) }
+	// A step at t0+at: a read of the connection (lastRecv), B's frame
+	// handled (noteData), or A's update (since, from the read clock).
+	type step struct {
+		op string
+		at int64
+	}
+	for _, tc := range []struct {
+		name  string
+		steps []step
+	}{
+		// B's frame, read 2 ms before A's update, is handled after it
+		// and stamped with its read's time.
+		{"read before, handled after", []step{{"read", 0}, {"update", ms(2)}, {"noteB", 0}}},
+		// B keeps receiving: its second frame, read before A's update
+		// and handled after it, does not move activeAt (the 1 ms grain).
+		{"grain", []step{{"read", 0}, {"noteB", 0}, {"read", ms(0.9)}, {"update", ms(0.95)}, {"noteB", 0}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, s := tcpSessions(t, nil, nil)
+			t0 := s.clock() + int64(time.Second) // after the start-up pings
+			var since int64
+			for _, st := range tc.steps {
+				switch st.op {
+				case "read":
+					s.lastRecv.Store(t0 + st.at)
+				case "noteB":
+					s.noteData(b)
+				case "update":
+					since = min(t0+st.at, s.lastRecv.Load())
+				}
+			}
+			if s.othersQuiet(a, since, t0+ms(150)) {
+				t.Error("B received data after A's update, yet the others count as quiet at A's next update")
+			}
+		})
+	}
+}
+
 // growAndStall has w send forever and reads r until its window has grown
 // (right after a window update, so that the peer may fill all of it), then
 // stalls r's reader until its window is full. It returns that window.

@@ -371,8 +371,8 @@ func (st *Stream) appendChunkLocked(c *chunk) {
 // data since its previous update, nor within activeSpan): with nobody to
 // delay, it grows to loneStreamWindow (one such window's growth in the
 // whole session), and gives the growth back, returning less credit as the
-// application reads, once another stream opens or receives data. No window
-// grows beyond maxGrownWindow.
+// application reads, once another stream receives data (one the peer opens
+// does with its SYN). No window grows beyond maxGrownWindow.
 func (st *Stream) consumedLocked(n int) {
 	s := st.sess
 	if st.has(stReadClosed) {
@@ -418,7 +418,7 @@ func (st *Stream) consumedLocked(n int) {
 		// stream's previous update (when its drain rate's sample,
 		// unused on a short link, began), nor within activeSpan.
 		quiet := s.othersQuiet(st.id, st.rateStart, now)
-		st.rateStart, st.rateBytes = now, 0
+		st.rateStart, st.rateBytes = min(now, s.lastRecv.Load()), 0
 		if alone || quiet {
 			target = max(target, min(loneStreamWindow, s.maxGrownWindow()))
 		}
