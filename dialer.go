@@ -640,8 +640,14 @@ func (s *Session) hasRoom(max int, assumed uint32) (room, wait bool) {
 // side is measured against the smallest windows, assumed until then (see
 // hasRoom). smu is held.
 func (s *Session) crowdedLocked() bool {
-	low := min(2*int64(s.peer.streamWindow), int64(s.peer.sessionWindow)/4)
+	low := crowdingMargin(int64(s.peer.streamWindow), int64(s.peer.sessionWindow))
 	return s.sendWindow.Load() < low || s.recvCredit.Load() < s.lowUntil.Load()
+}
+
+// crowdingMargin is the session budget below which a session counts as
+// crowded (see crowdedLocked), for the receiving side's windows.
+func crowdingMargin(streamWindow, sessionWindow int64) int64 {
+	return min(2*streamWindow, sessionWindow/4)
 }
 
 // atPeerLimitLocked reports whether this side has as many streams open as

@@ -2425,11 +2425,8 @@ func TestDialerAvoidsCrowdedSession(t *testing.T) {
 	// The smallest windows: 16 streams fill the session's budget.
 	cfg := &Config{InitialStreamWindow: 64 << 10, SessionWindow: 1 << 20}
 	const stalled, body = 20, 128 << 10
-	for _, upload := range []bool{true, false} {
-		name := "download"
-		if upload {
-			name = "upload"
-		}
+	for _, name := range []string{"upload", "download"} {
+		upload := name == "upload"
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			ln := stallingServer(t, cfg, body)
@@ -2487,11 +2484,8 @@ func TestDialerAvoidsCrowdedSession(t *testing.T) {
 // quarter of the session window. (Before the cap: 2 connections.)
 func TestDialerHealthyBulkDoesNotCrowd(t *testing.T) {
 	t.Parallel()
-	for _, upload := range []bool{true, false} {
-		name := "download"
-		if upload {
-			name = "upload"
-		}
+	for _, name := range []string{"upload", "download"} {
+		upload := name == "upload"
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			small := &Config{SessionWindow: 1 << 20} // InitialStreamWindow default 256 KiB

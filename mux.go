@@ -57,8 +57,8 @@ type Config struct {
 	// 100 ms nor since its previous window update, to 1 MiB within those
 	// caps (one such window's growth per session), and shrinks back as the
 	// application reads once another stream receives data (one the peer
-	// opens does with its SYN; credit already granted stays valid). Default 8 MiB (InitialStreamWindow if
-	// that is more), at most 2^31-1.
+	// opens does with its SYN; credit already granted stays valid).
+	// Default 8 MiB (InitialStreamWindow if that is more), at most 2^31-1.
 	MaxStreamWindow int
 
 	// SessionWindow is the session's receive budget: the most bytes all
@@ -69,8 +69,8 @@ type Config struct {
 	// at once (64 by default, fewer if their windows had grown: as few as
 	// 32 on a long link, where their growth may take half of SessionWindow)
 	// do, and the session's other streams then wait for those readers too
-	// (a Dialer opens another connection instead). Default 16 MiB (InitialStreamWindow if that is more),
-	// range 1 MiB (and at least
+	// (a Dialer opens another connection instead). Default 16 MiB
+	// (InitialStreamWindow if that is more), range 1 MiB (and at least
 	// InitialStreamWindow) to 2^31-1.
 	SessionWindow int
 
@@ -316,7 +316,7 @@ type Session struct {
 	recvSpent    int64        // bytes received; the read token's holder only
 	peerStarved  atomic.Bool  // the peer had used all its session credit at its last DATA frame
 	lowUntil     atomic.Int64 // recvCredit below this: the peer has less than lowBudget left (see crowdedLocked); the read token's holder stores it
-	lowBudget    int64        // two stream windows, at most a quarter of SessionWindow (see crowdedLocked)
+	lowBudget    int64        // crowdingMargin of this side's windows
 	_            [64]byte
 	recvUnacked  atomic.Int64 // bytes consumed but not yet credited back
 	_            [64]byte
@@ -452,7 +452,7 @@ func buildSession(conn io.ReadWriteCloser, cfg *Config, client bool) (*Session, 
 	s.sendWindow.Store(int64(assumedSettings.sessionWindow))
 	s.sendFrameSize.Store(uint32(assumedSettings.maxFrameSize))
 	s.recvCredit.Store(int64(c.SessionWindow))
-	s.lowBudget = min(2*int64(c.InitialStreamWindow), int64(c.SessionWindow)/4)
+	s.lowBudget = crowdingMargin(int64(c.InitialStreamWindow), int64(c.SessionWindow))
 
 	// The first batch: our preface, then a ping that gives a first RTT
 	// sample for window autotuning.
@@ -811,9 +811,9 @@ func (s *Session) beginClosing() {
 // open streams to finish (both directions closed; a stream the peer reset
 // counts until the application has closed it, as in NumStreams), flushes
 // what is queued, and then closes as Close does, half-closing the
-// connection and waiting for the peer to close its end. If ctx ends before the streams have finished
-// and the queue is flushed, Shutdown returns ctx.Err() and leaves the
-// session open; call Close to end it. If ctx ends later, while Shutdown
+// connection and waiting for the peer to close its end. If ctx ends
+// before the streams have finished and the queue is flushed, Shutdown
+// returns ctx.Err() and leaves the session open; call Close to end it. If ctx ends later, while Shutdown
 // waits for the peer to close its end, the session is closed all the same
 // and Shutdown returns ctx.Err(). If the session ends otherwise while
 // streams are open (the peer closed the connection, an error), Shutdown
@@ -951,27 +951,26 @@ const minAutotuneRTT = int64(time.Millisecond)
 
 // loneStreamWindow is the window a stream grows to on a short link while it
 // is the only stream in its session, or the others are quiet (see
-// othersQuiet). There a window of InitialStreamWindow
-// is enough for the link, but not for the scheduling delays of the
-// goroutines at both ends: a lone bulk stream on loopback waited for credit
-// and moved 4.0-4.2 GB/s with 256 KiB, 5.4-5.6 GB/s with 1 MiB (raw TCP
-// 4.6-5.5 GB/s; BenchmarkBulk/write=32KiB, with quarter-window updates).
-// With other streams active it stays at InitialStreamWindow, whose queue is
-// what their frames wait behind (a 512 KiB window raised the p99 of a ping beside
-// a bulk stream from 125 to 200 µs: BenchmarkPingPongUnderBulk).
+// othersQuiet). There a window of InitialStreamWindow is enough for the
+// link, but not for the scheduling delays of the goroutines at both ends: a
+// lone bulk stream on loopback waited for credit and moved 4.0-4.2 GB/s
+// with 256 KiB, 5.4-5.6 GB/s with 1 MiB (raw TCP 4.6-5.5 GB/s;
+// BenchmarkBulk/write=32KiB, with quarter-window updates). With other
+// streams active it stays at InitialStreamWindow, whose queue is what their
+// frames wait behind (a 512 KiB window raised the p99 of a ping beside a
+// bulk stream from 125 to 200 µs: BenchmarkPingPongUnderBulk).
 const loneStreamWindow = 1 << 20
 
 // activeSpan is how long after a stream last received data it still counts
 // as active (and at least until the next window update of a stream beside
 // it: see othersQuiet), so that a stream beside it keeps
 // InitialStreamWindow on a short link: its frames would wait behind that
-// stream's queue. Streams
-// quiet for longer (a pooled keep-alive connection, a control stream) do
-// not hold a bulk transfer beside them to InitialStreamWindow: with one
-// idle stream beside it, a bulk stream on loopback moved half as much as
-// alone (BenchmarkBulkBesideIdle). A stream that wakes up after that waits
-// behind the larger window until the next window update shrinks it, as a
-// stream opened beside a lone bulk stream does.
+// stream's queue. Streams quiet for longer (a pooled keep-alive
+// connection, a control stream) do not hold a bulk transfer beside them to
+// InitialStreamWindow, which cost it about an eighth of its rate on
+// loopback (BenchmarkBulkBesideIdle: README gives the runs). A stream that
+// wakes up after that waits behind the larger window until the next window
+// update shrinks it, as a stream opened beside a lone bulk stream does.
 const activeSpan = int64(100 * time.Millisecond)
 
 // activeGrain is how stale activeAt may get while the same stream keeps

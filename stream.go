@@ -318,9 +318,10 @@ func (st *Stream) repackLocked() {
 // session's budget, but for what unread data still fills, once the peer
 // can use no more credit on it: after its FIN or RST, or when this side
 // closed or reset the stream (nothing it sends then is kept, nor credited
-// on the stream), or forgot it; later Reads give back the rest. A stream half-closed by the
-// peer while this side still sends (a long reply) would otherwise keep the
-// growth, and later streams on a long link could not grow. st.mu is held.
+// on the stream), or forgot it; later Reads give back the rest. A stream
+// half-closed by the peer while this side still sends (a long reply) would
+// otherwise keep the growth, and later streams on a long link could not
+// grow. st.mu is held.
 func (st *Stream) releaseGrowthLocked() {
 	// Growth that data received but not yet read still fills stays taken
 	// until the application reads it (consumedLocked gives it back then):
@@ -412,7 +413,8 @@ func (st *Stream) consumedLocked(n int) {
 		// session window that stalled streams must leave the others
 		// (with 11 grown, 22 more stalled streams blocked the session,
 		// where 64 of 256 KiB fit in its 16 MiB).
-		budget = max(0, min(loneStreamWindow, s.maxGrownWindow())-int64(s.cfg.InitialStreamWindow))
+		lone := min(loneStreamWindow, s.maxGrownWindow())
+		budget = max(0, lone-int64(s.cfg.InitialStreamWindow))
 		target = int64(s.cfg.InitialStreamWindow)
 		// The others count as quiet if none received data since this
 		// stream's previous update (when its drain rate's sample,
@@ -420,7 +422,7 @@ func (st *Stream) consumedLocked(n int) {
 		quiet := s.othersQuiet(st.id, st.rateStart, now)
 		st.rateStart, st.rateBytes = min(now, s.lastRecv.Load()), 0
 		if alone || quiet {
-			target = max(target, min(loneStreamWindow, s.maxGrownWindow()))
+			target = max(target, lone)
 		}
 	} else {
 		// want is twice the bandwidth-delay product at the rate the
