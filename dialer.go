@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sync/singleflight"
 )
@@ -56,8 +57,10 @@ var (
 // gets no new streams, which could not move until those readers read: the
 // next dial opens another connection, as a new TCP connection would be
 // independent of them. Streams already on it, and keep-alive connections
-// that reuse them, still wait for those readers. The Dialer keeps the
-// extra connection, as every pooled session, until it ends or Close.
+// that reuse them, still wait for those readers. An extra connection is
+// closed once it has had no streams for SurplusIdleTimeout while another
+// session to the address has room; the last one with room stays until it
+// ends or Close.
 // A session that has ended is forgotten at once (a goroutine per pooled
 // session waits for its end; Close waits for them), also if its address
 // is never dialed again, and one that received GOAWAY from its server, or
@@ -96,6 +99,17 @@ type Dialer struct {
 	// before it is known, the assumed one (see above). Zero means no cap
 	// but the server's.
 	MaxStreamsPerSession int
+
+	// SurplusIdleTimeout is how long a pooled session may go without
+	// streams while another session pooled for the same address has room
+	// for one, before the Dialer closes it (Session.Shutdown: its server
+	// sees a GOAWAY, then the connection's end), as net/http closes idle
+	// connections beyond MaxIdleConnsPerHost. So the extra connections
+	// that a crowded session or MaxStreamsPerSession made it open do not
+	// stay for good once the burst has passed; a session with room stays
+	// pooled however long it idles. Zero means 10 seconds; negative means
+	// never.
+	SurplusIdleTimeout time.Duration
 
 	group singleflight.Group
 
@@ -493,8 +507,21 @@ func (d *Dialer) dialNew(key, network, address string) (*Session, error) {
 		return nil, errDialerClosed
 	}
 	d.pools[key] = append(d.pools[key], s)
-	roomFreed := func() { d.roomFreed(key) }
-	s.streamGone.Store(&roomFreed)
+	// idle gets a value, and idleSince the session clock, whenever the
+	// session's last stream is forgotten.
+	idle := make(chan struct{}, 1)
+	var idleSince atomic.Int64
+	streamGone := func() {
+		d.roomFreed(key)
+		if s.NumStreams() == 0 {
+			idleSince.Store(s.clock())
+			select {
+			case idle <- struct{}{}:
+			default:
+			}
+		}
+	}
+	s.streamGone.Store(&streamGone)
 	d.watching.Add(1)
 	closing := d.ctx // ends at Close
 	d.mu.Unlock()
@@ -512,12 +539,8 @@ func (d *Dialer) dialNew(key, network, address string) (*Session, error) {
 			return
 		case <-s.peerKnown: // first: the preface is the server's first frame
 		}
-		if !s.allowsNoStreams() {
-			select {
-			case <-s.Done():
-				return
-			case <-s.goingAway:
-			}
+		if !s.allowsNoStreams() && !d.watchPooled(key, s, idle, &idleSince) {
+			return // it ended
 		}
 		// It leaves the pool at the next look: dials waiting by the limit
 		// it learned look again now.
@@ -534,8 +557,103 @@ func (d *Dialer) dialNew(key, network, address string) (*Session, error) {
 	return s, nil
 }
 
+// defaultSurplusIdleTimeout is SurplusIdleTimeout's zero value.
+const defaultSurplusIdleTimeout = 10 * time.Second
+
+// watchPooled is the pooled session s's watcher until s ends (it reports
+// false) or must be closed (true): its server sent GOAWAY, or it has been
+// surplus (see retireIdle) for SurplusIdleTimeout. idle gets a value, and
+// idleSince the session clock, whenever s's last stream is forgotten.
+func (d *Dialer) watchPooled(key string, s *Session, idle <-chan struct{}, idleSince *atomic.Int64) bool {
+	timeout := d.SurplusIdleTimeout
+	if timeout == 0 {
+		timeout = defaultSurplusIdleTimeout
+	}
+	if timeout < 0 {
+		idle = nil
+	}
+	var timer *time.Timer
+	var fired <-chan time.Time
+	arm := func(after time.Duration) {
+		if timer == nil {
+			timer = time.NewTimer(after)
+		} else {
+			timer.Reset(after)
+		}
+		fired = timer.C
+	}
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	if idle != nil && s.NumStreams() == 0 {
+		// Its dial took room that appeared meanwhile on another
+		// session, or its streams ended before the preface.
+		idleSince.CompareAndSwap(0, s.clock())
+		arm(timeout)
+	}
+	for {
+		select {
+		case <-s.Done():
+			return false
+		case <-s.goingAway:
+			return true
+		case <-idle:
+			arm(timeout)
+		case <-fired:
+			fired = nil
+			retired, wait := d.retireIdle(key, s, time.Duration(idleSince.Load()), timeout)
+			if retired {
+				return true
+			}
+			if wait > 0 {
+				arm(wait)
+			}
+		}
+	}
+}
+
+// retireIdle takes s out of the pool for key if it has had no streams
+// since the session clock reading since, for timeout, and another session
+// in the pool has room for a stream: s is surplus. Otherwise it reports
+// how long to wait before looking again, or 0 not to: s has streams (the
+// last one's end arms the timer again), is the pool's last session, or has
+// left the pool.
+func (d *Dialer) retireIdle(key string, s *Session, since, timeout time.Duration) (retired bool, wait time.Duration) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	pool := d.pools[key]
+	if d.closed || !slices.Contains(pool, s) || s.NumStreams() != 0 {
+		return false, 0
+	}
+	if idle := time.Duration(s.clock()) - since; idle < timeout {
+		return false, timeout - idle // a stream came and went meanwhile
+	}
+	if len(pool) == 1 {
+		// The last one: a session dialed later, when its streams end,
+		// looks.
+		return false, 0
+	}
+	assumed := assumedPeerLimit(pool)
+	for _, p := range pool {
+		if p == s || !p.canOpen() {
+			continue
+		}
+		if room, _ := p.hasRoom(d.MaxStreamsPerSession, assumed); room {
+			d.pools[key] = slices.DeleteFunc(pool, func(p *Session) bool { return p == s })
+			d.retireLocked(s)
+			d.wakeRoomedLocked(key)
+			return true, 0
+		}
+	}
+	// Needed while the others have no room: look again later, as their
+	// streams may end or drain without this one's streams changing.
+	return false, timeout
+}
+
 // forget takes the ended session s out of the pool for key, or out of
-// the draining list.
+// // the draining list.
 func (d *Dialer) forget(key string, s *Session) {
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -1227,6 +1227,116 @@ func TestDialerMaxStreamsPerSession(t *testing.T) {
 	}
 }
 
+// TestDialerRetiresSurplusIdleSession checks that of two sessions the
+// Dialer opened because of MaxStreamsPerSession, an idle one is not closed
+// while the other has no room, and one of them is once both have idled for
+// SurplusIdleTimeout (none with a negative timeout); the one left takes
+// the next dial without a new connection.
+func TestDialerRetiresSurplusIdleSession(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		timeout time.Duration
+		left    int
+	}{
+		{50 * time.Millisecond, 1},
+		{-1, 2},
+	} {
+		t.Run(tc.timeout.String(), func(t *testing.T) {
+			t.Parallel()
+			inner := listenCounting(t, "127.0.0.1:0")
+			ln := NewListener(inner, nil)
+			shutdownListener(t, ln)
+			go echoEach(ln)
+			d := &Dialer{MaxStreamsPerSession: 1, SurplusIdleTimeout: tc.timeout}
+			defer d.Close()
+			dial := func() *Stream {
+				t.Helper()
+				st, err := d.DialStream(context.Background(), "tcp", ln.Addr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				return st
+			}
+			echo := func(st *Stream) {
+				t.Helper()
+				st.Write([]byte("ping"))
+				st.CloseWrite()
+				if got, err := io.ReadAll(st); err != nil || string(got) != "ping" {
+					t.Errorf("echo: %q, %v", got, err)
+				}
+				st.Close()
+				waitFor(t, "the stream to end", func() bool { return st.Session().NumStreams() == 0 })
+			}
+			first, second := dial(), dial()
+			if first.Session() == second.Session() {
+				t.Fatal("two streams with MaxStreamsPerSession 1 share a session")
+			}
+			echo(second)
+			time.Sleep(250 * time.Millisecond)
+			if err := second.Session().Err(); err != nil {
+				t.Fatalf("the idle session ended (%v) while the other had no room", err)
+			}
+			echo(first)
+			if tc.left == 1 {
+				waitFor(t, "a surplus session to close", func() bool { return len(dialerSessions(d)) == 1 })
+			} else {
+				time.Sleep(250 * time.Millisecond)
+			}
+			if n := len(dialerSessions(d)); n != tc.left {
+				t.Fatalf("%d sessions pooled, want %d", n, tc.left)
+			}
+			for _, s := range []*Session{first.Session(), second.Session()} {
+				if err := s.Err(); err != nil && !errors.Is(err, net.ErrClosed) {
+					t.Errorf("a retired session ended with %v, want net.ErrClosed", err)
+				}
+			}
+			echo(dial())
+			if n := inner.count(); n != 2 {
+				t.Errorf("the server accepted %d connections, want 2", n)
+			}
+		})
+	}
+}
+
+// TestRetireIdleRule drives retireIdle on two idle sessions (the watchers
+// never retire: the timeout is negative): an idle session is surplus only
+// if it has been idle for the timeout since its last stream ended and the
+// other session has room.
+func TestRetireIdleRule(t *testing.T) {
+	t.Parallel()
+	ln := echoListener(t, nil)
+	d := &Dialer{MaxStreamsPerSession: 1, SurplusIdleTimeout: -1}
+	defer d.Close()
+	addr := ln.Addr().String()
+	key := "tcp " + addr
+	a, err := d.DialStream(context.Background(), "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := d.DialStream(context.Background(), "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa, sb := a.Session(), b.Session()
+	b.Close()
+	waitFor(t, "the stream to end", func() bool { return sb.NumStreams() == 0 })
+	now := time.Duration(sb.clock())
+	if retired, wait := d.retireIdle(key, sb, now-2*time.Hour, time.Hour); retired || wait != time.Hour {
+		t.Errorf("beside a full session: retired %v, look again in %v; want false, 1h", retired, wait)
+	}
+	a.Close()
+	waitFor(t, "the stream to end", func() bool { return sa.NumStreams() == 0 })
+	if retired, wait := d.retireIdle(key, sb, now-time.Minute, time.Hour); retired || wait < 58*time.Minute || wait > time.Hour-time.Minute {
+		t.Errorf("idle for a minute of an hour: retired %v, look again in %v; want false, about 59m", retired, wait)
+	}
+	if retired, _ := d.retireIdle(key, sb, now-2*time.Hour, time.Hour); !retired {
+		t.Fatal("idle for the timeout beside a session with room: not retired")
+	}
+	if retired, wait := d.retireIdle(key, sa, now-2*time.Hour, time.Hour); retired || wait != 0 {
+		t.Errorf("the last session: retired %v, look again in %v; want false, 0", retired, wait)
+	}
+}
+
 // TestDialerReplacesGoAwaySession checks that after a server's GOAWAY the
 // Dialer dials a new connection while streams on the old one go on.
 func TestDialerReplacesGoAwaySession(t *testing.T) {
@@ -2650,6 +2760,24 @@ func TestLowBudgetOn32Bit(t *testing.T) {
 	client, _ := sessionPair(t, c1, c2, cfg, nil)
 	if client.lowBudget <= 0 {
 		t.Errorf("lowBudget %d: the budget never counts as low", client.lowBudget)
+	}
+}
+
+// TestPeerKnownWithCredit: once a session knows the peer's preface, its
+// session credit is the peer's window, not the one assumed until then; a
+// Dialer looking in between found the session crowded and opened another
+// connection. A goroutine spinning on knowsPeer catches the gap: with the
+// credit added after peerKnown closed, 9 runs of 10 failed.
+func TestPeerKnownWithCredit(t *testing.T) {
+	t.Parallel()
+	for range 100 {
+		c1, c2 := net.Pipe()
+		client, _ := sessionPair(t, c1, c2, nil, nil)
+		for !client.knowsPeer() {
+		}
+		if got, want := client.sendWindow.Load(), int64(DefaultConfig().SessionWindow); got != want {
+			t.Fatalf("the preface known, session credit %d, want the peer's window, %d", got, want)
+		}
 	}
 }
 

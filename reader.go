@@ -752,8 +752,13 @@ func (s *Session) readPreface() error {
 }
 
 // applyPeerSettings replaces the values assumed until the preface arrived:
-// streams opened meanwhile get the difference as extra credit.
+// streams opened meanwhile get the difference as extra credit. The session
+// credit comes first: once peerKnown is closed, a Dialer judges the session
+// by the peer's windows (crowdedLocked), and would find it crowded if the
+// credit were still the one assumed.
 func (s *Session) applyPeerSettings(ps settings) {
+	s.sendFrameSize.Store(uint32(min(s.cfg.MaxFrameSize, int(ps.maxFrameSize))))
+	s.addSendWindow(int64(ps.sessionWindow) - int64(assumedSettings.sessionWindow))
 	s.smu.Lock()
 	delta := int64(ps.streamWindow) - int64(s.peer.streamWindow)
 	s.peer = ps
@@ -765,8 +770,6 @@ func (s *Session) applyPeerSettings(ps settings) {
 		st.mu.Unlock()
 	}
 	s.smu.Unlock()
-	s.sendFrameSize.Store(uint32(min(s.cfg.MaxFrameSize, int(ps.maxFrameSize))))
-	s.addSendWindow(int64(ps.sessionWindow) - int64(assumedSettings.sessionWindow))
 }
 
 // addSendWindow adds session credit and lets parked streams send again.
