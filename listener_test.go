@@ -2774,6 +2774,9 @@ func TestPeerKnownWithCredit(t *testing.T) {
 		c1, c2 := net.Pipe()
 		client, _ := sessionPair(t, c1, c2, nil, nil)
 		for !client.knowsPeer() {
+			if err := client.Err(); err != nil {
+				t.Fatal(err)
+			}
 		}
 		if got, want := client.sendWindow.Load(), int64(DefaultConfig().SessionWindow); got != want {
 			t.Fatalf("the preface known, session credit %d, want the peer's window, %d", got, want)
