@@ -63,9 +63,9 @@ var (
 // ends or Close.
 // A session that has ended is forgotten at once (a goroutine per pooled
 // session waits for its end; Close waits for them), also if its address
-// is never dialed again, and one that received GOAWAY from its server, or
-// whose server allows no streams at all, is replaced on the next dial and
-// closed (Session.Shutdown) once its streams are done, as HTTP/2 clients
+// is never dialed again, and one that received GOAWAY from its server,
+// whose server allows no streams at all, or that has used up its stream
+// IDs (2^30 streams), is replaced on the next dial and closed (Session.Shutdown) once its streams are done, as HTTP/2 clients
 // close such a connection when it goes idle (streams the server opened on
 // it, which nobody accepts, are refused): a dial never hands out a stream
 // on a session known to be dead. A dial that learns from its new
@@ -117,9 +117,10 @@ type Dialer struct {
 	closed   bool
 	ctx      context.Context // ends on Close; parent of every underlying dial
 	cancel   context.CancelFunc
-	pools    map[string][]*Session // per network and address, in dial order
-	draining []*Session            // received GOAWAY: no new streams, still open
-	waiting  map[string]int        // dials waiting for a new session, per key
+	pools    map[string][]*Session      // per network and address, in dial order
+	draining []*Session                 // received GOAWAY: no new streams, still open
+	retiring map[*Session]chan struct{} // closed when the session leaves its pool alive: its watcher shuts it down
+	waiting  map[string]int             // dials waiting for a new session, per key
 	flights  map[string]context.CancelFunc
 	dialing  sync.WaitGroup // underlying dials in progress
 	watching sync.WaitGroup // goroutines forgetting sessions once they end
@@ -365,12 +366,16 @@ func assumedPeerLimit(pool []*Session) uint32 {
 const coldSessionStreams = 100
 
 // retireLocked takes s out of its pool: forgotten if it has ended, kept
-// for Close until it ends (then forget drops it) if it is alive but cannot
-// open streams (GOAWAY, or a server allowing none: its watcher shuts it
-// down).
+// for Close until it ends (then forget drops it) if it is alive but will
+// open no more streams (GOAWAY, a server allowing none, its stream IDs used
+// up, surplus: its watcher shuts it down).
 func (d *Dialer) retireLocked(s *Session) {
 	if s.Err() == nil {
 		d.draining = append(d.draining, s)
+	}
+	if ch := d.retiring[s]; ch != nil {
+		close(ch)
+		delete(d.retiring, s)
 	}
 }
 
@@ -396,6 +401,7 @@ func (d *Dialer) initLocked() {
 		d.waiting = make(map[string]int)
 		d.flights = make(map[string]context.CancelFunc)
 		d.roomed = make(map[string]chan struct{})
+		d.retiring = make(map[*Session]chan struct{})
 	}
 }
 
@@ -507,6 +513,8 @@ func (d *Dialer) dialNew(key, network, address string) (*Session, error) {
 		return nil, errDialerClosed
 	}
 	d.pools[key] = append(d.pools[key], s)
+	retired := make(chan struct{})
+	d.retiring[s] = retired
 	// idle gets a value, and idleSince the session clock, whenever the
 	// session's last stream is forgotten.
 	idle := make(chan struct{}, 1)
@@ -526,11 +534,12 @@ func (d *Dialer) dialNew(key, network, address string) (*Session, error) {
 	closing := d.ctx // ends at Close
 	d.mu.Unlock()
 	// Forget the session once it ends, also if its address is never
-	// dialed again: a dead session still holds its buffers. One whose
-	// server sent GOAWAY, or allows no streams, opens no more: close it
-	// once its streams are done, as HTTP/2 clients close such a
-	// connection when it goes idle, rather than keep it until the server
-	// closes it (a server whose Shutdown gave up may never do).
+	// dialed again: a dead session still holds its buffers. One that
+	// opens no more (its server sent GOAWAY or allows no streams, its
+	// stream IDs are used up, it is surplus): close it once its streams
+	// are done, as HTTP/2 clients close such a connection when it goes
+	// idle, rather than keep it until the server closes it (a server
+	// whose Shutdown gave up may never do).
 	go func() {
 		defer d.watching.Done()
 		defer d.forget(key, s)
@@ -539,7 +548,7 @@ func (d *Dialer) dialNew(key, network, address string) (*Session, error) {
 			return
 		case <-s.peerKnown: // first: the preface is the server's first frame
 		}
-		if !s.allowsNoStreams() && !d.watchPooled(key, s, idle, &idleSince) {
+		if !s.allowsNoStreams() && !d.watchPooled(key, s, retired, idle, &idleSince) {
 			return // it ended
 		}
 		// It leaves the pool at the next look: dials waiting by the limit
@@ -561,10 +570,11 @@ func (d *Dialer) dialNew(key, network, address string) (*Session, error) {
 const defaultSurplusIdleTimeout = 10 * time.Second
 
 // watchPooled is the pooled session s's watcher until s ends (it reports
-// false) or must be closed (true): its server sent GOAWAY, or it has been
-// surplus (see retireIdle) for SurplusIdleTimeout. idle gets a value, and
-// idleSince the session clock, whenever s's last stream is forgotten.
-func (d *Dialer) watchPooled(key string, s *Session, idle <-chan struct{}, idleSince *atomic.Int64) bool {
+// false) or must be closed (true): its server sent GOAWAY, it left its
+// pool (retired is closed: see retireLocked), or it has been surplus (see
+// retireIdle) for SurplusIdleTimeout. idle gets a value, and idleSince the
+// session clock, whenever s's last stream is forgotten.
+func (d *Dialer) watchPooled(key string, s *Session, retired, idle <-chan struct{}, idleSince *atomic.Int64) bool {
 	timeout := d.SurplusIdleTimeout
 	if timeout == 0 {
 		timeout = defaultSurplusIdleTimeout
@@ -598,6 +608,8 @@ func (d *Dialer) watchPooled(key string, s *Session, idle <-chan struct{}, idleS
 		case <-s.Done():
 			return false
 		case <-s.goingAway:
+			return true
+		case <-retired:
 			return true
 		case <-idle:
 			arm(timeout)
@@ -653,7 +665,7 @@ func (d *Dialer) retireIdle(key string, s *Session, since, timeout time.Duration
 }
 
 // forget takes the ended session s out of the pool for key, or out of
-// // the draining list.
+// the draining list.
 func (d *Dialer) forget(key string, s *Session) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -670,6 +682,7 @@ func (d *Dialer) forget(key string, s *Session) {
 	// when openPooled emptied the pool).
 	d.wakeRoomedLocked(key)
 	d.draining = slices.DeleteFunc(d.draining, func(p *Session) bool { return p == s })
+	delete(d.retiring, s)
 }
 
 // Close closes every session the Dialer keeps (see Session.Close: streams

@@ -1298,6 +1298,45 @@ func TestDialerRetiresSurplusIdleSession(t *testing.T) {
 	}
 }
 
+// TestDialerClosesSessionOutOfIDs: a session that has used up its stream
+// IDs is replaced on the next dial and closed once its last stream is done;
+// it stayed open, unused, until the Dialer's Close.
+func TestDialerClosesSessionOutOfIDs(t *testing.T) {
+	t.Parallel()
+	ln := echoListener(t, nil)
+	d := &Dialer{}
+	defer d.Close()
+	addr := ln.Addr().String()
+	old, err := d.DialStream(context.Background(), "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := old.Session()
+	s.smu.Lock()
+	s.nextID = maxStreamID + 2
+	s.smu.Unlock()
+	st, err := d.DialStream(context.Background(), "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if st.Session() == s {
+		t.Fatal("a stream went on the session out of IDs")
+	}
+	time.Sleep(100 * time.Millisecond)
+	if err := s.Err(); err != nil {
+		t.Fatalf("the session out of IDs ended (%v) with a stream open", err)
+	}
+	old.Write([]byte("last"))
+	old.CloseWrite()
+	if got, err := io.ReadAll(old); err != nil || string(got) != "last" {
+		t.Errorf("the last stream read %q, %v", got, err)
+	}
+	old.Close()
+	waitFor(t, "the session out of IDs to close", func() bool { return s.Err() != nil })
+	waitFor(t, "the Dialer to forget it", func() bool { return len(dialerSessions(d)) == 1 })
+}
+
 // TestRetireIdleRule drives retireIdle on two idle sessions (the watchers
 // never retire: the timeout is negative): an idle session is surplus only
 // if it has been idle for the timeout since its last stream ended and the
