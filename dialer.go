@@ -521,7 +521,7 @@ func (d *Dialer) dialNew(key, network, address string) (*Session, error) {
 	var idleSince atomic.Int64
 	streamGone := func() {
 		d.roomFreed(key)
-		if s.NumStreams() == 0 {
+		if s.numStreams.Load() == 0 {
 			idleSince.Store(s.clock())
 			select {
 			case idle <- struct{}{}:
