@@ -58,7 +58,7 @@ var (
 // next dial opens another connection, as a new TCP connection would be
 // independent of them. Streams already on it, and keep-alive connections
 // that reuse them, still wait for those readers. An extra connection is
-// closed once it has had no streams for SurplusIdleTimeout while another
+// closed once it has had no streams for SurplusIdleTimeout and another
 // session to the address has room; the last one with room stays until it
 // ends or Close.
 // A session that has ended is forgotten at once (a goroutine per pooled
@@ -101,14 +101,15 @@ type Dialer struct {
 	MaxStreamsPerSession int
 
 	// SurplusIdleTimeout is how long a pooled session may go without
-	// streams while another session pooled for the same address has room
-	// for one, before the Dialer closes it (Session.Shutdown: its server
-	// sees a GOAWAY, then the connection's end), as net/http closes idle
-	// connections beyond MaxIdleConnsPerHost. So the extra connections
-	// that a crowded session or MaxStreamsPerSession made it open do not
-	// stay for good once the burst has passed; a session with room stays
-	// pooled however long it idles. Zero means 10 seconds; negative means
-	// never.
+	// streams before the Dialer closes it (Session.Shutdown: its server
+	// sees a GOAWAY, then the connection's end) if another session pooled
+	// for the same address then has room for a stream; if none has, it
+	// looks again every SurplusIdleTimeout. So the extra connections that
+	// a crowded session or MaxStreamsPerSession made it open do not stay
+	// for good once the burst has passed, as net/http closes idle
+	// connections beyond MaxIdleConnsPerHost, while the last session with
+	// room stays however long it idles. Zero means 10 seconds; negative
+	// means never.
 	SurplusIdleTimeout time.Duration
 
 	group singleflight.Group
@@ -630,8 +631,7 @@ func (d *Dialer) watchPooled(key string, s *Session, retired, idle <-chan struct
 // since the session clock reading since, for timeout, and another session
 // in the pool has room for a stream: s is surplus. Otherwise it reports
 // how long to wait before looking again, or 0 not to: s has streams (the
-// last one's end arms the timer again), is the pool's last session, or has
-// left the pool.
+// last one's end arms the timer again) or has left the pool.
 func (d *Dialer) retireIdle(key string, s *Session, since, timeout time.Duration) (retired bool, wait time.Duration) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -641,11 +641,6 @@ func (d *Dialer) retireIdle(key string, s *Session, since, timeout time.Duration
 	}
 	if idle := time.Duration(s.clock()) - since; idle < timeout {
 		return false, timeout - idle // a stream came and went meanwhile
-	}
-	if len(pool) == 1 {
-		// The last one: a session dialed later, when its streams end,
-		// looks.
-		return false, 0
 	}
 	assumed := assumedPeerLimit(pool)
 	for _, p := range pool {
@@ -659,8 +654,10 @@ func (d *Dialer) retireIdle(key string, s *Session, since, timeout time.Duration
 			return true, 0
 		}
 	}
-	// Needed while the others have no room: look again later, as their
-	// streams may end or drain without this one's streams changing.
+	// Needed while no other has room (or the pool's last): look again
+	// later, as a session dialed meanwhile may have room then, and the
+	// others' streams may end or drain, without this one's streams
+	// changing.
 	return false, timeout
 }
 
