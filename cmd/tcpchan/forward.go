@@ -37,7 +37,7 @@ system's CAs, -tls-ca against the CAs in a file, -tls-insecure not at all.
 	ca := fs.String("tls-ca", "", "PEM `file` with the CA certificate(s) that signed serve's certificate")
 	insecure := fs.Bool("tls-insecure", false, "use TLS but do not verify serve's certificate (testing only)")
 	serverName := fs.String("tls-server-name", "", "`name` serve's certificate must be valid for (default: the host of -via)")
-	dialTimeout := fs.Duration("dial-timeout", defaultDialTimeout, "give up opening a stream (connecting the tunnel included) after this `duration`")
+	dialTimeout := fs.Duration("dial-timeout", defaultDialTimeout, "give up opening a stream (connecting the tunnel and waiting for serve's handshake included) after this `duration`")
 	grace := fs.Duration("grace", defaultGrace, "on shutdown, let connections in flight finish for up to this `duration`")
 	verbose := fs.Bool("v", false, "log every tunnel connection and stream (default: errors only)")
 	if err := parseFlags(fs, args); err != nil {
@@ -77,21 +77,25 @@ system's CAs, -tls-ca against the CAs in a file, -tls-insecure not at all.
 			return err
 		}
 		opts.Log.Info("listening", "addr", ln.Addr().String(), "via", *via, "tls", tlsCfg != nil)
-		d := newTunnelDialer(tlsCfg, opts.Log)
+		d := newTunnelDialer(tlsCfg, *dialTimeout, opts.Log)
 		defer d.Close()
 		return runForward(ctx, ln, d, *via, opts)
 	}, nil
 }
 
 // newTunnelDialer returns the Dialer of forward: its sessions run over TLS
-// with tlsCfg if set, and every tunnel connection it dials is logged.
-func newTunnelDialer(tlsCfg *tls.Config, log *slog.Logger) *tcpchan.Dialer {
+// with tlsCfg if set, give up on serve's handshake after handshake (a
+// stream goes out before serve's preface arrives, so the dial's own
+// timeout does not cover that wait), and every tunnel connection it dials
+// is logged.
+func newTunnelDialer(tlsCfg *tls.Config, handshake time.Duration, log *slog.Logger) *tcpchan.Dialer {
 	nd := &net.Dialer{}
 	dial := nd.DialContext
 	if tlsCfg != nil {
 		dial = (&tls.Dialer{NetDialer: nd, Config: tlsCfg}).DialContext
 	}
 	return &tcpchan.Dialer{
+		Config: &tcpchan.Config{HandshakeTimeout: handshake},
 		DialConn: func(ctx context.Context, network, address string) (net.Conn, error) {
 			c, err := dial(ctx, network, address)
 			if err != nil {
@@ -130,7 +134,7 @@ func runForward(ctx context.Context, ln net.Listener, d *tcpchan.Dialer, via str
 			return
 		}
 		log.Debug("stream opened", "client", client, "stream", st.ID())
-		up, down, err := pipe(c, st)
+		up, down, err := pipe(c, st, "client", "tunnel")
 		logStream(log, err, r.untrack(c, st), "client", client, "stream", st.ID(),
 			"bytes_up", up, "bytes_down", down, "dur", time.Since(start).Round(time.Microsecond))
 	}

@@ -130,7 +130,7 @@ func startTunnel(t *testing.T, target string, cfg tunnelConfig) *tunnel {
 	}
 	slogger := newLogger(tu.serveLog, true)
 	flogger := newLogger(tu.fwdLog, true)
-	tu.dialer = newTunnelDialer(cfg.clientTLS, flogger)
+	tu.dialer = newTunnelDialer(cfg.clientTLS, defaultDialTimeout, flogger)
 	go func() {
 		tu.errs <- runServe(ctx, tu.serveLn, target, serveOptions{
 			tunnelOptions: tunnelOptions{Grace: cfg.grace, Log: slogger},

@@ -3,7 +3,7 @@
 //
 // Usage:
 //
-//	tcpchan demo [-duration 9s] [-streams 1000]
+//	tcpchan demo [-duration 8s] [-streams 1000]
 //	tcpchan serve [-listen :7000] -to host:port [-tls-cert file -tls-key file]
 //	tcpchan forward [-listen 127.0.0.1:8080] -via host:7000 [-tls-ca file | -tls-insecure]
 //
@@ -139,7 +139,7 @@ Commands:
 Examples:
   tcpchan demo
   tcpchan serve -listen :7000 -to 127.0.0.1:80          # on the server
-  tcpchan forward -listen :8080 -via server:7000        # on the client
+  tcpchan forward -via server:7000                       # on the client (listens on 127.0.0.1:8080)
   curl http://127.0.0.1:8080/                           # every connection rides one tunnel connection
 
 Run 'tcpchan <command> -h' for a command's flags.

@@ -105,7 +105,7 @@ func runServe(ctx context.Context, ln net.Listener, target string, opts serveOpt
 			return
 		}
 		log.Debug("stream opened", "session", session, "stream", st.ID(), "target", tc.RemoteAddr().String())
-		up, down, err := pipe(st, tc)
+		up, down, err := pipe(st, tc, "tunnel", "target")
 		logStream(log, err, r.untrack(st, tc), "session", session, "stream", st.ID(),
 			"bytes_to_target", up, "bytes_from_target", down, "dur", time.Since(start).Round(time.Microsecond))
 	}

@@ -62,6 +62,7 @@ type relay struct {
 
 	mu     sync.Mutex
 	conns  map[io.Closer]struct{}
+	open   int // relayed connections: track calls not yet untracked
 	cutOff bool
 }
 
@@ -85,6 +86,7 @@ func (r *relay) track(conns ...io.Closer) bool {
 	for _, c := range conns {
 		r.conns[c] = struct{}{}
 	}
+	r.open++
 	return true
 }
 
@@ -96,6 +98,7 @@ func (r *relay) untrack(conns ...io.Closer) (cutOff bool) {
 	for _, c := range conns {
 		delete(r.conns, c)
 	}
+	r.open--
 	return r.cutOff
 }
 
@@ -113,7 +116,8 @@ func logStream(log *slog.Logger, err error, cutOff bool, attrs ...any) {
 // drain waits for the handlers to finish for at most grace, then cuts the
 // rest off (cancelling their dials and closing their connections) and
 // waits for them to return, which they do at once. It reports how many
-// connections were cut off. No handler may be started once drain is
+// relayed connections (each a pair of sockets: track's calls) were cut
+// off. No handler may be started once drain is
 // called.
 func (r *relay) drain(grace time.Duration) int {
 	done := make(chan struct{})
@@ -132,7 +136,7 @@ func (r *relay) drain(grace time.Duration) int {
 	r.cut()
 	r.mu.Lock()
 	r.cutOff = true
-	n := len(r.conns)
+	n := r.open
 	for c := range r.conns {
 		// Cut off, not finished: the ends must see a reset, not a clean
 		// end of stream that passes a truncated transfer off as whole.
@@ -155,16 +159,17 @@ type closeWriter interface {
 // the far end reads EOF and can still answer; if the destination cannot
 // half-close, or a direction fails, both connections are closed at once,
 // which ends the other direction too. pipe returns the bytes copied each
-// way and the first error, if any, that was not caused by that closing.
-func pipe(a, b net.Conn) (aToB, bToA int64, err error) {
+// way and the first error, if any, that was not caused by that closing,
+// saying which connection (aName, bName) failed, reading or writing.
+func pipe(a, b net.Conn, aName, bName string) (aToB, bToA int64, err error) {
 	var first atomic.Pointer[error]
-	end := func(dst, src net.Conn, err error) {
+	end := func(dst, src net.Conn, dstName string, err error) {
 		if err == nil {
 			cw, ok := dst.(closeWriter)
 			if !ok {
-				err = fmt.Errorf("%T cannot half-close", dst)
+				err = fmt.Errorf("%s: %T cannot half-close", dstName, dst)
 			} else if err = cw.CloseWrite(); err != nil {
-				err = fmt.Errorf("half-closing: %w", err)
+				err = fmt.Errorf("half-closing %s: %w", dstName, err)
 			} else {
 				return
 			}
@@ -180,11 +185,11 @@ func pipe(a, b net.Conn) (aToB, bToA int64, err error) {
 	go func() {
 		defer close(done)
 		var err error
-		aToB, err = io.Copy(b, a)
-		end(b, a, err)
+		aToB, err = copyNamed(b, a, bName, aName)
+		end(b, a, bName, err)
 	}()
-	bToA, err = io.Copy(a, b)
-	end(a, b, err)
+	bToA, err = copyNamed(a, b, aName, bName)
+	end(a, b, aName, err)
 	<-done
 	a.Close()
 	b.Close()
@@ -192,6 +197,31 @@ func pipe(a, b net.Conn) (aToB, bToA int64, err error) {
 		return aToB, bToA, *p
 	}
 	return aToB, bToA, nil
+}
+
+// copyNamed is io.Copy from src to dst, with an error that says which of
+// them failed, by name. (io.Copy would hand a TCP destination the stream
+// to read from, and the TCP connection reports the stream's failure as its
+// own: "readfrom tcp client-address: tcpchan: connection closed".)
+func copyNamed(dst, src net.Conn, dstName, srcName string) (int64, error) {
+	buf := make([]byte, 32<<10)
+	var n int64
+	for {
+		nr, rerr := src.Read(buf)
+		if nr > 0 {
+			nw, werr := dst.Write(buf[:nr])
+			n += int64(nw)
+			if werr != nil {
+				return n, fmt.Errorf("writing %s: %w", dstName, werr)
+			}
+		}
+		switch {
+		case rerr == io.EOF:
+			return n, nil
+		case rerr != nil:
+			return n, fmt.Errorf("reading %s: %w", srcName, rerr)
+		}
+	}
 }
 
 // abort closes c so that its peer sees an error rather than an end of

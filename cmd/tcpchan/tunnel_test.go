@@ -20,6 +20,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -657,7 +658,7 @@ func TestPipe(t *testing.T) {
 	}
 	done := make(chan res, 1)
 	go func() {
-		up, down, err := pipe(a2, b1)
+		up, down, err := pipe(a2, b1, "a", "b")
 		done <- res{up, down, err}
 	}()
 	go func() {
@@ -800,4 +801,120 @@ func dialForward(t *testing.T, tu *tunnel) net.Conn {
 	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(20 * time.Second))
 	return c
+}
+
+// TestForwardDialTimeoutBoundsHandshake: against a -via that accepts TCP
+// but never answers (a wedged serve, a wrong port), a local connection is
+// reset after about -dial-timeout; it was held for the library's default
+// HandshakeTimeout, 10 s, since a stream goes out before serve's preface
+// (found by a review helper, as were the two tests below).
+func TestForwardDialTimeoutBoundsHandshake(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var held []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c) // accepted, never answered
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		mu.Unlock()
+	}()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	errOut, code := &syncBuffer{}, make(chan int, 1)
+	go func() {
+		code <- run(ctx, []string{"forward", "-v", "-listen", "127.0.0.1:0",
+			"-via", ln.Addr().String(), "-dial-timeout", "1s", "-grace", "1s"}, io.Discard, errOut)
+	}()
+	defer func() { cancel(); <-code }()
+	re := regexp.MustCompile(`msg=listening addr=(\S+)`)
+	var fwd string
+	for deadline := time.Now().Add(5 * time.Second); fwd == "" && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if m := re.FindStringSubmatch(errOut.String()); m != nil {
+			fwd = m[1]
+		}
+	}
+	c, err := net.Dial("tcp", fwd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	_, err = c.Read(make([]byte, 1))
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("with -dial-timeout 1s, the local connection ended after %v (%v); want about 1s\n%s",
+			d.Round(time.Millisecond), err, errOut)
+	}
+}
+
+// TestGraceLogCountsConnections: one local connection still open at the
+// end of the grace period is logged as conns=1 by the end that cuts it off
+// (here forward, whose reset ends serve's first); it was logged as 2, the
+// relay counting each of its two sockets (client and stream, stream and
+// target).
+func TestGraceLogCountsConnections(t *testing.T) {
+	target := startTCPTarget(t, func(c *net.TCPConn) { io.Copy(io.Discard, c) })
+	tu := startTunnel(t, target, tunnelConfig{grace: 200 * time.Millisecond})
+	c := dialForward(t, tu)
+	c.Write([]byte("hello"))
+	for !strings.Contains(tu.serveLog.String(), `msg="stream opened"`) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	tu.stop(10 * time.Second)
+	for name, b := range map[string]*syncBuffer{"serve": tu.serveLog, "forward": tu.fwdLog} {
+		for _, l := range strings.Split(b.String(), "\n") {
+			if strings.Contains(l, "grace period over") && !strings.Contains(l, "conns=1") {
+				t.Errorf("%s, with one connection open: %s", name, l)
+			}
+		}
+	}
+}
+
+// TestTunnelErrorNamesTheTunnel: when the tunnel link drops, the error
+// that forward logs says reading the tunnel failed; it read as the local
+// client's socket failing ("readfrom tcp FORWARD->CLIENT: tcpchan:
+// connection closed by peer").
+func TestTunnelErrorNamesTheTunnel(t *testing.T) {
+	addr := startTCPTarget(t, func(c *net.TCPConn) {
+		for {
+			if _, err := c.Write(make([]byte, 32<<10)); err != nil {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	})
+	tu := startTunnel(t, addr, tunnelConfig{})
+	c := dialForward(t, tu)
+	io.ReadFull(c, make([]byte, 64<<10))
+	tu.serveLn.accepted()[0].Close() // the tunnel link drops
+	io.Copy(io.Discard, c)
+	tu.stop(10 * time.Second)
+	found := false
+	for _, l := range strings.Split(tu.fwdLog.String(), "\n") {
+		if strings.Contains(l, "level=ERROR") && strings.Contains(l, "stream failed") {
+			found = true
+			if !strings.Contains(l, `err="reading tunnel: `) {
+				t.Errorf("tunnel failure not logged as one: %s", l)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no stream failure logged:\n%s", tu.fwdLog)
+	}
 }
