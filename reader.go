@@ -1178,13 +1178,16 @@ func (s *Session) handleGoAway(h frameHeader) error {
 		close(s.goingAway)
 	}
 	if !repeat || h.streamID < s.goAwayID {
+		// This side's streams above the new ID are refused: those up to
+		// the highest it opened, and on a repeat up to the previous ID
+		// (the ones above it are gone already).
+		hi := int64(s.nextID) - 2
+		if prev := int64(s.goAwayID); repeat && prev < hi {
+			hi = prev - (hi-prev)%2 // to this side's parity
+		}
 		s.goAwayRecv = true
 		s.goAwayID = h.streamID
-		for id, st := range s.streams {
-			if !s.isPeerID(id) && id > h.streamID {
-				refused = append(refused, st)
-			}
-		}
+		refused = s.streamsAboveLocked(int64(h.streamID), hi)
 	}
 	s.smu.Unlock()
 	for _, st := range refused {
@@ -1202,4 +1205,32 @@ func (s *Session) handleGoAway(h frameHeader) error {
 		return s.glitch(glitchGoAway, h)
 	}
 	return nil
+}
+
+// streamsAboveLocked returns this side's streams whose IDs lie above lo and
+// at most hi. It looks up each ID of this side's parity in that range, or
+// walks the table if that is shorter, so that a peer lowering GOAWAY's ID
+// repeatedly (each a glitch) costs work in proportion to the IDs it
+// covers, not the table's size each time. smu is held.
+func (s *Session) streamsAboveLocked(lo, hi int64) []*Stream {
+	if hi <= lo {
+		return nil
+	}
+	var found []*Stream
+	if (hi-lo)/2 < int64(len(s.streams)) {
+		// hi has this side's parity (the caller's part): the IDs
+		// between are the peer's.
+		for id := hi; id > lo; id -= 2 {
+			if st := s.streams[uint32(id)]; st != nil {
+				found = append(found, st)
+			}
+		}
+		return found
+	}
+	for id, st := range s.streams {
+		if !s.isPeerID(id) && int64(id) > lo && int64(id) <= hi {
+			found = append(found, st)
+		}
+	}
+	return found
 }
