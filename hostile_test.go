@@ -2996,3 +2996,119 @@ func TestRepeatedGoAwayRefusesAbove(t *testing.T) {
 		})
 	}
 }
+
+// TestOrphansBounded: a peer that announces no stream limit and never
+// finishes a stream (no FIN, no RST) cannot make this side keep every
+// stream it opened and closed: past maxOrphans, Close resets the stream
+// right behind its FIN. Each stream the peer finishes makes room again.
+// (Before the bound, 100,000 closed streams stayed in the table with 34 MB
+// of heap: found by a review helper.)
+func TestOrphansBounded(t *testing.T) {
+	t.Parallel()
+	c1, c2 := net.Pipe()
+	victim, err := Client(c1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c2.Close(); closeAndWait(t, victim) })
+	a := handshakeWith(t, c2, settings{streamWindow: 256 << 10, sessionWindow: 16 << 20, maxFrameSize: 1024, maxStreams: 1<<32 - 1})
+	acked := a.drain()
+	closeOne := func() uint32 {
+		t.Helper()
+		st, err := victim.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Write([]byte("req")); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return st.id
+	}
+	for range maxOrphans + 500 {
+		closeOne()
+	}
+	a.syncDrained(t, acked)
+	if n, o := victim.NumStreams(), victim.orphans.Load(); n != maxOrphans || o != maxOrphans {
+		t.Fatalf("%d streams closed, the peer finishing none: %d kept, %d counted; want %d", maxOrphans+500, n, o, maxOrphans)
+	}
+	// The peer finishes the first stream: the next one closed waits for
+	// the peer again.
+	if err := a.send(dataFrame(flagFIN, 1, nil)); err != nil {
+		t.Fatal(err)
+	}
+	a.syncDrained(t, acked)
+	if n := victim.NumStreams(); n != maxOrphans-1 {
+		t.Fatalf("after the peer's FIN: %d streams kept, want %d", n, maxOrphans-1)
+	}
+	closeOne()
+	a.syncDrained(t, acked)
+	if n := victim.NumStreams(); n != maxOrphans {
+		t.Errorf("a stream closed after room was made: %d kept, want %d", n, maxOrphans)
+	}
+	if err := victim.Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestOrphanResetsNoGlitch: a client that sends requests and closes its
+// streams without waiting for the answers, to a server whose application
+// is slow to answer and allows more streams than maxOrphans, resets the
+// streams past maxOrphans right behind their FINs. The server gets every
+// request whole, and does not count those RSTs as rapid resets (past the
+// glitch budget they closed the session).
+func TestOrphanResetsNoGlitch(t *testing.T) {
+	t.Parallel()
+	const requests = maxOrphans + 2000
+	client, server := pipeSessions(t, nil, &Config{MaxIncomingStreams: 2 * requests})
+	got := make(chan []*Stream, 1)
+	errc := make(chan error, 1)
+	go func() {
+		var held []*Stream
+		for range requests {
+			st, err := server.AcceptStream()
+			if err != nil {
+				errc <- err
+				return
+			}
+			b, err := io.ReadAll(st)
+			if err != nil || string(b) != fmt.Sprint(st.id) {
+				errc <- fmt.Errorf("stream %d read %q, %v", st.id, b, err)
+				return
+			}
+			held = append(held, st) // not answered yet
+		}
+		got <- held
+	}()
+	for range requests {
+		st, err := client.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Write([]byte(fmt.Sprint(st.id))); err != nil {
+			t.Fatal(err)
+		}
+		st.Close()
+	}
+	var held []*Stream
+	select {
+	case held = <-got:
+	case err := <-errc:
+		t.Fatal(err)
+	}
+	if err := server.Err(); err != nil {
+		t.Fatalf("server: %v", err)
+	}
+	if n := client.NumStreams(); n > maxOrphans {
+		t.Errorf("the client keeps %d streams closed, want at most %d", n, maxOrphans)
+	}
+	for _, st := range held {
+		st.Close()
+	}
+	waitFor(t, "the streams to finish", func() bool { return client.NumStreams() == 0 && server.NumStreams() == 0 })
+	if err := client.Err(); err != nil {
+		t.Fatalf("client: %v", err)
+	}
+}

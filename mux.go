@@ -295,6 +295,7 @@ type Session struct {
 	lastPeerID    uint32       // highest stream ID the peer opened
 	incoming      int          // open streams the peer opened
 	heldResets    atomic.Int32 // of those, ones the peer reset that the application has not closed: the peer no longer counts them
+	orphans       atomic.Int32 // streams this side opened that the application closed, waiting for the peer to finish them
 	earlyRefusals int          // refusals excused because the peer had not answered a ping yet (see refusalIsGlitchLocked)
 	outgoing      int          // open streams this side opened, which the peer's maxStreams bounds
 	peer          settings
@@ -1300,6 +1301,9 @@ func (s *Session) removeStream(st *Stream) {
 	if st.has(stHeldReset) {
 		s.heldResets.Add(-1)
 	}
+	if st.has(stOrphan) {
+		s.orphans.Add(-1)
+	}
 	s.smu.Unlock()
 	st.stopDeadlinesLocked()
 	st.releaseGrowthLocked()
@@ -1307,6 +1311,29 @@ func (s *Session) removeStream(st *Stream) {
 	if f := s.streamGone.Load(); f != nil {
 		(*f)()
 	}
+}
+
+// maxOrphans is how many streams this side opened and the application
+// closed may wait for the peer to finish them (its FIN or RST). Incoming
+// streams are bounded by MaxIncomingStreams, and this side's by the limit
+// the peer announces, which a hostile peer sets to 2^32-1 before never
+// finishing any: without a bound of its own the session would keep every
+// stream closed here (about 350 bytes each). Past it, Close resets the
+// stream right behind its FIN, as Linux resets orphaned TCP sockets past
+// tcp_max_orphans; a peer that announces no more than this
+// (MaxIncomingStreams' default) never meets it.
+const maxOrphans = 8192
+
+// orphan counts st, which this side opened, as closed by the application
+// and waiting for the peer, unless maxOrphans are already: then it reports
+// false. st.mu is held.
+func (s *Session) orphan(st *Stream) bool {
+	if s.orphans.Add(1) > maxOrphans {
+		s.orphans.Add(-1)
+		return false
+	}
+	st.state |= stOrphan
+	return true
 }
 
 func (s *Session) isPeerID(id uint32) bool {

@@ -1134,7 +1134,7 @@ func (s *Session) handlePing(h frameHeader) error {
 
 // handleReset aborts a stream. A correct peer resets a stream it opened
 // only to stop data this side sent, so resetting one this side sent no
-// data on is a glitch (the "rapid reset" of HTTP/2, CVE-2023-44487), as is
+// data on (before the peer's FIN) is a glitch (the "rapid reset" of HTTP/2, CVE-2023-44487), as is
 // an RST for a stream already reset, or one for a finished stream beyond
 // the few that may cross its end. A stream the peer opened and reset stays
 // counted against MaxIncomingStreams until the application closes it (see
@@ -1144,7 +1144,11 @@ func (s *Session) handleReset(h frameHeader) error {
 	if st == nil {
 		return err
 	}
-	rapid := s.isPeerID(st.id) && s.sentLocked(st) == 0
+	// Not after the peer's FIN: the stream came whole, as a stream the
+	// peer closes without waiting for the answer does (see maxOrphans),
+	// and the application gets it as it would without the RST (see
+	// Session.acceptStream): it cost the peer a whole request.
+	rapid := s.isPeerID(st.id) && s.sentLocked(st) == 0 && !st.has(stRecvFIN)
 	flags := stResetByPeer
 	if errCode(h.length) == codeRefused {
 		flags |= stRefused

@@ -86,6 +86,7 @@ const (
 	stResetAfterFIN                         // closed while the peer still sends: RST CANCEL goes right behind the FIN
 	stHeldReset                             // the peer reset this stream it opened before the application closed it: counted in Session.heldResets
 	stReadClosed                            // CloseRead called: received data is discarded and credited back
+	stOrphan                                // this side opened it and Close waits for the peer to finish it: counted in Session.orphans
 )
 
 func (st *Stream) has(f streamState) bool { return st.state&f != 0 }
@@ -678,12 +679,13 @@ func (st *Stream) CloseRead() error {
 // Close closes the stream. Data already written is still delivered, followed
 // by FIN, so the peer reads everything and then io.EOF; data received but
 // not read is discarded, and if the peer keeps sending (or has used up the
-// stream's credit, or, on a stream the peer opened, the session's), the
-// stream is reset right behind the FIN: the peer's Writes fail with
-// ErrStreamReset, while what this side wrote stays readable to it up to
-// io.EOF. Blocked Read and Write calls
-// return at once with an error matching net.ErrClosed, as do all later
-// calls. Close never blocks on the network. Closing twice returns an error
+// stream's credit, or, on a stream the peer opened, the session's; or, on
+// one this side opened, 8192 streams this side opened and closed already
+// wait for the peer to finish them, as Linux resets orphaned sockets past
+// tcp_max_orphans), the stream is reset right behind the FIN: the peer's
+// Writes fail with ErrStreamReset, while what this side wrote stays
+// readable to it up to io.EOF. Blocked Read and Write calls return at once
+// with an error matching net.ErrClosed, as do all later calls. Close never blocks on the network. Closing twice returns an error
 // matching net.ErrClosed.
 func (st *Stream) Close() error {
 	st.mu.Lock()
@@ -711,7 +713,13 @@ func (st *Stream) Close() error {
 	// side opened the peer may have sent nothing, and it counts an RST on
 	// such a stream as a rapid reset.
 	starved := st.recvAvail == 0 || st.sess.peerStarved.Load() && st.sess.isPeerID(st.id)
-	reset := !st.has(stRecvFIN|stReset) && starved && st.sess.Err() == nil && st.stopPeerLocked()
+	waits := !st.has(stRecvFIN|stReset) && st.sess.Err() == nil
+	reset := waits && starved && st.stopPeerLocked()
+	if waits && !reset && !st.has(stResetAfterFIN) && !st.sess.isPeerID(st.id) && !st.sess.orphan(st) {
+		// Past maxOrphans: reset, as Linux resets orphaned TCP
+		// sockets past tcp_max_orphans.
+		reset = st.stopPeerLocked()
+	}
 	done := st.removableLocked()
 	st.mu.Unlock()
 	if done {
