@@ -2124,14 +2124,19 @@ func TestReceiveMemory(t *testing.T) {
 		streams int
 		each    int
 		read    int // bytes the application reads from each stream
+		more    int // bytes the peer sends on each after that
 	}{
-		{"1000 streams x 1025 bytes", 1000, 1025, 0},
-		{"1000 streams x 16385 bytes", 1000, 16385, 0},
-		{"64 streams x 256 KiB", 64, 256 << 10, 0},
+		{"1000 streams x 1025 bytes", 1000, 1025, 0, 0},
+		{"1000 streams x 16385 bytes", 1000, 16385, 0, 0},
+		{"64 streams x 256 KiB", 64, 256 << 10, 0, 0},
 		// A body of known length read exactly: the last byte, in a
 		// 16 KiB chunk, must not pin it.
-		{"1000 streams x 16385 bytes, 16384 read", 1000, 16385, 16384},
-		{"400 streams x 32769 bytes, 24576 read", 400, 32769, 24576},
+		{"1000 streams x 16385 bytes, 16384 read", 1000, 16385, 16384, 0},
+		{"400 streams x 32769 bytes, 24576 read", 400, 32769, 24576, 0},
+		// Read to 1 byte into the second large chunk, then 1 byte more
+		// in a third: 48 KiB of chunks held 16386 bytes (found by a
+		// review helper).
+		{"300 streams x 48 KiB, 32767 read, 1 more", 300, 48 << 10, 32<<10 - 1, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := liveHeap()
@@ -2160,11 +2165,19 @@ func TestReceiveMemory(t *testing.T) {
 				}
 				a.syncDrained(t, acked) // the window updates
 			}
+			if tc.more > 0 {
+				for i := range tc.streams {
+					if err := a.send(dataFrame(0, uint32(2*i+1), make([]byte, tc.more))); err != nil {
+						t.Fatal(err)
+					}
+				}
+				a.syncDrained(t, acked)
+			}
 			if err := victim.Err(); err != nil {
 				t.Fatal(err)
 			}
 			held := liveHeap() - before
-			data := int64(tc.streams * (tc.each - tc.read))
+			data := int64(tc.streams * (tc.each - tc.read + tc.more))
 			t.Logf("%d bytes of unread data held in %d B of live heap (%.2fx)", data, held, float64(held)/float64(data))
 			// Bound: SECURITY.md, receive buffers.
 			if bound := 2*data + int64(tc.streams)*smallChunkSize + 2<<20; held > bound {

@@ -284,17 +284,33 @@ func (st *Stream) readBufferedLocked(p []byte) int {
 		}
 	}
 	st.buffered -= n
-	if st.buffered > 0 && st.buffered < largeChunkSize && (len(st.rhead.buf) == largeChunkSize || len(st.rtail.buf) == largeChunkSize) {
+	if st.buffered == 0 {
+		return n
+	}
+	head, tail := st.rhead, st.rtail
+	if st.buffered < largeChunkSize && (len(head.buf) == largeChunkSize || len(tail.buf) == largeChunkSize) || st.wastefulLocked() {
 		st.repackLocked()
 	}
 	return n
 }
 
-// repackLocked moves the buffered data, less than a large chunk's worth,
-// into small chunks: a few bytes left unread in a large chunk would pin
-// all of it, 16 KiB per stream whatever the peer sent (a body of known
-// length read exactly, the peer's next byte left in the buffer), where
-// SECURITY.md promises about twice the bytes buffered plus 1 KiB.
+// wastefulLocked reports whether the read part of the buffer's first chunk
+// and the free part of its last waste more than is buffered (and a small
+// chunk): only large chunks can, and only below 32 KiB buffered.
+func (st *Stream) wastefulLocked() bool {
+	return st.rhead.r+len(st.rtail.buf)-st.rtail.w > st.buffered+smallChunkSize
+}
+
+// repackLocked moves the buffered data into small chunks. SECURITY.md
+// promises receive buffers of about twice the bytes buffered plus 1 KiB:
+// after a Read, below 16 KiB buffered, a large chunk at either end goes (a
+// few bytes left unread in one would pin all of it, 16 KiB per stream
+// whatever the peer sent: a body of known length read exactly, the peer's
+// next byte left in the buffer), and after a Read or a delivery, so do a
+// large chunk partly read at the head and one barely filled at the tail
+// once they waste more than is buffered (see wastefulLocked). Each repack
+// copies under 32 KiB, and the next needs a large chunk partly read at the
+// head again, so at least 16 KiB more read.
 func (st *Stream) repackLocked() {
 	c := st.rhead
 	st.rhead, st.rtail = nil, nil
@@ -1040,6 +1056,11 @@ func (st *Stream) deliverLocked(p []byte) {
 		n := copy(c.buf[c.w:], p)
 		c.w += n
 		p = p[n:]
+	}
+	if st.rhead != st.rtail && st.wastefulLocked() {
+		// A Read left a large chunk partly read, and a new one came
+		// with a few bytes.
+		st.repackLocked()
 	}
 	if wasEmpty {
 		st.rcond.Broadcast()
