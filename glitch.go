@@ -15,7 +15,7 @@ type glitchKind uint8
 const (
 	glitchEmptyData  glitchKind = iota // empty DATA without SYN or FIN
 	glitchIdleUpdate                   // WINDOW_UPDATE with no data sent since the last
-	glitchRapidReset                   // RST on a peer's stream this side sent nothing on
+	glitchRapidReset                   // RST on a peer's stream this side sent nothing on, before the peer's FIN
 	glitchFinished                     // frame for a finished or reset stream
 	glitchRefused                      // SYN past MaxIncomingStreams
 	glitchPingAck                      // PING ACK answering no ping

@@ -2125,27 +2125,39 @@ func TestReceiveMemory(t *testing.T) {
 		each    int
 		read    int // bytes the application reads from each stream
 		more    int // bytes the peer sends on each after that
+		frame   int // MaxFrameSize, if not the default: the payload goes in one frame
 	}{
-		{"1000 streams x 1025 bytes", 1000, 1025, 0, 0},
-		{"1000 streams x 16385 bytes", 1000, 16385, 0, 0},
-		{"64 streams x 256 KiB", 64, 256 << 10, 0, 0},
+		{"1000 streams x 1025 bytes", 1000, 1025, 0, 0, 0},
+		{"1000 streams x 16385 bytes", 1000, 16385, 0, 0, 0},
+		{"64 streams x 256 KiB", 64, 256 << 10, 0, 0, 0},
 		// A body of known length read exactly: the last byte, in a
 		// 16 KiB chunk, must not pin it.
-		{"1000 streams x 16385 bytes, 16384 read", 1000, 16385, 16384, 0},
-		{"400 streams x 32769 bytes, 24576 read", 400, 32769, 24576, 0},
+		{"1000 streams x 16385 bytes, 16384 read", 1000, 16385, 16384, 0, 0},
+		{"400 streams x 32769 bytes, 24576 read", 400, 32769, 24576, 0, 0},
 		// Read to 1 byte into the second large chunk, then 1 byte more
 		// in a third: 48 KiB of chunks held 16386 bytes (found by a
 		// review helper).
-		{"300 streams x 48 KiB, 32767 read, 1 more", 300, 48 << 10, 32<<10 - 1, 1},
+		{"300 streams x 48 KiB, 32767 read, 1 more", 300, 48 << 10, 32<<10 - 1, 1, 0},
+		// One frame of 1025 bytes on a fresh stream: it took a 16 KiB
+		// chunk (found by a review helper).
+		{"1000 streams x 1025 bytes in one frame, 64 KiB frames allowed", 1000, 1025, 0, 0, 64 << 10},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := liveHeap()
-			victim, a := newAttack(t, nil, false)
+			var cfg *Config
+			if tc.frame > 0 {
+				cfg = &Config{MaxFrameSize: tc.frame}
+			}
+			victim, a := newAttack(t, cfg, false)
 			acked := a.drain()
 			for i := range tc.streams {
 				// The payload in two frames: the first fills the 1 KiB
 				// chunk a fresh stream starts with.
-				if err := a.send(fill(uint32(2*i+1), tc.each-1), dataFrame(0, uint32(2*i+1), []byte{1})); err != nil {
+				frames := [][]byte{fill(uint32(2*i+1), tc.each-1), dataFrame(0, uint32(2*i+1), []byte{1})}
+				if tc.frame > 0 {
+					frames = [][]byte{dataFrame(flagSYN, uint32(2*i+1), make([]byte, tc.each))}
+				}
+				if err := a.send(frames...); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -3075,7 +3087,9 @@ func TestOrphansBounded(t *testing.T) {
 func TestOrphanResetsNoGlitch(t *testing.T) {
 	t.Parallel()
 	const requests = maxOrphans + 2000
-	client, server := pipeSessions(t, nil, &Config{MaxIncomingStreams: 2 * requests})
+	// A backlog for all: a stream refused for a full backlog never
+	// reaches Accept.
+	client, server := pipeSessions(t, nil, &Config{MaxIncomingStreams: 2 * requests, AcceptBacklog: requests})
 	got := make(chan []*Stream, 1)
 	errc := make(chan error, 1)
 	go func() {
@@ -3110,6 +3124,8 @@ func TestOrphanResetsNoGlitch(t *testing.T) {
 	case held = <-got:
 	case err := <-errc:
 		t.Fatal(err)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the server accepted fewer than %d streams in 30 s (client %v, server %v)", requests, client.Err(), server.Err())
 	}
 	if err := server.Err(); err != nil {
 		t.Fatalf("server: %v", err)

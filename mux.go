@@ -117,7 +117,8 @@ type Config struct {
 	// is one glitch: an empty DATA frame without SYN or FIN; a
 	// WINDOW_UPDATE on a stream (or the session) beyond one per 1024 bytes
 	// of data this side sent on it, plus one; an RST on a stream the peer
-	// opened and this side sent no data on ("rapid reset"); an RST or
+	// opened and this side sent no data on, before the peer's FIN ("rapid
+	// reset"); an RST or
 	// WINDOW_UPDATE for a stream the peer already reset; an RST, WINDOW_UPDATE or
 	// empty DATA frame for a finished stream, beyond six per stream that
 	// ended and two per stream refused (those may have crossed its end on

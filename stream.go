@@ -296,7 +296,8 @@ func (st *Stream) readBufferedLocked(p []byte) int {
 
 // wastefulLocked reports whether the read part of the buffer's first chunk
 // and the free part of its last waste more than is buffered (and a small
-// chunk): only large chunks can, and only below 32 KiB buffered.
+// chunk): large chunks below 32 KiB buffered, or, harmlessly (repacking
+// them changes nothing), small ones below 1 KiB.
 func (st *Stream) wastefulLocked() bool {
 	return st.rhead.r+len(st.rtail.buf)-st.rtail.w > st.buffered+smallChunkSize
 }
@@ -308,9 +309,9 @@ func (st *Stream) wastefulLocked() bool {
 // whatever the peer sent: a body of known length read exactly, the peer's
 // next byte left in the buffer), and after a Read or a delivery, so do a
 // large chunk partly read at the head and one barely filled at the tail
-// once they waste more than is buffered (see wastefulLocked). Each repack
-// copies under 32 KiB, and the next needs a large chunk partly read at the
-// head again, so at least 16 KiB more read.
+// once they waste more than is buffered (see wastefulLocked). A repack
+// copies only what large chunks hold into small ones, which are never
+// copied again, so each byte received is copied at most once.
 func (st *Stream) repackLocked() {
 	c := st.rhead
 	st.rhead, st.rtail = nil, nil
@@ -726,8 +727,8 @@ func (st *Stream) Close() error {
 	// it would neither finish nor send the DATA that makes this side
 	// reset the stream.
 	// Session credit counts only on a stream the peer opened: on one this
-	// side opened the peer may have sent nothing, and it counts an RST on
-	// such a stream as a rapid reset.
+	// side opened the peer may have sent nothing yet, and the stream is
+	// reset once more DATA arrives.
 	starved := st.recvAvail == 0 || st.sess.peerStarved.Load() && st.sess.isPeerID(st.id)
 	waits := !st.has(stRecvFIN|stReset) && st.sess.Err() == nil
 	reset := waits && starved && st.stopPeerLocked()
@@ -757,8 +758,9 @@ func (st *Stream) Close() error {
 // later calls on the stream fail with an error matching net.ErrClosed, as
 // does Reset after Close. A stream reset before anything was sent on it
 // costs the peer nothing to forget; one this side opened and resets
-// before the peer sent anything on it counts against this side in the
-// peer's glitch budget (see Config.MaxGlitches: "rapid reset").
+// before the peer sent anything on it, and before CloseWrite or Close sent
+// its FIN, counts against this side in the peer's glitch budget (see
+// Config.MaxGlitches: "rapid reset").
 func (st *Stream) Reset() error { return st.reset(codeCancel) }
 
 // reset is Reset, sending code in the RST.
@@ -1009,8 +1011,13 @@ var (
 	largeChunks = sync.Pool{New: func() any { return &chunk{buf: make([]byte, largeChunkSize)} }}
 )
 
+// getChunk returns an empty chunk for n more bytes of a stream; empty
+// reports whether the stream holds less than a large chunk's worth. Such a
+// stream gets a large chunk only for at least half of one, so that its
+// free part is never more than the data in it (a 1025-byte frame, with
+// MaxFrameSize raised, took 16 KiB).
 func getChunk(n int, empty bool) *chunk {
-	if empty && n <= smallChunkSize {
+	if empty && n < largeChunkSize/2 {
 		return smallChunks.Get().(*chunk)
 	}
 	return largeChunks.Get().(*chunk)
@@ -1047,9 +1054,10 @@ func (st *Stream) deliverLocked(p []byte) {
 	for len(p) > 0 {
 		c := st.rtail
 		if c == nil || c.w == len(c.buf) {
-			// Small chunks until the stream holds a large chunk's worth:
-			// a large one's unused tail is then at most what is buffered,
-			// so a peer cannot pin far more memory than its window.
+			// Small chunks until the stream holds a large chunk's worth
+			// or a frame brings half of one (see getChunk): a large
+			// one's unused tail is then at most what is buffered, so a
+			// peer cannot pin far more memory than its window.
 			c = getChunk(len(p), st.buffered-len(p) < largeChunkSize)
 			st.appendChunkLocked(c)
 		}
