@@ -2946,6 +2946,20 @@ func TestWindowUpdatesJoin(t *testing.T) {
 	}
 }
 
+// unlimitedPeer returns a client session whose peer is an attacker that
+// announces no stream limit and reads what the client sends (see drain).
+func unlimitedPeer(t *testing.T) (*Session, *attacker, <-chan struct{}) {
+	t.Helper()
+	c1, c2 := net.Pipe()
+	victim, err := Client(c1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c2.Close(); closeAndWait(t, victim) })
+	a := handshakeWith(t, c2, settings{streamWindow: 256 << 10, sessionWindow: 16 << 20, maxFrameSize: 1024, maxStreams: 1<<32 - 1})
+	return victim, a, a.drain()
+}
+
 // TestRepeatedGoAwayRefusesAbove: each GOAWAY that lowers the ID refuses
 // exactly this side's streams above it, whether the session finds them by
 // looking up the IDs in the range (a dense table) or by walking the table
@@ -2968,14 +2982,7 @@ func TestRepeatedGoAwayRefusesAbove(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			c1, c2 := net.Pipe()
-			victim, err := Client(c1, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { c2.Close(); closeAndWait(t, victim) })
-			a := handshakeWith(t, c2, settings{streamWindow: 256 << 10, sessionWindow: 16 << 20, maxFrameSize: 1024, maxStreams: 1<<32 - 1})
-			acked := a.drain()
+			victim, a, acked := unlimitedPeer(t)
 			var streams []*Stream
 			for range tc.streams {
 				st, err := victim.OpenStream()
@@ -3030,14 +3037,7 @@ func TestRepeatedGoAwayRefusesAbove(t *testing.T) {
 // of heap: found by a review helper.)
 func TestOrphansBounded(t *testing.T) {
 	t.Parallel()
-	c1, c2 := net.Pipe()
-	victim, err := Client(c1, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c2.Close(); closeAndWait(t, victim) })
-	a := handshakeWith(t, c2, settings{streamWindow: 256 << 10, sessionWindow: 16 << 20, maxFrameSize: 1024, maxStreams: 1<<32 - 1})
-	acked := a.drain()
+	victim, a, acked := unlimitedPeer(t)
 	closeOne := func() uint32 {
 		t.Helper()
 		st, err := victim.OpenStream()
