@@ -3141,3 +3141,45 @@ func TestOrphanResetsNoGlitch(t *testing.T) {
 		t.Fatalf("client: %v", err)
 	}
 }
+
+// TestPingContext: against a peer that never answers pings, PingContext
+// gives up when its ctx ends. The peer's late answer to that ping costs it
+// no glitch (it would have, answering no ping this side remembers), but
+// only one answer per ping given up is excused.
+func TestPingContext(t *testing.T) {
+	t.Parallel()
+	victim, a := newAttack(t, nil, false)
+	pinged := make(chan uint32, 1)
+	go func() {
+		// The victim's start-up ping (ID 1), unanswered, is its only one
+		// until the keepalive's in 30 s: the next is PingContext's.
+		h, err := a.until(func(h frameHeader) bool { return h.typ == framePing && h.flags == 0 && h.length > 1 })
+		if err == nil {
+			pinged <- h.length
+		}
+		close(pinged)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := victim.PingContext(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("PingContext against a peer that never answers: %v, want context.DeadlineExceeded", err)
+	}
+	id, ok := <-pinged
+	if !ok {
+		t.Fatal("the victim sent no ping")
+	}
+	acked := a.drain()
+	ack := hdr(framePing, flagACK, 0, id)
+	for i, want := range []int{0, 1} { // the late answer; the same again
+		if err := a.send(ack); err != nil {
+			t.Fatal(err)
+		}
+		a.syncDrained(t, acked)
+		if victim.glitches != want {
+			t.Errorf("after answer %d to the ping given up: %d glitches, want %d", i+1, victim.glitches, want)
+		}
+	}
+	if err := victim.Err(); err != nil {
+		t.Fatal(err)
+	}
+}

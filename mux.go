@@ -341,6 +341,7 @@ type Session struct {
 	nextPing uint32
 	ownPings [8]uint32 // the session's latest own (keepalive, RTT) pings, a ring
 	ownNext  int       // next slot of ownPings
+	forgot   int       // pings forgotten unanswered (an own one past the ring, a PingContext given up): answers the peer may still send
 
 	// Peer misbehaviour accounting; reader goroutine only.
 	glitchTAT   int64        // session clock at which the glitch budget is full again
@@ -909,24 +910,39 @@ func (s *Session) flush(ctx context.Context) error {
 	}
 }
 
-// Ping sends a ping and returns the time until the peer's answer. It fails
-// with the session's error if the session ends first.
+// Ping is PingContext with context.Background(): it waits for the answer
+// as long as the session lives, which a peer that keeps the session alive
+// but never answers pings makes forever.
 func (s *Session) Ping() (time.Duration, error) {
+	return s.PingContext(context.Background())
+}
+
+// PingContext sends a ping and returns the time until the peer's answer.
+// It fails with the session's error if the session ends first, and with
+// ctx.Err() if ctx ends first (an answer arriving later is ignored).
+func (s *Session) PingContext(ctx context.Context) (time.Duration, error) {
 	ch := make(chan struct{})
 	id := s.registerPing(ch)
 	start := time.Now()
 	s.queueControl(frameHeader{typ: framePing, length: id})
 	s.lurk()
 	defer s.doneLurking()
+	var err error
 	select {
 	case <-ch:
 		return time.Since(start), nil
 	case <-s.dying:
-		s.pingMu.Lock()
-		delete(s.pings, id)
-		s.pingMu.Unlock()
-		return 0, s.Err()
+		err = s.Err()
+	case <-ctx.Done():
+		err = ctx.Err()
 	}
+	s.pingMu.Lock()
+	if _, ok := s.pings[id]; ok {
+		delete(s.pings, id)
+		s.forgot++
+	}
+	s.pingMu.Unlock()
+	return 0, err
 }
 
 // rttStartSamples is how many round-trip samples a session takes at start
@@ -1049,7 +1065,10 @@ func (s *Session) registerPing(ch chan struct{}) uint32 {
 		// The session's own pings need only their latest answers:
 		// forgetting older ones keeps the table small when the peer never
 		// answers.
-		delete(s.pings, s.ownPings[s.ownNext])
+		if _, ok := s.pings[s.ownPings[s.ownNext]]; ok {
+			delete(s.pings, s.ownPings[s.ownNext])
+			s.forgot++
+		}
 		s.ownPings[s.ownNext] = s.nextPing
 		s.ownNext = (s.ownNext + 1) % len(s.ownPings)
 	}
@@ -1058,14 +1077,20 @@ func (s *Session) registerPing(ch chan struct{}) uint32 {
 }
 
 // pingAcked handles the answer to ping id; it reports false if no such
-// ping is waiting.
+// ping is waiting, and none forgotten unanswered may be answered late (a
+// peer answers each ping once: the answers to those forgotten cost no
+// glitch, as many as were forgotten).
 func (s *Session) pingAcked(id uint32) bool {
 	s.pingMu.Lock()
 	w, ok := s.pings[id]
 	delete(s.pings, id)
+	late := !ok && s.forgot > 0
+	if late {
+		s.forgot--
+	}
 	s.pingMu.Unlock()
 	if !ok {
-		return false
+		return late
 	}
 	// The minimum is the round trip without queueing, which is what the
 	// window autotuning needs; samples taken under load only add queueing. An
