@@ -127,7 +127,9 @@ type Config struct {
 	// closed fill the limit, or the peer has not yet answered a ping, so may
 	// not know the limit: up to 1024 such; a refusal for a full
 	// AcceptBacklog, which the peer cannot see, is none); a PING ACK
-	// answering no ping; every GOAWAY after the first. The budget is a
+	// answering no ping (beyond one per ping this side stopped waiting
+	// for: PingContext gave up, or an own ping past the latest 8); every
+	// GOAWAY after the first. The budget is a
 	// token bucket: it holds MaxGlitches and regains GlitchesPerSecond,
 	// and a glitch that finds it empty closes the session with ErrProtocol
 	// naming that glitch. Default 1000, at most 2^30; negative disables

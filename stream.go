@@ -296,8 +296,8 @@ func (st *Stream) readBufferedLocked(p []byte) int {
 
 // wastefulLocked reports whether the read part of the buffer's first chunk
 // and the free part of its last waste more than is buffered (and a small
-// chunk): large chunks below 32 KiB buffered, or, harmlessly (repacking
-// them changes nothing), small ones below 1 KiB.
+// chunk): large chunks below 32 KiB buffered, or small ones, partly read
+// at the head and partly filled at the tail, below 1 KiB.
 func (st *Stream) wastefulLocked() bool {
 	return st.rhead.r+len(st.rtail.buf)-st.rtail.w > st.buffered+smallChunkSize
 }
@@ -310,21 +310,29 @@ func (st *Stream) wastefulLocked() bool {
 // next byte left in the buffer), and after a Read or a delivery, so do a
 // large chunk partly read at the head and one barely filled at the tail
 // once they waste more than is buffered (see wastefulLocked). A repack
-// copies only what large chunks hold into small ones, which are never
-// copied again, so each byte received is copied at most once.
+// copies what large chunks hold, which is then in small ones, and what
+// small chunks partly read or filled hold, less than 1 KiB, which takes
+// another 1 KiB read to waste as much again: bytes copied stay within
+// bytes received and read.
 func (st *Stream) repackLocked() {
 	c := st.rhead
 	st.rhead, st.rtail = nil, nil
 	for c != nil {
 		next := c.next
-		if len(c.buf) == smallChunkSize {
+		if t := st.rtail; len(c.buf) == smallChunkSize && c.r == 0 && (t == nil || t.w == len(t.buf)) {
 			st.appendChunkLocked(c)
 		} else {
+			// Into the tail's free space first: two small chunks partly
+			// read and partly filled hold little data in 2 KiB.
 			for data := c.buf[c.r:c.w]; len(data) > 0; {
-				t := smallChunks.Get().(*chunk)
-				t.w = copy(t.buf, data)
-				data = data[t.w:]
-				st.appendChunkLocked(t)
+				t := st.rtail
+				if t == nil || t.w == len(t.buf) {
+					t = smallChunks.Get().(*chunk)
+					st.appendChunkLocked(t)
+				}
+				n := copy(t.buf[t.w:], data)
+				t.w += n
+				data = data[n:]
 			}
 			putChunk(c)
 		}
