@@ -3168,6 +3168,13 @@ func TestPingContext(t *testing.T) {
 	if !ok {
 		t.Fatal("the victim sent no ping")
 	}
+	victim.pingMu.Lock()
+	_, kept := victim.pings[id]
+	forgot := victim.forgot
+	victim.pingMu.Unlock()
+	if kept || forgot != 1 {
+		t.Errorf("after PingContext gave up: ping %d kept %v, %d forgotten; want it dropped, 1 forgotten", id, kept, forgot)
+	}
 	acked := a.drain()
 	ack := hdr(framePing, flagACK, 0, id)
 	for i, want := range []int{0, 1} { // the late answer; the same again

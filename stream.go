@@ -319,11 +319,13 @@ func (st *Stream) repackLocked() {
 	st.rhead, st.rtail = nil, nil
 	for c != nil {
 		next := c.next
-		if t := st.rtail; len(c.buf) == smallChunkSize && c.r == 0 && (t == nil || t.w == len(t.buf)) {
+		if len(c.buf) == smallChunkSize && c.r == 0 && c.w == len(c.buf) {
 			st.appendChunkLocked(c)
 		} else {
-			// Into the tail's free space first: two small chunks partly
-			// read and partly filled hold little data in 2 KiB.
+			// Into the free space of the chunk before, if partly
+			// filled: two small chunks, one partly read and one partly
+			// filled, held little data in 2 KiB. Full small chunks are
+			// never copied.
 			for data := c.buf[c.r:c.w]; len(data) > 0; {
 				t := st.rtail
 				if t == nil || t.w == len(t.buf) {

@@ -1295,3 +1295,32 @@ func TestReceiveBufferRandom(t *testing.T) {
 		}
 	}
 }
+
+// TestRepackKeepsFullSmallChunks: a repack copies large chunks and small
+// ones partly read or filled, never a full small one. It copied every
+// small chunk after one partly read, so a peer keeping the buffer near
+// 16 KiB with 1-byte frames made each 2-byte Read copy all of it (found by
+// a review helper).
+func TestRepackKeepsFullSmallChunks(t *testing.T) {
+	t.Parallel()
+	st := &Stream{}
+	st.rcond.L = &st.mu
+	for i := range 16 {
+		st.deliverLocked(bytes.Repeat([]byte{byte(i)}, smallChunkSize))
+	}
+	st.deliverLocked([]byte{1}) // 16 KiB buffered already: a large chunk
+	full := st.rhead.next       // all 1s
+	if st.readBufferedLocked(make([]byte, 2)); len(st.rtail.buf) != smallChunkSize {
+		t.Fatal("no repack: a large chunk is left below 16 KiB buffered")
+	}
+	// A chunk copied goes back to the pool, and the repack may take it
+	// again: what it holds tells.
+	if full.r != 0 || !bytes.Equal(full.buf[:full.w], bytes.Repeat([]byte{1}, smallChunkSize)) {
+		t.Error("the repack copied a full small chunk")
+	}
+	for c := st.rhead; c != full; c = c.next {
+		if c == nil {
+			t.Fatal("the full small chunk left the buffer")
+		}
+	}
+}

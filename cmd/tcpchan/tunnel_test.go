@@ -884,6 +884,9 @@ func TestGraceLogCountsConnections(t *testing.T) {
 			}
 		}
 	}
+	if !strings.Contains(tu.fwdLog.String(), "grace period over") {
+		t.Errorf("forward, which cuts the connection off, logged no end of its grace period:\n%s", tu.fwdLog)
+	}
 }
 
 // TestTunnelErrorNamesTheTunnel: when the tunnel link drops, the error
