@@ -774,10 +774,11 @@ func (s *Session) closeGracefully(flushCtx, lingerCtx context.Context) error {
 		// the lock. The socket is closed when the linger ends, as the
 		// caller closes the session then anyway (the reader goroutine
 		// sees errSessionClosed: writeShut is set).
-		if dl, ok := lingerCtx.Deadline(); ok {
-			t := time.AfterFunc(time.Until(dl), func() { inner.Close() })
-			defer t.Stop()
-		}
+		// Once lingerCtx is done, not at its deadline by a timer of our
+		// own: that could fire a moment before the caller's ctx took
+		// effect, and Shutdown returned nil for a ctx that had ended.
+		stop := context.AfterFunc(lingerCtx, func() { inner.Close() })
+		defer stop()
 	}
 	cw.CloseWrite()
 	s.lurk() // for the peer's end

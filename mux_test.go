@@ -439,17 +439,35 @@ func TestWriteDuringClose(t *testing.T) {
 // finished, while Shutdown waits for a peer that never closes its end,
 // Shutdown reports ctx.Err() (the close was not graceful) and the session
 // is closed, its connection half-closed already.
+// Over TLS the linger's end closes the socket under the tls.Conn, which
+// ends the session: Shutdown returned nil when that came a moment before
+// ctx's own deadline took effect.
 func TestShutdownContextDuringLinger(t *testing.T) {
 	t.Parallel()
-	victim, a := newAttack(t, nil, true)
-	go a.drain() // reads everything, never closes
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	if err := victim.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("Shutdown whose ctx ended waiting for the peer to close: %v, want context.DeadlineExceeded", err)
-	}
-	if err := victim.Err(); !errors.Is(err, net.ErrClosed) {
-		t.Errorf("session after that Shutdown: %v, want it closed", err)
+	for _, overTLS := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tls=%v", overTLS), func(t *testing.T) {
+			t.Parallel()
+			var victim *Session
+			var a *attacker
+			if overTLS {
+				serverTLS, clientTLS := testTLSConfigs(t)
+				c1, c2 := tcpConnPair(t)
+				v, at := tls.Server(c1, serverTLS), tls.Client(c2, clientTLS)
+				handshakeBoth(t, v, at)
+				victim, a = newAttackOn(t, v, at, nil, attackerSettings)
+			} else {
+				victim, a = newAttack(t, nil, true)
+			}
+			go a.drain() // reads everything, never closes
+			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+			defer cancel()
+			if err := victim.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("Shutdown whose ctx ended waiting for the peer to close: %v, want context.DeadlineExceeded", err)
+			}
+			if err := victim.Err(); !errors.Is(err, net.ErrClosed) {
+				t.Errorf("session after that Shutdown: %v, want it closed", err)
+			}
+		})
 	}
 }
 
