@@ -3190,3 +3190,47 @@ func TestPingContext(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestProtocolErrorWakesAcceptAndPing: a blocked Accept and PingContext
+// return the peer's protocol error at once, not when the session ends:
+// with a peer that does not read, that is once the GOAWAY telling it has
+// waited errorGoAwayTimeout to go out.
+func TestProtocolErrorWakesAcceptAndPing(t *testing.T) {
+	t.Parallel()
+	c1, c2 := tcpConnPair(t)
+	c1.(*net.TCPConn).SetWriteBuffer(16 << 10)
+	c2.(*net.TCPConn).SetReadBuffer(4 << 10)
+	victim, a := newAttackOn(t, c1, c2, nil, attackerSettings) // the attacker reads nothing
+	// A stream's window of data fills the socket buffers: the GOAWAY
+	// waits behind it.
+	st, err := victim.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go st.Write(make([]byte, 256<<10))
+	accepted := make(chan error, 1)
+	go func() {
+		_, err := victim.AcceptStream()
+		accepted <- err
+	}()
+	pinged := make(chan error, 1)
+	go func() {
+		_, err := victim.PingContext(context.Background())
+		pinged <- err
+	}()
+	time.Sleep(10 * time.Millisecond) // both waiting
+	if err := a.send(hdr(frameData, flagSYN, 1, 1025)); err != nil {
+		t.Fatal(err)
+	}
+	for name, ch := range map[string]chan error{"Accept": accepted, "PingContext": pinged} {
+		err := <-ch
+		select {
+		case <-victim.dying:
+			t.Errorf("%s returned only when the session ended", name)
+		default:
+		}
+		if !errors.Is(err, ErrProtocol) {
+			t.Errorf("%s: %v, want the protocol error", name, err)
+		}
+	}
+}

@@ -357,6 +357,8 @@ type Session struct {
 	writeShut atomic.Bool   // Shutdown half-closed the connection: write nothing more
 	closing   atomic.Bool   // Close began, or Shutdown's half-close: Writes and OpenStream fail, as after Close
 	closingCh chan struct{} // closed when closing is set: a waiting Accept fails
+	failing   chan struct{} // closed when the peer's protocol error is stored, before the session ends: Accept and PingContext fail
+	errorOnce sync.Once
 	hsTimer   *time.Timer
 	wTimer    *time.Timer  // WriteTimeout; see writeTimerFired
 	wBusy     atomic.Bool  // the writer goroutine is blocked in a write
@@ -443,6 +445,7 @@ func buildSession(conn io.ReadWriteCloser, cfg *Config, client bool) (*Session, 
 		pings:      make(map[uint32]pingWait),
 		dying:      make(chan struct{}),
 		closingCh:  make(chan struct{}),
+		failing:    make(chan struct{}),
 		goingAway:  make(chan struct{}),
 		peerKnown:  make(chan struct{}),
 		writerDone: make(chan struct{}),
@@ -639,9 +642,11 @@ func (s *Session) DialContext(ctx context.Context, network, address string) (net
 // AcceptStream waits for the next stream the peer opens. From the moment
 // Close begins it fails with an error matching net.ErrClosed (streams the
 // peer opens from then on are refused). When the session has ended
-// otherwise, it first returns the streams still waiting, since what they
-// received before the end (complete requests, perhaps) is still theirs to
-// read, and then the session's error. Streams the peer reset before they
+// otherwise, or the peer broke the protocol (the session then ends once
+// it has told the peer, within a second), it first returns the streams
+// still waiting, since what they received before the end (complete
+// requests, perhaps) is still theirs to read, and then the session's
+// error. Streams the peer reset before they
 // were accepted are skipped, unless the peer had finished them with FIN
 // first: their data is then returned whole, followed by io.EOF, and
 // their Writes fail with ErrStreamReset.
@@ -668,6 +673,16 @@ func (s *Session) acceptStream(stop <-chan struct{}) (*Stream, error) {
 		case <-s.closingCh:
 			s.doneLurking()
 			return nil, errSessionClosed
+		case <-s.failing:
+			// The peer's protocol error: the session ends once the
+			// GOAWAY telling it is out (up to a second), but nothing
+			// more will be accepted.
+			select {
+			case st = <-s.acceptCh:
+			default:
+				s.doneLurking()
+				return nil, s.Err()
+			}
 		case <-s.dying:
 			select {
 			case st = <-s.acceptCh:
@@ -921,8 +936,9 @@ func (s *Session) Ping() (time.Duration, error) {
 }
 
 // PingContext sends a ping and returns the time until the peer's answer.
-// It fails with the session's error if the session ends first, and with
-// ctx.Err() if ctx ends first (an answer arriving later is ignored).
+// It fails with the session's error if the session ends first (or the
+// peer breaks the protocol), and with ctx.Err() if ctx ends first (an
+// answer arriving later is ignored).
 func (s *Session) PingContext(ctx context.Context) (time.Duration, error) {
 	ch := make(chan struct{})
 	id := s.registerPing(ch)
@@ -935,6 +951,8 @@ func (s *Session) PingContext(ctx context.Context) (time.Duration, error) {
 	case <-ch:
 		return time.Since(start), nil
 	case <-s.dying:
+		err = s.Err()
+	case <-s.failing:
 		err = s.Err()
 	case <-ctx.Done():
 		err = ctx.Err()
@@ -1388,8 +1406,10 @@ func (s *Session) failTellingPeer(err error) {
 		case <-s.dying:
 		default:
 			// Blocked Reads and Writes fail with the error now, not
-			// when the GOAWAY is out: nothing comes for them.
+			// when the GOAWAY is out: nothing comes for them. So do
+			// Accept and PingContext.
 			s.wakeStreams()
+			s.errorOnce.Do(func() { close(s.failing) })
 			s.smu.Lock()
 			last := s.lastPeerID
 			s.smu.Unlock()
