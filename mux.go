@@ -357,7 +357,7 @@ type Session struct {
 	writeShut atomic.Bool   // Shutdown half-closed the connection: write nothing more
 	closing   atomic.Bool   // Close began, or Shutdown's half-close: Writes and OpenStream fail, as after Close
 	closingCh chan struct{} // closed when closing is set: a waiting Accept fails
-	failing   chan struct{} // closed when the peer's protocol error is stored, before the session ends: Accept and PingContext fail
+	failing   chan struct{} // closed when failTellingPeer begins telling the peer of its protocol error, before the session ends: Accept and PingContext fail
 	errorOnce sync.Once
 	hsTimer   *time.Timer
 	wTimer    *time.Timer  // WriteTimeout; see writeTimerFired
