@@ -357,7 +357,7 @@ type Session struct {
 	writeShut atomic.Bool   // Shutdown half-closed the connection: write nothing more
 	closing   atomic.Bool   // Close began, or Shutdown's half-close: Writes and OpenStream fail, as after Close
 	closingCh chan struct{} // closed when closing is set: a waiting Accept fails
-	failing   chan struct{} // closed when failTellingPeer begins telling the peer of its protocol error, before the session ends: Accept and PingContext fail
+	failing   chan struct{} // closed when the session fails, or earlier, when failTellingPeer begins telling the peer of its protocol error: Accept and PingContext fail
 	errorOnce sync.Once
 	hsTimer   *time.Timer
 	wTimer    *time.Timer  // WriteTimeout; see writeTimerFired
@@ -674,16 +674,9 @@ func (s *Session) acceptStream(stop <-chan struct{}) (*Stream, error) {
 			s.doneLurking()
 			return nil, errSessionClosed
 		case <-s.failing:
-			// The peer's protocol error: the session ends once the
-			// GOAWAY telling it is out (up to a second), but nothing
-			// more will be accepted.
-			select {
-			case st = <-s.acceptCh:
-			default:
-				s.doneLurking()
-				return nil, s.Err()
-			}
-		case <-s.dying:
+			// Ended, or the peer broke the protocol (the session ends
+			// once the GOAWAY telling it is out, up to a second later):
+			// nothing more will be accepted.
 			select {
 			case st = <-s.acceptCh:
 			default:
@@ -950,8 +943,6 @@ func (s *Session) PingContext(ctx context.Context) (time.Duration, error) {
 	select {
 	case <-ch:
 		return time.Since(start), nil
-	case <-s.dying:
-		err = s.Err()
 	case <-s.failing:
 		err = s.Err()
 	case <-ctx.Done():
@@ -1409,7 +1400,7 @@ func (s *Session) failTellingPeer(err error) {
 			// when the GOAWAY is out: nothing comes for them. So do
 			// Accept and PingContext.
 			s.wakeStreams()
-			s.errorOnce.Do(func() { close(s.failing) })
+			s.closeFailing()
 			s.smu.Lock()
 			last := s.lastPeerID
 			s.smu.Unlock()
@@ -1508,6 +1499,9 @@ func tcpUnder(conn io.ReadWriteCloser) *net.TCPConn {
 // one that does not has filled the socket buffer.
 const errorGoAwayTimeout = closeFlushTimeout
 
+// closeFailing closes failing, once.
+func (s *Session) closeFailing() { s.errorOnce.Do(func() { close(s.failing) }) }
+
 // fail ends the session with err (the first cause wins): it closes the
 // connection, which stops both goroutines, and wakes every blocked call.
 // It must be called with no lock held.
@@ -1515,6 +1509,7 @@ func (s *Session) fail(err error) {
 	s.err.CompareAndSwap(nil, &err) // set already if failTellingPeer told the peer first
 	s.failOnce.Do(func() {
 		close(s.dying)
+		s.closeFailing()
 		if inner := innerConn(s.conn); inner != nil {
 			// A wrapper's Close may write first, under its own lock:
 			// crypto/tls sends close_notify (5 s deadline) after any
