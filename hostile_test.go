@@ -95,6 +95,18 @@ func handshake(t *testing.T, conn net.Conn) *attacker {
 	return handshakeWith(t, conn, attackerSettings)
 }
 
+// newAttackTCP is newAttack with the default Config over TCP on loopback,
+// inside TLS if overTLS.
+func newAttackTCP(t testing.TB, overTLS bool) (*Session, *attacker) {
+	t.Helper()
+	if !overTLS {
+		return newAttack(t, nil, true)
+	}
+	serverTLS, clientTLS := testTLSConfigs(t)
+	c1, c2 := tcpConnPair(t)
+	return newAttackOn(t, tls.Server(c1, serverTLS), tls.Client(c2, clientTLS), nil, attackerSettings)
+}
+
 // handshakeWith is handshake announcing ps instead of attackerSettings.
 func handshakeWith(t testing.TB, conn net.Conn, ps settings) *attacker {
 	t.Helper()
@@ -1179,16 +1191,7 @@ func TestGoAwaySurvivesUnreadInput(t *testing.T) {
 			}
 			t.Run(name, func(t *testing.T) {
 				t.Parallel()
-				var victim *Session
-				var a *attacker
-				if overTLS {
-					serverTLS, clientTLS := testTLSConfigs(t)
-					c1, c2 := tcpConnPair(t)
-					var v, at net.Conn = tls.Server(c1, serverTLS), tls.Client(c2, clientTLS)
-					victim, a = newAttackOn(t, v, at, nil, attackerSettings)
-				} else {
-					victim, a = newAttack(t, nil, true)
-				}
+				victim, a := newAttackTCP(t, overTLS)
 				st := a.openRead(t, victim)
 				wrote := blockVictimWriter(t, victim, a, st)
 				if err := a.send(unknownFrame); err != nil {

@@ -447,17 +447,7 @@ func TestShutdownContextDuringLinger(t *testing.T) {
 	for _, overTLS := range []bool{false, true} {
 		t.Run(fmt.Sprintf("tls=%v", overTLS), func(t *testing.T) {
 			t.Parallel()
-			var victim *Session
-			var a *attacker
-			if overTLS {
-				serverTLS, clientTLS := testTLSConfigs(t)
-				c1, c2 := tcpConnPair(t)
-				v, at := tls.Server(c1, serverTLS), tls.Client(c2, clientTLS)
-				handshakeBoth(t, v, at)
-				victim, a = newAttackOn(t, v, at, nil, attackerSettings)
-			} else {
-				victim, a = newAttack(t, nil, true)
-			}
+			victim, a := newAttackTCP(t, overTLS)
 			go a.drain() // reads everything, never closes
 			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 			defer cancel()
