@@ -79,6 +79,43 @@ func BenchmarkBulkBesideIdle(b *testing.B) {
 	}
 }
 
+// BenchmarkBulkBesideReading is BenchmarkBulk's 32 KiB writes with another
+// stream open beside the bulk one, silent, with nobody reading it (quiet)
+// or with a Read waiting on it at the receiving end (reading), as a server
+// waits for a keep-alive connection's next request. Windows stay at
+// InitialStreamWindow (MaxStreamWindow is set to it), as they do while
+// another stream has been busy within activeSpan; the baseline is a TCP
+// connection with an idle one beside it.
+func BenchmarkBulkBesideReading(b *testing.B) {
+	for _, mode := range []string{"quiet", "reading"} {
+		for _, kind := range kinds {
+			b.Run(mode+"/"+kind, func(b *testing.B) {
+				var w, r, idle, idlePeer net.Conn
+				if kind == "tcp" {
+					w, r = benchPair(b, "tcp")
+					idle, idlePeer = benchPair(b, "tcp")
+				} else {
+					cfg := &Config{MaxStreamWindow: DefaultConfig().InitialStreamWindow}
+					client, server := tcpSessions(b, cfg, cfg)
+					w, r = streamPair(b, client, server)
+					idle, idlePeer = streamPair(b, client, server)
+				}
+				if mode == "reading" {
+					done := make(chan struct{})
+					go func() {
+						defer close(done)
+						idlePeer.Read(make([]byte, 64))
+					}()
+					// The Read ends when the pair is closed, before
+					// the sessions are.
+					b.Cleanup(func() { idle.Close(); idlePeer.Close(); <-done })
+				}
+				benchTransfer(b, w, r, 32<<10)
+			})
+		}
+	}
+}
+
 // benchTransfer writes b.N writes of size bytes to w, then CloseWrite,
 // while r's peer reads them all and discards them.
 func benchTransfer(b *testing.B, w, r net.Conn, size int) {

@@ -25,9 +25,10 @@ import (
 // A holder gives the token up as soon as its own call can go on, leaving
 // the token free: its next call, usually a moment later, takes it again.
 // If others wait for the connection meanwhile (Reads and Writes that could
-// not take the token), it first handles what has already arrived, reading
-// without blocking, so that their frames do not wait behind its own, and
-// if it woke one of them it yields. It leaves only its own stream's frames
+// not take the token), it first handles the frames already in the read
+// buffer, so that theirs do not wait behind its own, but reads the socket
+// no further (its caller may owe the peer a window update), and if it woke
+// one of them it yields. It leaves only its own stream's frames
 // in the buffer for its next call. The reader goroutine takes a free token
 // at once when another stream's frame is buffered or Accept, Ping or Close
 // start waiting; otherwise after readTokenGrace (readTokenWaitGrace while
@@ -93,6 +94,7 @@ type readToken struct {
 	timer       *time.Timer            // wakes the reader goroutine to take a token left free
 	kick        chan struct{}          // capacity 1: the reader goroutine should take the token now
 	grace       time.Duration          // if set, replaces readTokenGrace (tests)
+	waitGrace   time.Duration          // if set, replaces readTokenWaitGrace (tests)
 	takes       uint64                 // times a Read or Write took the token
 	armTakes    uint64                 // takes when the timer was set
 	shift       uint                   // the graces are lengthened by 1<<shift
@@ -310,7 +312,7 @@ func (s *Session) awaitReadToken() (turn, ok bool) {
 // readTurn is the reader goroutine's turn while Reads and Writes keep
 // taking the token back in time: it handles the frames that have arrived
 // (those nobody reads for, a PING or a SYN, could otherwise wait there), at
-// most maxDoneFills buffers, and gives the token back without blocking.
+// most maxTurnFills buffers, and gives the token back without blocking.
 // Blocking would keep the token from the next Read, which would then wait
 // for a hand-off; the turn costs it nothing when nothing has arrived. If a
 // Read or Write waits for the holder, it keeps the token instead, reporting
@@ -327,7 +329,7 @@ func (s *Session) readTurn() (released bool, err error) {
 	}
 	for fills := 0; ; {
 		if !s.frameBuffered() {
-			if fills == maxDoneFills || !s.fillAvailable() {
+			if fills == maxTurnFills || !s.fillAvailable() {
 				break
 			}
 			fills++
@@ -413,6 +415,8 @@ func (s *Session) armLocked(clock int64, d time.Duration) {
 // held.
 func (s *Session) graceLocked() time.Duration {
 	switch {
+	case s.rt.waiters.Load() > 0 && s.rt.waitGrace > 0:
+		return s.rt.waitGrace
 	case s.rt.waiters.Load() > 0:
 		return readTokenWaitGrace << s.rt.shift
 	case s.rt.grace > 0 && s.rt.lurkers.Load() == 0:
@@ -503,8 +507,9 @@ func (s *Session) readForStream(st *Stream) {
 // readHeld reads and handles frames while holding the read token. A Read or
 // Write (own != nil) returns nil once own can stop waiting: if nobody else
 // waits, at once, keeping the frames beyond in the buffer for its next
-// call; if others wait, after handling what has arrived, so that their
-// frames do not wait behind its. The reader goroutine returns nil after
+// call; if others wait, after handling the frames already in the buffer,
+// so that their frames do not wait behind its, but without reading the
+// socket again. The reader goroutine returns nil after
 // giving the token up. Either returns errInterrupted when a read of the
 // connection was interrupted, or the session's cause on a connection or
 // protocol error.
@@ -520,7 +525,6 @@ func (s *Session) readHeld(own *Stream) error {
 		return err
 	}
 	done := own != nil && s.rt.holderWrite && own.ready(true)
-	fills := 0 // non-blocking reads since done
 	for {
 		if !s.frameBuffered() {
 			switch {
@@ -534,14 +538,19 @@ func (s *Session) readHeld(own *Stream) error {
 				s.releaseReadToken(false)
 				return nil
 			case own == nil:
-			case !done:
-			case s.rt.waiters.Load() == 0 || fills == maxDoneFills || !s.fillAvailable():
+			case done:
+				// Never read the socket once done, not even without
+				// blocking for others: the caller's Read has yet to
+				// send its window update, and a bulk sender may wait
+				// for it. With a Read waiting on another stream,
+				// reading on for it held each update until the
+				// socket was empty, and a bulk stream beside it ran
+				// at two thirds of its rate
+				// (BenchmarkBulkBesideReading). Others' frames still
+				// in the socket are the next holder's: this caller's
+				// next Read, or the reader goroutine after
+				// readTokenWaitGrace.
 				return nil
-			default:
-				// Never block for a frame once done: what arrived
-				// may end in the middle of one.
-				fills++
-				continue
 			}
 		} else if done && s.rt.waiters.Load() == 0 {
 			return nil
@@ -559,10 +568,10 @@ func (s *Session) readHeld(own *Stream) error {
 	}
 }
 
-// maxDoneFills bounds what a holder whose own call is done reads for
-// others, so that a busy connection cannot keep it from returning: four
-// buffers' worth (256 KiB by default).
-const maxDoneFills = 4
+// maxTurnFills bounds what the reader goroutine's turn reads, so that a
+// busy connection cannot keep it from giving the token back: four buffers'
+// worth (256 KiB by default).
+const maxTurnFills = 4
 
 // othersBuffered reports whether the read buffer holds the start of a frame
 // for anything but st. A holder leaves only its own stream's frames for its

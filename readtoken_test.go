@@ -570,6 +570,70 @@ func TestReadTokenDoneHolderNeverBlocks(t *testing.T) {
 	s3.Close()
 }
 
+// TestDoneHolderLeavesTheSocket: a Read holding the read token returns once
+// its data has arrived, even with another Read waiting, without reading the
+// socket on for that one: it has yet to send its window update, which a bulk
+// sender may wait for. Reading on held each update until the socket was
+// empty, and a bulk stream beside a waiting Read ran at two thirds of its
+// rate (BenchmarkBulkBesideReading).
+func TestDoneHolderLeavesTheSocket(t *testing.T) {
+	t.Parallel()
+	const frame = 16 << 10
+	victim, a := newAttack(t, &Config{MaxFrameSize: frame}, true)
+	a.drain()
+	if err := a.send(dataFrame(flagSYN, 1, []byte{1}), dataFrame(flagSYN, 3, []byte{1})); err != nil {
+		t.Fatal(err)
+	}
+	var sts []*Stream
+	for range 2 {
+		st, err := victim.AcceptStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Read(make([]byte, 1))
+		sts = append(sts, st)
+	}
+	s1, s3 := sts[0], sts[1]
+	freeTokenAttacked(t, victim, s1, func() { a.send(dataFrame(0, 1, []byte{2})) })
+	// Nothing but s1's Read may read the socket: the reader goroutine
+	// takes neither the token left free nor a turn.
+	victim.rt.mu.Lock()
+	victim.rt.waitGrace = time.Hour
+	victim.rt.mu.Unlock()
+	holdOffTurns(t, victim)
+
+	res := readHolding(t, victim, s1, 1)
+	s3.SetReadDeadline(time.Now().Add(time.Hour))
+	go s3.Read(make([]byte, 64))
+	waitFor(t, "s3's Read to wait", func() bool {
+		s3.mu.Lock()
+		defer s3.mu.Unlock()
+		return s3.has(stWaitCounted)
+	})
+	// The byte s1's Read waits for, then 15 frames more for s1 (240 KiB,
+	// within its window), all in one write. Only s1's frames: a frame for
+	// another stream left in the buffer would call the reader goroutine.
+	w := dataFrame(0, 1, []byte("z"))
+	for range 15 {
+		w = append(w, dataFrame(0, 1, make([]byte, frame))...)
+	}
+	if err := a.send(w); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-res; err != nil {
+		t.Fatal(err)
+	}
+	// The Read took what one read of the socket brought, at most a read
+	// buffer's worth, and no more.
+	s1.mu.Lock()
+	buffered := s1.buffered
+	s1.mu.Unlock()
+	if size := victim.br.Size(); buffered > size {
+		t.Errorf("s1's Read returned with %d bytes taken from the socket after its own, more than one read of %d bytes brings", buffered, size)
+	}
+	s3.Close()
+}
+
 // TestWindowUpdateWakesWriter: credit for a stream must wake the writer
 // goroutine unless the stream's Write holds the read token and so writes
 // next itself. (Found in review, twice: the Write could stall until a
