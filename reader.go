@@ -27,9 +27,8 @@ import (
 // If others wait for the connection meanwhile (Reads and Writes that could
 // not take the token), it first handles the frames already in the read
 // buffer, so that theirs do not wait behind its own, but reads the socket
-// no further (its caller may owe the peer a window update), and if it woke
-// one of them it yields. It leaves only its own stream's frames
-// in the buffer for its next call. The reader goroutine takes a free token
+// no further (see readHeld), and if it woke one of them it yields. It
+// leaves only its own stream's frames in the buffer for its next call. The reader goroutine takes a free token
 // at once when another stream's frame is buffered or Accept, Ping or Close
 // start waiting; otherwise after readTokenGrace (readTokenWaitGrace while
 // Reads or Writes wait), a grace that lengthens while holders keep coming
@@ -102,8 +101,9 @@ type readToken struct {
 	// waiters counts Reads and Writes waiting for what only the token's
 	// holder delivers (see Session.needReader); a Read or Write stops
 	// counting when its data or credit reaches it. While there are any, a
-	// holder whose own call is done still handles what has arrived, and
-	// the token stays free for readTokenWaitGrace only.
+	// holder whose own call is done still handles what is buffered, and
+	// the token stays free for readTokenWaitGrace (lengthened as
+	// readTokenGrace is) rather than readTokenGrace.
 	waiters atomic.Int32
 	// lurkers counts other such goroutines (Accept, Ping, Close), which
 	// wait too long or too rarely to deserve either.
@@ -540,16 +540,18 @@ func (s *Session) readHeld(own *Stream) error {
 			case own == nil:
 			case done:
 				// Never read the socket once done, not even without
-				// blocking for others: the caller's Read has yet to
-				// send its window update, and a bulk sender may wait
-				// for it. With a Read waiting on another stream,
-				// reading on for it held each update until the
-				// socket was empty, and a bulk stream beside it ran
-				// at two thirds of its rate
-				// (BenchmarkBulkBesideReading). Others' frames still
-				// in the socket are the next holder's: this caller's
-				// next Read, or the reader goroutine after
-				// readTokenWaitGrace.
+				// blocking for others. A bulk Read beside a Read
+				// waiting on a silent stream spent its time reading up
+				// to four buffers ahead into its own stream's buffer,
+				// for a frame that did not come, and ran at two thirds
+				// of its rate (BenchmarkBulkBesideReading). Others'
+				// frames still in the socket are the next holder's:
+				// this caller's next call, or the reader goroutine
+				// after readTokenWaitGrace. The cost: if this caller
+				// does not come back, on an otherwise idle process
+				// that grace's timer fires about a millisecond late
+				// (the runtime's poller sleeps in whole milliseconds),
+				// and a frame behind this stream's data waits as long.
 				return nil
 			}
 		} else if done && s.rt.waiters.Load() == 0 {

@@ -513,7 +513,7 @@ func TestReadTokenDeadlineStress(t *testing.T) {
 }
 
 // TestReadTokenDoneHolderNeverBlocks: a Read holding the token whose data
-// has arrived handles, for a Read waiting beside it, only what has arrived;
+// has arrived handles, for a Read waiting beside it, only what is buffered;
 // when that ends in the middle of a frame it returns rather than wait for
 // the rest. (Found in review: it blocked in about half the runs under
 // -race, for as long as the peer withheld the rest of the frame.)
@@ -572,10 +572,9 @@ func TestReadTokenDoneHolderNeverBlocks(t *testing.T) {
 
 // TestDoneHolderLeavesTheSocket: a Read holding the read token returns once
 // its data has arrived, even with another Read waiting, without reading the
-// socket on for that one: it has yet to send its window update, which a bulk
-// sender may wait for. Reading on held each update until the socket was
-// empty, and a bulk stream beside a waiting Read ran at two thirds of its
-// rate (BenchmarkBulkBesideReading).
+// socket on for that one. Reading on (up to four buffers, mostly its own
+// stream's data) made a bulk stream beside a Read waiting on a silent
+// stream run at two thirds of its rate (BenchmarkBulkBesideReading).
 func TestDoneHolderLeavesTheSocket(t *testing.T) {
 	t.Parallel()
 	const frame = 16 << 10
@@ -632,6 +631,72 @@ func TestDoneHolderLeavesTheSocket(t *testing.T) {
 		t.Errorf("s1's Read returned with %d bytes taken from the socket after its own, more than one read of %d bytes brings", buffered, size)
 	}
 	s3.Close()
+}
+
+// TestWaitingReadServedBehindDoneHolder: a frame for a waiting Read that
+// has arrived behind the data of a Read holding the token reaches it,
+// though the holder, done, does not read on and its application never
+// reads again: the reader goroutine takes the token after the grace. (On
+// an otherwise idle process that takes about a millisecond, the runtime's
+// poller sleeping in whole milliseconds; the bound here is only that it
+// comes.)
+func TestWaitingReadServedBehindDoneHolder(t *testing.T) {
+	t.Parallel()
+	const frame = 16 << 10
+	victim, a := newAttack(t, &Config{MaxFrameSize: frame}, true)
+	a.drain()
+	if err := a.send(dataFrame(flagSYN, 1, []byte{1}), dataFrame(flagSYN, 3, []byte{1})); err != nil {
+		t.Fatal(err)
+	}
+	var sts []*Stream
+	for range 2 {
+		st, err := victim.AcceptStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Read(make([]byte, 1))
+		sts = append(sts, st)
+	}
+	s1, s3 := sts[0], sts[1]
+	freeTokenAttacked(t, victim, s1, func() { a.send(dataFrame(0, 1, []byte{2})) })
+	holdOffTurns(t, victim) // the grace, not a turn, is what brings it
+
+	res := readHolding(t, victim, s1, 1)
+	got3 := make(chan error, 1)
+	go func() {
+		_, err := s3.Read(make([]byte, 64))
+		got3 <- err
+	}()
+	waitFor(t, "s3's Read to wait", func() bool {
+		s3.mu.Lock()
+		defer s3.mu.Unlock()
+		return s3.has(stWaitCounted)
+	})
+	// s1's byte, s1's frames up to exactly one read buffer, then s3's
+	// byte, in one write: the holder's read ends before s3's frame.
+	size := victim.br.Size()
+	w := dataFrame(0, 1, []byte("z"))
+	for len(w)+headerSize+frame <= size {
+		w = append(w, dataFrame(0, 1, make([]byte, frame))...)
+	}
+	w = append(w, dataFrame(0, 1, make([]byte, size-len(w)-headerSize))...)
+	w = append(w, dataFrame(0, 3, []byte("x"))...)
+	if err := a.send(w); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-res; err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	select {
+	case err := <-got3:
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("s3's Read returned %v after s1's", time.Since(start))
+	case <-time.After(10 * time.Second):
+		t.Fatal("s3's Read, whose frame has arrived, still waits")
+	}
 }
 
 // TestWindowUpdateWakesWriter: credit for a stream must wake the writer
