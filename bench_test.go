@@ -454,82 +454,117 @@ func BenchmarkBulkConcurrent(b *testing.B) {
 // tail latency follows the window.
 func BenchmarkPingPongUnderBulk(b *testing.B) {
 	for _, kind := range []string{"tcp", "tcpchan/window=64KiB", "tcpchan/window=128KiB", "tcpchan/window=256KiB", "tcpchan/window=512KiB"} {
-		b.Run(kind, func(b *testing.B) {
-			var ping, echo, bulkW, bulkR net.Conn
-			if kind == "tcp" {
-				ping, echo = benchPair(b, "tcp")
-				bulkW, bulkR = benchPair(b, "tcp")
-			} else {
-				var kib int
-				fmt.Sscanf(kind, "tcpchan/window=%dKiB", &kib)
-				cfg := &Config{InitialStreamWindow: kib << 10}
-				client, server := tcpSessions(b, cfg, cfg)
-				ping, echo = streamPair(b, client, server)
-				bulkW, bulkR = streamPair(b, client, server)
-			}
-			go func() {
-				buf := make([]byte, 64)
-				for {
-					if _, err := io.ReadFull(echo, buf); err != nil {
-						return
-					}
-					if _, err := echo.Write(buf); err != nil {
-						return
-					}
-				}
-			}()
-			stop := make(chan struct{})
-			var bulkNow atomic.Int64 // bytes the bulk reader has received
-			var wg sync.WaitGroup
-			wg.Add(2)
-			go func() {
-				defer wg.Done()
-				buf := make([]byte, 32<<10)
-				for {
-					select {
-					case <-stop:
-						closeWrite(bulkW)
-						return
-					default:
-					}
-					if _, err := bulkW.Write(buf); err != nil {
-						return
-					}
-				}
-			}()
-			go func() {
-				defer wg.Done()
-				io.CopyBuffer(countWriter{&bulkNow}, bulkR, make([]byte, 64<<10))
-			}()
-			time.Sleep(20 * time.Millisecond) // let the bulk stream fill its window
-			lat := make([]time.Duration, 0, b.N)
-			buf := make([]byte, 64)
-			b.ReportAllocs()
-			b.ResetTimer()
-			start := time.Now()
-			bulk0 := bulkNow.Load()
-			for range b.N {
-				t := time.Now()
-				if _, err := ping.Write(buf); err != nil {
-					b.Fatal(err)
-				}
-				if _, err := io.ReadFull(ping, buf); err != nil {
-					b.Fatal(err)
-				}
-				lat = append(lat, time.Since(t))
-			}
-			elapsed := time.Since(start)
-			bulkIn := bulkNow.Load() - bulk0
-			b.StopTimer()
-			close(stop)
-			wg.Wait()
-			slices.Sort(lat)
-			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
-			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
-			b.ReportMetric(float64(bulkIn)/elapsed.Seconds()/1e6, "bulk-MB/s")
-			ping.Close()
-		})
+		b.Run(kind, func(b *testing.B) { pingUnderBulk(b, kind, 0) })
 	}
+}
+
+// BenchmarkPacedPingUnderBulk is BenchmarkPingPongUnderBulk with one echo
+// per millisecond instead of back to back, and the bulk rate measured
+// first for 200 ms with the ping stream quiet (quiet-bulk-MB/s). It tells
+// what the bulk stream loses to the echoes' work from what it loses to the
+// window it keeps beside an active stream: the default 256 KiB, or 1 MiB,
+// which a stream alone (or beside quiet ones) gets on a short link.
+func BenchmarkPacedPingUnderBulk(b *testing.B) {
+	for _, kind := range []string{"tcp", "tcpchan/window=256KiB", "tcpchan/window=1024KiB"} {
+		b.Run(kind, func(b *testing.B) { pingUnderBulk(b, kind, time.Millisecond) })
+	}
+}
+
+// pingUnderBulk runs b.N echoes of 64 bytes, one every pace (0: back to
+// back), beside a bulk transfer, and reports their p50 and p99 and the bulk
+// rate meanwhile. kind is "tcp" (two connections) or
+// "tcpchan/window=<n>KiB" (two streams of one session with that
+// InitialStreamWindow). With a pace, the bulk rate is also measured before
+// the first echo, for 200 ms.
+func pingUnderBulk(b *testing.B, kind string, pace time.Duration) {
+	var ping, echo, bulkW, bulkR net.Conn
+	if kind == "tcp" {
+		ping, echo = benchPair(b, "tcp")
+		bulkW, bulkR = benchPair(b, "tcp")
+	} else {
+		var kib int
+		if _, err := fmt.Sscanf(kind, "tcpchan/window=%dKiB", &kib); err != nil {
+			b.Fatalf("kind %q: %v", kind, err)
+		}
+		cfg := &Config{InitialStreamWindow: kib << 10}
+		client, server := tcpSessions(b, cfg, cfg)
+		ping, echo = streamPair(b, client, server)
+		bulkW, bulkR = streamPair(b, client, server)
+	}
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			if _, err := io.ReadFull(echo, buf); err != nil {
+				return
+			}
+			if _, err := echo.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+	stop := make(chan struct{})
+	var bulkNow atomic.Int64 // bytes the bulk reader has received
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		buf := make([]byte, 32<<10)
+		for {
+			select {
+			case <-stop:
+				closeWrite(bulkW)
+				return
+			default:
+			}
+			if _, err := bulkW.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		io.CopyBuffer(countWriter{&bulkNow}, bulkR, make([]byte, 64<<10))
+	}()
+	time.Sleep(20 * time.Millisecond) // let the bulk stream fill its window
+	var quietRate float64             // reported at the end: ResetTimer drops metrics
+	if pace > 0 {
+		const quiet = 200 * time.Millisecond
+		bulk0 := bulkNow.Load()
+		time.Sleep(quiet)
+		quietRate = float64(bulkNow.Load()-bulk0) / quiet.Seconds() / 1e6
+	}
+	lat := make([]time.Duration, 0, b.N)
+	buf := make([]byte, 64)
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	bulk0 := bulkNow.Load()
+	for range b.N {
+		if pace > 0 {
+			time.Sleep(pace)
+		}
+		t := time.Now()
+		if _, err := ping.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(ping, buf); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(t))
+	}
+	elapsed := time.Since(start)
+	bulkIn := bulkNow.Load() - bulk0
+	b.StopTimer()
+	close(stop)
+	wg.Wait()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+	b.ReportMetric(float64(bulkIn)/elapsed.Seconds()/1e6, "bulk-MB/s")
+	if pace > 0 {
+		b.ReportMetric(quietRate, "quiet-bulk-MB/s")
+	}
+	ping.Close()
 }
 
 // BenchmarkTLSStartupRTT starts a session over TLS on loopback and at once
