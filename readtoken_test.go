@@ -579,36 +579,9 @@ func TestDoneHolderLeavesTheSocket(t *testing.T) {
 	t.Parallel()
 	const frame = 16 << 10
 	victim, a := newAttack(t, &Config{MaxFrameSize: frame}, true)
-	a.drain()
-	if err := a.send(dataFrame(flagSYN, 1, []byte{1}), dataFrame(flagSYN, 3, []byte{1})); err != nil {
-		t.Fatal(err)
-	}
-	var sts []*Stream
-	for range 2 {
-		st, err := victim.AcceptStream()
-		if err != nil {
-			t.Fatal(err)
-		}
-		st.Read(make([]byte, 1))
-		sts = append(sts, st)
-	}
-	s1, s3 := sts[0], sts[1]
-	freeTokenAttacked(t, victim, s1, func() { a.send(dataFrame(0, 1, []byte{2})) })
 	// Nothing but s1's Read may read the socket: the reader goroutine
 	// takes neither the token left free nor a turn.
-	victim.rt.mu.Lock()
-	victim.rt.waitGrace = time.Hour
-	victim.rt.mu.Unlock()
-	holdOffTurns(t, victim)
-
-	res := readHolding(t, victim, s1, 1)
-	s3.SetReadDeadline(time.Now().Add(time.Hour))
-	go s3.Read(make([]byte, 64))
-	waitFor(t, "s3's Read to wait", func() bool {
-		s3.mu.Lock()
-		defer s3.mu.Unlock()
-		return s3.has(stWaitCounted)
-	})
+	s1, s3, res, _ := holderBesideWaiter(t, victim, a, time.Hour)
 	// The byte s1's Read waits for, then 15 frames more for s1 (240 KiB,
 	// within its window), all in one write. Only s1's frames: a frame for
 	// another stream left in the buffer would call the reader goroutine.
@@ -644,34 +617,8 @@ func TestWaitingReadServedBehindDoneHolder(t *testing.T) {
 	t.Parallel()
 	const frame = 16 << 10
 	victim, a := newAttack(t, &Config{MaxFrameSize: frame}, true)
-	a.drain()
-	if err := a.send(dataFrame(flagSYN, 1, []byte{1}), dataFrame(flagSYN, 3, []byte{1})); err != nil {
-		t.Fatal(err)
-	}
-	var sts []*Stream
-	for range 2 {
-		st, err := victim.AcceptStream()
-		if err != nil {
-			t.Fatal(err)
-		}
-		st.Read(make([]byte, 1))
-		sts = append(sts, st)
-	}
-	s1, s3 := sts[0], sts[1]
-	freeTokenAttacked(t, victim, s1, func() { a.send(dataFrame(0, 1, []byte{2})) })
-	holdOffTurns(t, victim) // the grace, not a turn, is what brings it
-
-	res := readHolding(t, victim, s1, 1)
-	got3 := make(chan error, 1)
-	go func() {
-		_, err := s3.Read(make([]byte, 64))
-		got3 <- err
-	}()
-	waitFor(t, "s3's Read to wait", func() bool {
-		s3.mu.Lock()
-		defer s3.mu.Unlock()
-		return s3.has(stWaitCounted)
-	})
+	// The grace, not a turn, is what brings s3's frame.
+	_, _, res, got3 := holderBesideWaiter(t, victim, a, 0)
 	// s1's byte, s1's frames up to exactly one read buffer, then s3's
 	// byte, in one write: the holder's read ends before s3's frame.
 	size := victim.br.Size()
@@ -1034,4 +981,49 @@ func TestOthersBuffered(t *testing.T) {
 			}
 		})
 	}
+}
+
+// holderBesideWaiter opens streams 1 and 3 from the attacker a, leaves the
+// read token free for s1, stops the reader goroutine's turns, and starts a
+// Read of one byte on s1 (res, which will hold the token) and a Read of up
+// to 64 bytes on s3 (got3), returning once s3's waits counted. waitGrace,
+// if not 0, replaces readTokenWaitGrace; s3's Read has a deadline an hour
+// off, so that it never takes the token itself.
+func holderBesideWaiter(t *testing.T, victim *Session, a *attacker, waitGrace time.Duration) (s1, s3 *Stream, res, got3 <-chan error) {
+	t.Helper()
+	a.drain()
+	if err := a.send(dataFrame(flagSYN, 1, []byte{1}), dataFrame(flagSYN, 3, []byte{1})); err != nil {
+		t.Fatal(err)
+	}
+	var sts []*Stream
+	for range 2 {
+		st, err := victim.AcceptStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Read(make([]byte, 1))
+		sts = append(sts, st)
+	}
+	s1, s3 = sts[0], sts[1]
+	freeTokenAttacked(t, victim, s1, func() { a.send(dataFrame(0, 1, []byte{2})) })
+	if waitGrace != 0 {
+		victim.rt.mu.Lock()
+		victim.rt.waitGrace = waitGrace
+		victim.rt.mu.Unlock()
+	}
+	holdOffTurns(t, victim)
+
+	res = readHolding(t, victim, s1, 1)
+	s3.SetReadDeadline(time.Now().Add(time.Hour))
+	read3 := make(chan error, 1)
+	go func() {
+		_, err := s3.Read(make([]byte, 64))
+		read3 <- err
+	}()
+	waitFor(t, "s3's Read to wait", func() bool {
+		s3.mu.Lock()
+		defer s3.mu.Unlock()
+		return s3.has(stWaitCounted)
+	})
+	return s1, s3, res, read3
 }
