@@ -540,14 +540,7 @@ func TestReadTokenDoneHolderNeverBlocks(t *testing.T) {
 	freeTokenAttacked(t, victim, s1, func() { a.send(dataFrame(0, 1, []byte{2})) })
 
 	res := readHolding(t, victim, s1, 64)
-	// A Read with a deadline waits beside it, counted.
-	s3.SetReadDeadline(time.Now().Add(time.Hour))
-	go s3.Read(make([]byte, 64))
-	waitFor(t, "s3's Read to wait", func() bool {
-		s3.mu.Lock()
-		defer s3.mu.Unlock()
-		return s3.has(stWaitCounted)
-	})
+	countedRead(t, s3) // waits beside it
 	// s1's data, frames for others, and the start of one more frame.
 	w := dataFrame(0, 1, []byte("z"))
 	for i := range 3000 {
@@ -985,26 +978,16 @@ func TestOthersBuffered(t *testing.T) {
 
 // holderBesideWaiter opens streams 1 and 3 from the attacker a, leaves the
 // read token free for s1, stops the reader goroutine's turns, and starts a
-// Read of one byte on s1 (res, which will hold the token) and a Read of up
-// to 64 bytes on s3 (got3), returning once s3's waits counted. waitGrace,
-// if not 0, replaces readTokenWaitGrace; s3's Read has a deadline an hour
-// off, so that it never takes the token itself.
+// Read of one byte on s1 (res, which will hold the token) and a
+// countedRead on s3 (got3). waitGrace, if not 0, replaces
+// readTokenWaitGrace.
 func holderBesideWaiter(t *testing.T, victim *Session, a *attacker, waitGrace time.Duration) (s1, s3 *Stream, res, got3 <-chan error) {
 	t.Helper()
 	a.drain()
-	if err := a.send(dataFrame(flagSYN, 1, []byte{1}), dataFrame(flagSYN, 3, []byte{1})); err != nil {
-		t.Fatal(err)
-	}
-	var sts []*Stream
-	for range 2 {
-		st, err := victim.AcceptStream()
-		if err != nil {
-			t.Fatal(err)
-		}
+	s1, s3 = a.openAccepted(t, victim, 1), a.openAccepted(t, victim, 3)
+	for _, st := range []*Stream{s1, s3} {
 		st.Read(make([]byte, 1))
-		sts = append(sts, st)
 	}
-	s1, s3 = sts[0], sts[1]
 	freeTokenAttacked(t, victim, s1, func() { a.send(dataFrame(0, 1, []byte{2})) })
 	if waitGrace != 0 {
 		victim.rt.mu.Lock()
@@ -1012,18 +995,25 @@ func holderBesideWaiter(t *testing.T, victim *Session, a *attacker, waitGrace ti
 		victim.rt.mu.Unlock()
 	}
 	holdOffTurns(t, victim)
+	return s1, s3, readHolding(t, victim, s1, 1), countedRead(t, s3)
+}
 
-	res = readHolding(t, victim, s1, 1)
-	s3.SetReadDeadline(time.Now().Add(time.Hour))
-	read3 := make(chan error, 1)
+// countedRead starts a Read of up to 64 bytes on st with a deadline an hour
+// off, so that it waits for the read token's holder rather than take the
+// token, and returns once it counts as waiting. The Read's error arrives on
+// the channel.
+func countedRead(t *testing.T, st *Stream) <-chan error {
+	t.Helper()
+	st.SetReadDeadline(time.Now().Add(time.Hour))
+	got := make(chan error, 1)
 	go func() {
-		_, err := s3.Read(make([]byte, 64))
-		read3 <- err
+		_, err := st.Read(make([]byte, 64))
+		got <- err
 	}()
-	waitFor(t, "s3's Read to wait", func() bool {
-		s3.mu.Lock()
-		defer s3.mu.Unlock()
-		return s3.has(stWaitCounted)
+	waitFor(t, "a Read to wait, counted", func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return st.has(stWaitCounted)
 	})
-	return s1, s3, res, read3
+	return got
 }
