@@ -149,17 +149,7 @@ func BenchmarkPingPong(b *testing.B) {
 	for _, kind := range kinds {
 		b.Run(kind, func(b *testing.B) {
 			c, s := benchPair(b, kind)
-			go func() {
-				buf := make([]byte, 64)
-				for {
-					if _, err := io.ReadFull(s, buf); err != nil {
-						return
-					}
-					if _, err := s.Write(buf); err != nil {
-						return
-					}
-				}
-			}()
+			go echo64(s)
 			buf := make([]byte, 64)
 			b.SetBytes(64)
 			b.ReportAllocs()
@@ -175,6 +165,19 @@ func BenchmarkPingPong(b *testing.B) {
 			b.StopTimer()
 			c.Close()
 		})
+	}
+}
+
+// echo64 echoes 64-byte messages on c until a Read or Write fails.
+func echo64(c net.Conn) {
+	buf := make([]byte, 64)
+	for {
+		if _, err := io.ReadFull(c, buf); err != nil {
+			return
+		}
+		if _, err := c.Write(buf); err != nil {
+			return
+		}
 	}
 }
 
@@ -453,8 +456,8 @@ func BenchmarkBulkConcurrent(b *testing.B) {
 // ping waits behind at most one window of the bulk stream's frames, so its
 // tail latency follows the window.
 func BenchmarkPingPongUnderBulk(b *testing.B) {
-	for _, kind := range []string{"tcp", "tcpchan/window=64KiB", "tcpchan/window=128KiB", "tcpchan/window=256KiB", "tcpchan/window=512KiB"} {
-		b.Run(kind, func(b *testing.B) { pingUnderBulk(b, kind, 0) })
+	for _, kib := range []int{0, 64, 128, 256, 512} {
+		b.Run(underBulkName(kib), func(b *testing.B) { pingUnderBulk(b, kib, 0) })
 	}
 }
 
@@ -467,43 +470,38 @@ func BenchmarkPingPongUnderBulk(b *testing.B) {
 // 256 KiB, or 1 MiB, which a stream alone (or beside quiet ones) gets on a
 // short link.
 func BenchmarkPacedPingUnderBulk(b *testing.B) {
-	for _, kind := range []string{"tcp", "tcpchan/window=256KiB", "tcpchan/window=1024KiB"} {
-		b.Run(kind, func(b *testing.B) { pingUnderBulk(b, kind, time.Millisecond) })
+	for _, kib := range []int{0, 256, 1024} {
+		b.Run(underBulkName(kib), func(b *testing.B) { pingUnderBulk(b, kib, time.Millisecond) })
 	}
+}
+
+// underBulkName names pingUnderBulk's case for a stream window of kib KiB,
+// 0 meaning raw TCP.
+func underBulkName(kib int) string {
+	if kib == 0 {
+		return "tcp"
+	}
+	return fmt.Sprintf("tcpchan/window=%dKiB", kib)
 }
 
 // pingUnderBulk runs b.N echoes of 64 bytes, one every pace (0: back to
 // back), beside a bulk transfer, and reports their p50 and p99 and the bulk
-// rate meanwhile. kind is "tcp" (two connections) or
-// "tcpchan/window=<n>KiB" (two streams of one session with that
-// InitialStreamWindow). With a pace, the bulk rate is also measured before
-// the first echo, for 200 ms, once the ping stream counts as quiet.
-func pingUnderBulk(b *testing.B, kind string, pace time.Duration) {
+// rate meanwhile: on two streams of one session whose InitialStreamWindow
+// is kib KiB, or for kib 0 on two TCP connections. With a pace, the bulk
+// rate is also measured before the first echo, for 200 ms, once the ping
+// stream counts as quiet.
+func pingUnderBulk(b *testing.B, kib int, pace time.Duration) {
 	var ping, echo, bulkW, bulkR net.Conn
-	if kind == "tcp" {
+	if kib == 0 {
 		ping, echo = benchPair(b, "tcp")
 		bulkW, bulkR = benchPair(b, "tcp")
 	} else {
-		var kib int
-		if _, err := fmt.Sscanf(kind, "tcpchan/window=%dKiB", &kib); err != nil {
-			b.Fatalf("kind %q: %v", kind, err)
-		}
 		cfg := &Config{InitialStreamWindow: kib << 10}
 		client, server := tcpSessions(b, cfg, cfg)
 		ping, echo = streamPair(b, client, server)
 		bulkW, bulkR = streamPair(b, client, server)
 	}
-	go func() {
-		buf := make([]byte, 64)
-		for {
-			if _, err := io.ReadFull(echo, buf); err != nil {
-				return
-			}
-			if _, err := echo.Write(buf); err != nil {
-				return
-			}
-		}
-	}()
+	go echo64(echo)
 	stop := make(chan struct{})
 	var bulkNow atomic.Int64 // bytes the bulk reader has received
 	var wg sync.WaitGroup
