@@ -369,8 +369,8 @@ func heapNow() uint64 {
 // settledHeap is heapNow once it has settled: two readings 20 ms apart
 // within 64 KiB, or after a second. A baseline read once, 20 ms after the
 // previous workload (tcpchan's 10,000 idle streams) closed, held about 6
-// MB that was gone by the second reading: raw TCP's idle figure came out
-// at -27 B per connection (2026-12-07, one round in nine).
+// MB that was gone by the reading after the workload: raw TCP's idle
+// figure came out at -27 B per connection (2026-12-07, one round in nine).
 func settledHeap() uint64 {
 	h := heapNow()
 	for range 50 {
