@@ -116,6 +116,51 @@ func BenchmarkBulkBesideReading(b *testing.B) {
 	}
 }
 
+// BenchmarkBulkBothWays runs two bulk transfers at once in opposite
+// directions, 32 KiB writes each: one stream uploads from the client while
+// another downloads to it, so each end reads one stream's data while it
+// waits for the other's credit. MB/s counts both directions. The baseline
+// is two TCP connections.
+func BenchmarkBulkBothWays(b *testing.B) {
+	for _, kind := range kinds {
+		b.Run(kind, func(b *testing.B) {
+			var up, upPeer, down, downPeer net.Conn
+			if kind == "tcp" {
+				up, upPeer = benchPair(b, "tcp")
+				down, downPeer = benchPair(b, "tcp")
+			} else {
+				client, server := tcpSessions(b, nil, nil)
+				up, upPeer = streamPair(b, client, server)
+				down, downPeer = streamPair(b, client, server)
+			}
+			const size = 32 << 10
+			b.SetBytes(2 * size)
+			b.ReportAllocs()
+			b.ResetTimer()
+			var wg sync.WaitGroup
+			for _, pair := range [][2]net.Conn{{up, upPeer}, {downPeer, down}} {
+				w, r := pair[0], pair[1]
+				wg.Go(func() {
+					if n, _ := io.CopyBuffer(io.Discard, r, make([]byte, 64<<10)); n != int64(size)*int64(b.N) {
+						b.Errorf("reader got %d bytes, want %d", n, int64(size)*int64(b.N))
+					}
+				})
+				wg.Go(func() {
+					buf := make([]byte, size)
+					for range b.N {
+						if _, err := w.Write(buf); err != nil {
+							b.Error(err)
+							break
+						}
+					}
+					closeWrite(w)
+				})
+			}
+			wg.Wait()
+		})
+	}
+}
+
 // benchTransfer writes b.N writes of size bytes to w, then CloseWrite,
 // while r's peer reads them all and discards them.
 func benchTransfer(b *testing.B, w, r net.Conn, size int) {

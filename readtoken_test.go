@@ -643,6 +643,117 @@ func TestWaitingReadServedBehindDoneHolder(t *testing.T) {
 // goroutine unless the stream's Write holds the read token and so writes
 // next itself. (Found in review, twice: the Write could stall until a
 // keepalive tick when its flag outlived its hold on the token, the second
+// TestQuietCallGivesWayToBusyStream: a Read (or a Write waiting for
+// credit) holding the token for a quiet stream, once it has passed a read
+// buffer's worth of another stream's data to that stream's waiting Read,
+// gives the token up rather than go on reading for it, and waits; the busy
+// stream's Read, coming back, takes the token and reads the quiet stream's
+// frame for it.
+func TestQuietCallGivesWayToBusyStream(t *testing.T) {
+	t.Parallel()
+	for _, call := range []string{"Read", "Write"} {
+		t.Run(call, func(t *testing.T) {
+			t.Parallel()
+			const frame = 16 << 10
+			victim, a := newAttack(t, &Config{MaxFrameSize: frame}, true)
+			// Only Reads and Writes read the socket: the reader
+			// goroutine takes neither the token left free nor a turn.
+			s1, s3 := tokenFreeForS1(t, victim, a, time.Hour)
+			var res1 <-chan error
+			waiting, ownFrame := stWaitCounted, dataFrame(0, 1, []byte("a"))
+			if call == "Read" {
+				res1 = readHolding(t, victim, s1, 1)
+			} else {
+				// Past the attacker's window: it waits for credit.
+				waiting, ownFrame = stCreditWait, hdr(frameWindowUpdate, 0, 1, 64<<10)
+				res := make(chan error, 1)
+				go func() {
+					_, err := s1.Write(make([]byte, attackerSettings.streamWindow+1))
+					res <- err
+				}()
+				res1 = res
+				waitFor(t, "the Write to hold the token", func() bool { return holderOf(victim) == s1 })
+			}
+			got3 := countedRead(t, s3)
+			var w []byte
+			for len(w) <= victim.br.Size() {
+				w = append(w, dataFrame(0, 3, make([]byte, frame))...)
+			}
+			if err := a.send(w); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-got3; err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "s1's "+call+" to give the token up and wait", func() bool {
+				s1.mu.Lock()
+				defer s1.mu.Unlock()
+				return holderOf(victim) != s1 && s1.has(waiting)
+			})
+			select {
+			case err := <-res1:
+				t.Fatalf("s1's %s returned (%v) with nothing sent for it", call, err)
+			default:
+			}
+
+			// s3's Read, back for more, takes the token: it reads its
+			// buffered data first, then the socket, where s1's frame
+			// comes next.
+			s3.SetReadDeadline(time.Time{})
+			buffered := func() int {
+				s3.mu.Lock()
+				defer s3.mu.Unlock()
+				return s3.buffered
+			}
+			for buf := make([]byte, len(w)); buffered() > 0; {
+				if _, err := s3.Read(buf); err != nil {
+					t.Fatal(err)
+				}
+			}
+			res3 := readHolding(t, victim, s3, 1)
+			if err := a.send(ownFrame); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-res1; err != nil {
+				t.Fatal(err)
+			}
+			if err := a.send(dataFrame(0, 3, []byte("b"))); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-res3; err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestReadKeepsTokenAfterSmallDelivery: a Read holding the token that
+// passes another stream's Read a small message (a response beside a
+// request still pending) keeps the token and reads its own frame when it
+// comes; nobody else reads the socket here.
+func TestReadKeepsTokenAfterSmallDelivery(t *testing.T) {
+	t.Parallel()
+	victim, a := newAttack(t, nil, true)
+	_, _, res1, got3 := holderBesideWaiter(t, victim, a, time.Hour)
+	if err := a.send(dataFrame(0, 3, make([]byte, 1000))); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got3; err != nil {
+		t.Fatal(err)
+	}
+	if err := a.send(dataFrame(0, 1, []byte("a"))); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-res1:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("s1's Read, whose frame has arrived, still waits: it gave the token up")
+	}
+}
+
 // time with the stream's own Read holding the token meanwhile.)
 func TestWindowUpdateWakesWriter(t *testing.T) {
 	t.Parallel()
@@ -983,6 +1094,13 @@ func TestOthersBuffered(t *testing.T) {
 // readTokenWaitGrace.
 func holderBesideWaiter(t *testing.T, victim *Session, a *attacker, waitGrace time.Duration) (s1, s3 *Stream, res, got3 <-chan error) {
 	t.Helper()
+	s1, s3 = tokenFreeForS1(t, victim, a, waitGrace)
+	return s1, s3, readHolding(t, victim, s1, 1), countedRead(t, s3)
+}
+
+// tokenFreeForS1 is holderBesideWaiter up to the Reads.
+func tokenFreeForS1(t *testing.T, victim *Session, a *attacker, waitGrace time.Duration) (s1, s3 *Stream) {
+	t.Helper()
 	a.drain()
 	s1, s3 = a.openAccepted(t, victim, 1), a.openAccepted(t, victim, 3)
 	for _, st := range []*Stream{s1, s3} {
@@ -995,7 +1113,7 @@ func holderBesideWaiter(t *testing.T, victim *Session, a *attacker, waitGrace ti
 		victim.rt.mu.Unlock()
 	}
 	holdOffTurns(t, victim)
-	return s1, s3, readHolding(t, victim, s1, 1), countedRead(t, s3)
+	return s1, s3
 }
 
 // countedRead starts a Read of up to 64 bytes on st with a deadline an hour

@@ -163,9 +163,11 @@ func (st *Stream) readLocked(p []byte) (int, error) {
 			// Let the session reader copy straight into p: one copy less.
 			st.state |= stReading
 			st.rwait, st.rgot = p, 0
+			yielded := false
 			for st.rgot == 0 && st.readErrLocked() == nil && !st.has(stRecvFIN) && st.sess.Err() == nil {
-				st.awaitDataLocked()
+				yielded = st.awaitDataLocked(yielded)
 			}
+			st.uncountLocked(stWaitCounted) // still counted if it ended right after a yield
 			n := st.rgot
 			st.rwait, st.rgot = nil, 0
 			st.state &^= stReading
@@ -182,19 +184,29 @@ func (st *Stream) readLocked(p []byte) (int, error) {
 
 // awaitDataLocked waits once for data for the Read holding rwait: reading
 // the connection itself if it can take the read token, or else waiting for
-// the token's holder to deliver.
-func (st *Stream) awaitDataLocked() {
+// the token's holder to deliver. It reports whether the Read, reading,
+// gave the token up to a busy stream it fed (see readHeld): the next time
+// it then waits for the token's holder (counted as waiting already) rather
+// than take the token back at once, so that the Read it fed, coming back,
+// finds the token free.
+func (st *Stream) awaitDataLocked(yielded bool) bool {
 	s := st.sess
-	if (st.dl == nil || st.dl.read.when.IsZero()) && s.takeReadToken(st, false) {
+	if !yielded && (st.dl == nil || st.dl.read.when.IsZero()) && s.takeReadToken(st, false) {
 		st.mu.Unlock()
-		s.readForStream(st)
+		yielded = s.readForStream(st)
 		st.mu.Lock()
-		return
+		if yielded {
+			st.state |= stWaitCounted // readForStream counted it
+		}
+		return yielded
 	}
-	st.state |= stWaitCounted
-	s.needReader()
+	if !st.has(stWaitCounted) {
+		st.state |= stWaitCounted
+		s.needReader()
+	}
 	st.rcond.Wait()
 	st.uncountLocked(stWaitCounted)
+	return false
 }
 
 // uncountLocked stops counting the Read holding rwait (stWaitCounted) or
@@ -209,20 +221,28 @@ func (st *Stream) uncountLocked(flag streamState) {
 // awaitCreditLocked waits once for send credit for the Write holding wbuf:
 // reading the connection itself if it can take the read token, then
 // writing what the credit allows; or else waiting for the token's holder
-// to deliver the credit and the writer to frame the data.
-func (st *Stream) awaitCreditLocked() {
+// to deliver the credit and the writer to frame the data. It reports
+// whether the Write, reading, gave the token up to a busy stream it fed,
+// as awaitDataLocked does.
+func (st *Stream) awaitCreditLocked(yielded bool) bool {
 	s := st.sess
-	if (st.dl == nil || st.dl.write.when.IsZero()) && s.takeReadToken(st, true) {
+	if !yielded && (st.dl == nil || st.dl.write.when.IsZero()) && s.takeReadToken(st, true) {
 		st.mu.Unlock()
-		s.readForStream(st)
+		yielded = s.readForStream(st)
 		s.writeDirect(st)
 		st.mu.Lock()
-		return
+		if yielded {
+			st.state |= stCreditWait // readForStream counted it
+		}
+		return yielded
 	}
-	st.state |= stCreditWait
-	s.needReader()
+	if !st.has(stCreditWait) {
+		st.state |= stCreditWait
+		s.needReader()
+	}
 	st.wcond.Wait()
 	st.uncountLocked(stCreditWait)
+	return false
 }
 
 // ready reports whether the Read (or, if write, the Write) of st that holds
@@ -562,16 +582,20 @@ func (st *Stream) Write(p []byte) (int, error) {
 		st.mu.Lock()
 	}
 	var err error
+	yielded := false
 	for len(st.wbuf) > 0 {
 		if err = st.writeErrLocked(); err != nil {
 			break
 		}
 		if st.sendCredit > 0 && st.sess.sendWindow.Load() > 0 {
+			st.uncountLocked(stCreditWait) // credit came right after a yield
+			yielded = false
 			st.wcond.Wait() // for the write token's holder to frame it
 			continue
 		}
-		st.awaitCreditLocked()
+		yielded = st.awaitCreditLocked(yielded)
 	}
+	st.uncountLocked(stCreditWait)
 	n := len(p) - len(st.wbuf)
 	if err == nil {
 		// A direct write of this call may have failed and ended the
