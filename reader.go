@@ -29,9 +29,10 @@ import (
 // buffer, so that theirs do not wait behind its own, but reads the socket
 // no further (see readHeld), and if it woke one of them it yields. It
 // leaves only its own stream's frames in the buffer for its next call. A
-// Read or Write still waiting that has passed a read buffer's worth of
-// data to a busy stream's waiting Read gives the token up to that one and
-// waits in turn. The reader goroutine takes a free token
+// Read or Write still waiting that has read a read buffer's worth of
+// others' data since it took the token, and woke a waiting Read or Write,
+// gives the token up and waits in turn, leaving it free for the busy
+// stream's Read, which comes back in a moment. The reader goroutine takes a free token
 // at once when another stream's frame is buffered or Accept, Ping or Close
 // start waiting; otherwise after readTokenGrace (readTokenWaitGrace while
 // Reads or Writes wait), a grace that lengthens while holders keep coming
@@ -591,21 +592,23 @@ func (s *Session) readHeld(own *Stream) error {
 			done = own.ready(s.rt.holderWrite)
 		}
 		if own != nil && !done && s.rt.delivered && s.recvSpent-spent >= int64(s.br.Size()) {
-			// A Read or Write still waiting that has passed a read
-			// buffer's worth of data to others, and woke a Read or
-			// Write waiting, gives way: the stream it reads for is
-			// busy, and that stream's Read, back in a moment, reads
-			// its data into its own buffer with no hand-off, where
-			// this one would wake it for each read. A Read that took
-			// the token while its stream was quiet (an echo
-			// server's, its next message a millisecond away) kept
-			// it, and a bulk stream beside echoes a millisecond
-			// apart kept 0.63 to 0.75 of its rate with the echoes
-			// quiet; giving way, 0.71 to 0.81
+			// A Read or Write still waiting that has read a read
+			// buffer's worth of others' data (DATA received since it
+			// took the token; a Read's own would have made it done)
+			// and woke a Read or Write waiting gives way: the stream
+			// it reads for is busy, and that stream's Read, back in a
+			// moment, reads its data into its own buffer with no
+			// hand-off, where this one would wake it for each read.
+			// A Read that took the token while its stream was quiet
+			// (an echo server's, its next message a millisecond
+			// away) kept it, and a bulk stream beside echoes a
+			// millisecond apart kept 0.63 to 0.75 of its rate with
+			// the echoes quiet; giving way, 0.71 to 0.81
 			// (BenchmarkPacedPingUnderBulk; in a slower phase of the
 			// machine 0.58 to 0.68, and 0.60 to 0.76). Its own frame
 			// or credit is read by the next holder, or by the reader
-			// goroutine after readTokenWaitGrace. A small message
+			// goroutine after readTokenWaitGrace (lengthened up to 16
+			// times while holders keep coming back). A small message
 			// passed on (a response, this call's own still pending)
 			// is no reason: its Read may not be back for a while.
 			return errYielded

@@ -639,10 +639,6 @@ func TestWaitingReadServedBehindDoneHolder(t *testing.T) {
 	}
 }
 
-// TestWindowUpdateWakesWriter: credit for a stream must wake the writer
-// goroutine unless the stream's Write holds the read token and so writes
-// next itself. (Found in review, twice: the Write could stall until a
-// keepalive tick when its flag outlived its hold on the token, the second
 // TestQuietCallGivesWayToBusyStream: a Read (or a Write waiting for
 // credit) holding the token for a quiet stream, once it has passed a read
 // buffer's worth of another stream's data to that stream's waiting Read,
@@ -754,6 +750,10 @@ func TestReadKeepsTokenAfterSmallDelivery(t *testing.T) {
 	}
 }
 
+// TestWindowUpdateWakesWriter: credit for a stream must wake the writer
+// goroutine unless the stream's Write holds the read token and so writes
+// next itself. (Found in review, twice: the Write could stall until a
+// keepalive tick when its flag outlived its hold on the token, the second
 // time with the stream's own Read holding the token meanwhile.)
 func TestWindowUpdateWakesWriter(t *testing.T) {
 	t.Parallel()

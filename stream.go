@@ -223,7 +223,9 @@ func (st *Stream) uncountLocked(flag streamState) {
 // writing what the credit allows; or else waiting for the token's holder
 // to deliver the credit and the writer to frame the data. It reports
 // whether the Write, reading, gave the token up to a busy stream it fed,
-// as awaitDataLocked does.
+// as awaitDataLocked does. (A Write waiting so stays passive until all of
+// wbuf is framed, as any Write waiting for the token's holder does: credit
+// for part of it wakes only the writer goroutine.)
 func (st *Stream) awaitCreditLocked(yielded bool) bool {
 	s := st.sess
 	if !yielded && (st.dl == nil || st.dl.write.when.IsZero()) && s.takeReadToken(st, true) {
