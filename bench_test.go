@@ -37,6 +37,21 @@ func benchPair(b *testing.B, kind string) (net.Conn, net.Conn) {
 
 var kinds = []string{"tcp", "tcpchan"}
 
+// twoPairs returns two pairs of connected ends: two raw TCP connections,
+// or two streams of one tcpchan session over TCP, cfg at both ends.
+func twoPairs(b *testing.B, kind string, cfg *Config) (a1, a2, b1, b2 net.Conn) {
+	b.Helper()
+	if kind == "tcp" {
+		a1, a2 = benchPair(b, "tcp")
+		b1, b2 = benchPair(b, "tcp")
+		return a1, a2, b1, b2
+	}
+	client, server := tcpSessions(b, cfg, cfg)
+	a1, a2 = streamPair(b, client, server)
+	b1, b2 = streamPair(b, client, server)
+	return a1, a2, b1, b2
+}
+
 // BenchmarkBulk measures one stream's throughput with the reader
 // discarding, for several write sizes.
 func BenchmarkBulk(b *testing.B) {
@@ -57,15 +72,7 @@ func BenchmarkBulk(b *testing.B) {
 func BenchmarkBulkBesideIdle(b *testing.B) {
 	for _, kind := range kinds {
 		b.Run(kind, func(b *testing.B) {
-			var w, r, idle, idlePeer net.Conn
-			if kind == "tcp" {
-				w, r = benchPair(b, "tcp")
-				idle, idlePeer = benchPair(b, "tcp")
-			} else {
-				client, server := tcpSessions(b, nil, nil)
-				w, r = streamPair(b, client, server)
-				idle, idlePeer = streamPair(b, client, server)
-			}
+			w, r, idle, idlePeer := twoPairs(b, kind, nil)
 			msg := make([]byte, 64)
 			if _, err := idle.Write(msg); err != nil {
 				b.Fatal(err)
@@ -90,16 +97,8 @@ func BenchmarkBulkBesideReading(b *testing.B) {
 	for _, mode := range []string{"quiet", "reading"} {
 		for _, kind := range kinds {
 			b.Run(mode+"/"+kind, func(b *testing.B) {
-				var w, r, idle, idlePeer net.Conn
-				if kind == "tcp" {
-					w, r = benchPair(b, "tcp")
-					idle, idlePeer = benchPair(b, "tcp")
-				} else {
-					cfg := &Config{MaxStreamWindow: DefaultConfig().InitialStreamWindow}
-					client, server := tcpSessions(b, cfg, cfg)
-					w, r = streamPair(b, client, server)
-					idle, idlePeer = streamPair(b, client, server)
-				}
+				cfg := &Config{MaxStreamWindow: DefaultConfig().InitialStreamWindow}
+				w, r, idle, idlePeer := twoPairs(b, kind, cfg)
 				if mode == "reading" {
 					done := make(chan struct{})
 					go func() {
@@ -124,15 +123,7 @@ func BenchmarkBulkBesideReading(b *testing.B) {
 func BenchmarkBulkBothWays(b *testing.B) {
 	for _, kind := range kinds {
 		b.Run(kind, func(b *testing.B) {
-			var up, upPeer, down, downPeer net.Conn
-			if kind == "tcp" {
-				up, upPeer = benchPair(b, "tcp")
-				down, downPeer = benchPair(b, "tcp")
-			} else {
-				client, server := tcpSessions(b, nil, nil)
-				up, upPeer = streamPair(b, client, server)
-				down, downPeer = streamPair(b, client, server)
-			}
+			up, upPeer, down, downPeer := twoPairs(b, kind, nil)
 			const size = 32 << 10
 			b.SetBytes(2 * size)
 			b.ReportAllocs()
@@ -536,16 +527,11 @@ func underBulkName(kib int) string {
 // rate is also measured before the first echo, for 200 ms, once the ping
 // stream counts as quiet.
 func pingUnderBulk(b *testing.B, kib int, pace time.Duration) {
-	var ping, echo, bulkW, bulkR net.Conn
+	kind, cfg := "tcpchan", &Config{InitialStreamWindow: kib << 10}
 	if kib == 0 {
-		ping, echo = benchPair(b, "tcp")
-		bulkW, bulkR = benchPair(b, "tcp")
-	} else {
-		cfg := &Config{InitialStreamWindow: kib << 10}
-		client, server := tcpSessions(b, cfg, cfg)
-		ping, echo = streamPair(b, client, server)
-		bulkW, bulkR = streamPair(b, client, server)
+		kind = "tcp"
 	}
+	ping, echo, bulkW, bulkR := twoPairs(b, kind, cfg)
 	go echo64(echo)
 	stop := make(chan struct{})
 	var bulkNow atomic.Int64 // bytes the bulk reader has received

@@ -2774,14 +2774,16 @@ func TestKeepAliveTinyInterval(t *testing.T) {
 }
 
 // TestWriteTimeoutSlowReaderTCP: over TCP with default buffers, a peer
-// reading steadily (1 KiB every 2 ms) keeps a blocked write from timing
-// out: the kernel wakes the writer only once a third of the megabytes of
-// send buffer is free, but the send queue shrinks all along, which the
-// write timer watches on Linux. The Write ends at its own deadline, the
-// session alive. (Found by a review helper: the session failed with
-// ErrWriteTimeout after 2 s. On loopback the receiver reopens its window in
-// steps of its 64 KiB MSS, so the queue shrinks in such steps: the reader
-// must take 64 KiB well within WriteTimeout even on a loaded machine.)
+// reading steadily (1 KiB every 4 ms at most, 250 KB/s) keeps a blocked
+// write from timing out: the kernel wakes the writer only once a third of
+// the megabytes of send buffer is free (here after 1.3 MB, over 5 s), but
+// the send queue shrinks all along, which the write timer watches on
+// Linux. The Write ends at its own deadline, the session alive. (Found by
+// a review helper: the session failed with ErrWriteTimeout. On loopback
+// the receiver reopens its window in steps, about 95 KB here, so the queue
+// shrinks in such steps: the reader must take one well within WriteTimeout
+// even on a loaded machine. With 1 KiB every 2 ms and a WriteTimeout of
+// 2 s, the test failed under two race-enabled test runs at once.)
 func TestWriteTimeoutSlowReaderTCP(t *testing.T) {
 	t.Parallel()
 	if runtime.GOOS != "linux" {
@@ -2789,8 +2791,8 @@ func TestWriteTimeoutSlowReaderTCP(t *testing.T) {
 	}
 	c1, c2 := tcpConnPair(t)
 	defer c2.Close()
-	slowReader(c2, 2*time.Millisecond)
-	s, err := Client(c1, &Config{WriteTimeout: 2 * time.Second, KeepAliveInterval: -1})
+	slowReader(c2, 4*time.Millisecond)
+	s, err := Client(c1, &Config{WriteTimeout: 4 * time.Second, KeepAliveInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1122,11 +1122,19 @@ func TestSharedLinkWindows(t *testing.T) {
 					t.Fatalf("%d bytes: %v or corrupted", n, err)
 				}
 			}
+			// A lone stream grows past an equal share in a burst or
+			// two, at the rate the application drains it: on a loaded
+			// machine one 8 MiB burst once left it at 4263034 bytes.
 			a, ar := streamPair(t, client, server)
-			transfer(a, ar, 8<<20)
-			grown := window(ar)
+			var grown int64
+			for range 4 {
+				transfer(a, ar, 8<<20)
+				if grown = window(ar); grown > share {
+					break
+				}
+			}
 			if grown <= share {
-				t.Fatalf("window of a lone stream after an 8 MiB burst: %d, want over %d", grown, share)
+				t.Fatalf("window of a lone stream after four 8 MiB bursts: %d, want over %d", grown, share)
 			}
 			b, br := streamPair(t, client, server)
 			wantA, wantB := share, share

@@ -165,7 +165,7 @@ func (st *Stream) readLocked(p []byte) (int, error) {
 			st.rwait, st.rgot = p, 0
 			yielded := false
 			for st.rgot == 0 && st.readErrLocked() == nil && !st.has(stRecvFIN) && st.sess.Err() == nil {
-				yielded = st.awaitDataLocked(yielded)
+				yielded = st.awaitLocked(false, yielded)
 			}
 			st.uncountLocked(stWaitCounted) // still counted if it ended right after a yield
 			n := st.rgot
@@ -182,30 +182,42 @@ func (st *Stream) readLocked(p []byte) (int, error) {
 	}
 }
 
-// awaitDataLocked waits once for data for the Read holding rwait: reading
-// the connection itself if it can take the read token, or else waiting for
-// the token's holder to deliver. It reports whether the Read, reading,
-// gave the token up to a busy stream it fed (see readHeld): the next time
-// it then waits for the token's holder (counted as waiting already) rather
-// than take the token back at once, so that the Read it fed, coming back,
-// finds the token free.
-func (st *Stream) awaitDataLocked(yielded bool) bool {
+// awaitLocked waits once for what the Read holding rwait (or, if write,
+// the Write holding wbuf) needs, data (or credit): reading the connection
+// itself if it can take the read token (then a Write writes what the
+// credit allows), or else waiting for the token's holder to deliver it
+// (and the writer to frame a Write's data). It reports whether the call,
+// reading, gave the token up to a busy stream it fed (see readHeld): the
+// next time it then waits for the token's holder (counted as waiting
+// already) rather than take the token back at once, so that the Read it
+// fed, coming back, finds the token free. (A Write waiting so stays
+// passive until all of wbuf is framed, as any Write waiting for the
+// token's holder does: credit for part of it wakes only the writer
+// goroutine.)
+func (st *Stream) awaitLocked(write, yielded bool) bool {
 	s := st.sess
-	if !yielded && (st.dl == nil || st.dl.read.when.IsZero()) && s.takeReadToken(st, false) {
+	flag, cond, deadline := stWaitCounted, &st.rcond, st.dl != nil && !st.dl.read.when.IsZero()
+	if write {
+		flag, cond, deadline = stCreditWait, &st.wcond, st.dl != nil && !st.dl.write.when.IsZero()
+	}
+	if !yielded && !deadline && s.takeReadToken(st, write) {
 		st.mu.Unlock()
 		yielded = s.readForStream(st)
+		if write {
+			s.writeDirect(st)
+		}
 		st.mu.Lock()
 		if yielded {
-			st.state |= stWaitCounted // readForStream counted it
+			st.state |= flag // readForStream counted it
 		}
 		return yielded
 	}
-	if !st.has(stWaitCounted) {
-		st.state |= stWaitCounted
+	if !st.has(flag) {
+		st.state |= flag
 		s.needReader()
 	}
-	st.rcond.Wait()
-	st.uncountLocked(stWaitCounted)
+	cond.Wait()
+	st.uncountLocked(flag)
 	return false
 }
 
@@ -216,35 +228,6 @@ func (st *Stream) uncountLocked(flag streamState) {
 		st.state &^= flag
 		st.sess.doneWaiting()
 	}
-}
-
-// awaitCreditLocked waits once for send credit for the Write holding wbuf:
-// reading the connection itself if it can take the read token, then
-// writing what the credit allows; or else waiting for the token's holder
-// to deliver the credit and the writer to frame the data. It reports
-// whether the Write, reading, gave the token up to a busy stream it fed,
-// as awaitDataLocked does. (A Write waiting so stays passive until all of
-// wbuf is framed, as any Write waiting for the token's holder does: credit
-// for part of it wakes only the writer goroutine.)
-func (st *Stream) awaitCreditLocked(yielded bool) bool {
-	s := st.sess
-	if !yielded && (st.dl == nil || st.dl.write.when.IsZero()) && s.takeReadToken(st, true) {
-		st.mu.Unlock()
-		yielded = s.readForStream(st)
-		s.writeDirect(st)
-		st.mu.Lock()
-		if yielded {
-			st.state |= stCreditWait // readForStream counted it
-		}
-		return yielded
-	}
-	if !st.has(stCreditWait) {
-		st.state |= stCreditWait
-		s.needReader()
-	}
-	st.wcond.Wait()
-	st.uncountLocked(stCreditWait)
-	return false
 }
 
 // ready reports whether the Read (or, if write, the Write) of st that holds
@@ -595,7 +578,7 @@ func (st *Stream) Write(p []byte) (int, error) {
 			st.wcond.Wait() // for the write token's holder to frame it
 			continue
 		}
-		yielded = st.awaitCreditLocked(yielded)
+		yielded = st.awaitLocked(true, yielded)
 	}
 	st.uncountLocked(stCreditWait)
 	n := len(p) - len(st.wbuf)
