@@ -485,13 +485,7 @@ func TestTunnelReconnect(t *testing.T) {
 // A target that refuses connections closes the local connection at once;
 // the tunnel goes on carrying other streams.
 func TestTunnelTargetDown(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().String()
-	ln.Close()
-	tu := startTunnel(t, dead, tunnelConfig{})
+	tu := tunnelToDeadTarget(t)
 	for range 3 {
 		c, err := net.Dial("tcp", tu.fwdAddr)
 		if err != nil {
@@ -513,6 +507,28 @@ func TestTunnelTargetDown(t *testing.T) {
 	}
 	if got := tu.tunnelConns(); got != 1 {
 		t.Errorf("serve accepted %d tunnel connections, want 1", got)
+	}
+}
+
+// tunnelToDeadTarget starts a tunnel whose target is a port nobody
+// listens on: one a listener just gave up. The tunnel's own listeners,
+// bound after it, may be given that very port (once in 22 race-enabled
+// runs of the package: serve then dialed itself, and the client read
+// serve's preface back through the tunnel); then it tries again.
+func tunnelToDeadTarget(t *testing.T) *tunnel {
+	t.Helper()
+	for {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dead := ln.Addr().String()
+		ln.Close()
+		tu := startTunnel(t, dead, tunnelConfig{})
+		if dead != tu.fwdAddr && dead != tu.serveLn.Addr().String() {
+			return tu
+		}
+		tu.stop(20 * time.Second)
 	}
 }
 
