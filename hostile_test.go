@@ -311,12 +311,7 @@ func blockedRead(t *testing.T, s *Session) (*Stream, <-chan error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	errc := make(chan error, 1)
-	go func() {
-		_, err := st.Read(make([]byte, 64))
-		errc <- err
-	}()
-	return st, errc
+	return st, goRead(st, 64)
 }
 
 // waitDone waits for s to end, failing t after a generous timeout (a hang
@@ -1149,11 +1144,7 @@ func TestBlockedCallsInWindow(t *testing.T) {
 	victim, a := newAttack(t, nil, true)
 	st := a.openRead(t, victim)
 	wrote := blockVictimWriter(t, victim, a, st)
-	read := make(chan error, 1)
-	go func() {
-		_, err := st.Read(make([]byte, 1))
-		read <- err
-	}()
+	read := goRead(st, 1)
 	waitFor(t, "the Read to wait", func() bool {
 		st.mu.Lock()
 		defer st.mu.Unlock()

@@ -22,27 +22,26 @@ import (
 // round trip, and a bulk sender waited for each window update through three
 // goroutines.
 //
-// A holder gives the token up as soon as its own call can go on, leaving
-// the token free: its next call, usually a moment later, takes it again.
-// If others wait for the connection meanwhile (Reads and Writes that could
-// not take the token), it first handles the frames already in the read
-// buffer, so that theirs do not wait behind its own, but reads the socket
-// no further (see readHeld), and if it woke one of them it yields. It
-// leaves only its own stream's frames in the buffer for its next call. A
-// Read or Write still waiting that has read a read buffer's worth of
-// others' data since it took the token, and woke a waiting Read or Write,
-// gives the token up and waits in turn, leaving it free for the busy
-// stream's Read, which comes back in a moment. The reader goroutine takes a free token
-// at once when another stream's frame is buffered or Accept, Ping or Close
-// start waiting; otherwise after readTokenGrace (readTokenWaitGrace while
-// Reads or Writes wait), a grace that lengthens while holders keep coming
-// back in time, and in any case it takes a turn once neither it nor a read
-// that emptied the socket has looked for maxReaderAbsence (a turn handles
-// only what has arrived, without blocking, and gives the token back at once
-// unless a Read or Write waits for a holder or part of a frame is
-// buffered). It gives the token up when it is about to block after
-// delivering data or credit to a waiting Read or Write, which is likely to
-// come back.
+// A holder gives the token up as soon as its own call can go on, leaving the
+// token free: its next call, usually a moment later, takes it again. If
+// others wait for the connection meanwhile (Reads and Writes that could not
+// take the token), it first handles the frames already in the read buffer,
+// so that theirs do not wait behind its own, but reads the socket no further
+// (see readHeld), and if it woke one of them it yields. It leaves only its
+// own stream's frames in the buffer for its next call. A Read or Write still
+// waiting that has read a read buffer's worth of others' data since it took
+// the token, and woke a waiting Read or Write, gives the token up and waits
+// in turn, leaving it free for the busy stream's Read, which comes back in a
+// moment. The reader goroutine takes a free token at once when another
+// stream's frame is buffered or Accept, Ping or Close start waiting;
+// otherwise after readTokenGrace (readTokenWaitGrace while Reads or Writes
+// wait), a grace that lengthens while holders keep coming back in time, and
+// in any case it takes a turn once neither it nor a read that emptied the
+// socket has looked for maxReaderAbsence (a turn handles only what has
+// arrived, without blocking, and gives the token back at once unless a Read
+// or Write waits for a holder or part of a frame is buffered). It gives the
+// token up when it is about to block after delivering data or credit to a
+// waiting Read or Write, which is likely to come back.
 //
 // A holder blocks in conn.Read, so what ends its wait from outside (Close,
 // CloseWrite, a new deadline) must stop that read: it sets a past read
@@ -484,17 +483,13 @@ var aLongTimeAgo = time.Unix(1, 0)
 // up. A Read or Write that gave way is counted as waiting from then on.
 func (s *Session) readForStream(st *Stream) (yielded bool) {
 	err := s.readHeld(st)
-	if err == errYielded {
+	if yielded = err == errYielded; yielded {
 		// Counted before the release, so that the grace is the one
-		// for a waiting Read. Not released "now", even with frames
-		// for others buffered: the reader goroutine would take the
-		// token from the Read it fed, which is coming back for it.
+		// for a waiting call. Not released "now" below, even with
+		// frames for others buffered: the reader goroutine would take
+		// the token from the Read it fed, which is coming back for it.
 		s.rt.waiters.Add(1)
-		s.releaseReadToken(false)
-		runtime.Gosched() // it woke the fed one (see below)
-		return true
-	}
-	if err != nil && err != errInterrupted {
+	} else if err != nil && err != errInterrupted {
 		if errors.Is(err, ErrProtocol) {
 			// Telling the peer may take up to errorGoAwayTimeout,
 			// which is not this call's to spend: Close and deadlines
@@ -511,7 +506,7 @@ func (s *Session) readForStream(st *Stream) (yielded bool) {
 		s.fail(err)
 	}
 	woke := s.rt.delivered
-	s.releaseReadToken(s.othersBuffered(st))
+	s.releaseReadToken(!yielded && s.othersBuffered(st))
 	if woke {
 		// It woke a Read or Write waiting for data or credit, which
 		// now waits for a processor; this goroutine may not block
@@ -519,7 +514,7 @@ func (s *Session) readForStream(st *Stream) (yielded bool) {
 		// so it lets the woken one run first.
 		runtime.Gosched()
 	}
-	return false
+	return yielded
 }
 
 // errYielded is readHeld's answer to a Read or Write that, still waiting,

@@ -163,9 +163,8 @@ func (st *Stream) readLocked(p []byte) (int, error) {
 			// Let the session reader copy straight into p: one copy less.
 			st.state |= stReading
 			st.rwait, st.rgot = p, 0
-			yielded := false
 			for st.rgot == 0 && st.readErrLocked() == nil && !st.has(stRecvFIN) && st.sess.Err() == nil {
-				yielded = st.awaitLocked(false, yielded)
+				st.awaitLocked(false)
 			}
 			st.uncountLocked(stWaitCounted) // still counted if it ended right after a yield
 			n := st.rgot
@@ -186,39 +185,37 @@ func (st *Stream) readLocked(p []byte) (int, error) {
 // the Write holding wbuf) needs, data (or credit): reading the connection
 // itself if it can take the read token (then a Write writes what the
 // credit allows), or else waiting for the token's holder to deliver it
-// (and the writer to frame a Write's data). It reports whether the call,
-// reading, gave the token up to a busy stream it fed (see readHeld): the
-// next time it then waits for the token's holder (counted as waiting
-// already) rather than take the token back at once, so that the Read it
-// fed, coming back, finds the token free. (A Write waiting so stays
-// passive until all of wbuf is framed, as any Write waiting for the
-// token's holder does: credit for part of it wakes only the writer
-// goroutine.)
-func (st *Stream) awaitLocked(write, yielded bool) bool {
+// (and the writer to frame a Write's data). A call that, reading, gave the
+// token up to a busy stream it fed (see readHeld) stays counted as waiting
+// (its flag set) and the next time waits for the token's holder rather
+// than take the token back at once, so that the Read it fed, coming back,
+// finds the token free. (A Write waiting so stays passive until all of
+// wbuf is framed, as any Write waiting for the token's holder does: credit
+// for part of it wakes only the writer goroutine.)
+func (st *Stream) awaitLocked(write bool) {
 	s := st.sess
 	flag, cond, deadline := stWaitCounted, &st.rcond, st.dl != nil && !st.dl.read.when.IsZero()
 	if write {
 		flag, cond, deadline = stCreditWait, &st.wcond, st.dl != nil && !st.dl.write.when.IsZero()
 	}
-	if !yielded && !deadline && s.takeReadToken(st, write) {
-		st.mu.Unlock()
-		yielded = s.readForStream(st)
-		if write {
-			s.writeDirect(st)
-		}
-		st.mu.Lock()
-		if yielded {
-			st.state |= flag // readForStream counted it
-		}
-		return yielded
-	}
 	if !st.has(flag) {
+		if !deadline && s.takeReadToken(st, write) {
+			st.mu.Unlock()
+			yielded := s.readForStream(st)
+			if write {
+				s.writeDirect(st)
+			}
+			st.mu.Lock()
+			if yielded {
+				st.state |= flag // readForStream counted it
+			}
+			return
+		}
 		st.state |= flag
 		s.needReader()
 	}
 	cond.Wait()
 	st.uncountLocked(flag)
-	return false
 }
 
 // uncountLocked stops counting the Read holding rwait (stWaitCounted) or
@@ -567,18 +564,16 @@ func (st *Stream) Write(p []byte) (int, error) {
 		st.mu.Lock()
 	}
 	var err error
-	yielded := false
 	for len(st.wbuf) > 0 {
 		if err = st.writeErrLocked(); err != nil {
 			break
 		}
 		if st.sendCredit > 0 && st.sess.sendWindow.Load() > 0 {
 			st.uncountLocked(stCreditWait) // credit came right after a yield
-			yielded = false
-			st.wcond.Wait() // for the write token's holder to frame it
+			st.wcond.Wait()                // for the write token's holder to frame it
 			continue
 		}
-		yielded = st.awaitLocked(true, yielded)
+		st.awaitLocked(true)
 	}
 	st.uncountLocked(stCreditWait)
 	n := len(p) - len(st.wbuf)
