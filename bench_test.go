@@ -489,9 +489,9 @@ func BenchmarkBulkConcurrent(b *testing.B) {
 // bulk throughput meanwhile.
 //
 // The tcpchan cases vary the stream window (256 KiB is the default, 1 MiB
-// what a stream alone in its session grows to): the ping waits behind at
-// most one window of the bulk stream's frames, so its tail latency follows
-// the window, while the bulk rate stops rising past 1 MiB.
+// what a stream alone in its session grows to on a short link): the ping
+// waits behind at most one window of the bulk stream's frames, so its tail
+// latency follows the window, while past 512 KiB the bulk rate rises little.
 func BenchmarkPingPongUnderBulk(b *testing.B) {
 	for _, kib := range []int{0, 64, 128, 256, 512, 1024, 2048} {
 		b.Run(underBulkName(kib), func(b *testing.B) { pingUnderBulk(b, kib, 0) })
