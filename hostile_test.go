@@ -311,7 +311,7 @@ func blockedRead(t *testing.T, s *Session) (*Stream, <-chan error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return st, goRead(st, 64)
+	return st, goIO(st.Read, 64)
 }
 
 // waitDone waits for s to end, failing t after a generous timeout (a hang
@@ -1144,7 +1144,7 @@ func TestBlockedCallsInWindow(t *testing.T) {
 	victim, a := newAttack(t, nil, true)
 	st := a.openRead(t, victim)
 	wrote := blockVictimWriter(t, victim, a, st)
-	read := goRead(st, 1)
+	read := goIO(st.Read, 1)
 	waitFor(t, "the Read to wait", func() bool {
 		st.mu.Lock()
 		defer st.mu.Unlock()
@@ -1232,11 +1232,7 @@ func TestCreditWaitingWriteMeetsProtocolError(t *testing.T) {
 	st := a.openRead(t, victim)
 	frames := a.collectToEnd()
 	a.freeToken(t, victim, st)
-	wrote := make(chan error, 1)
-	go func() {
-		_, err := st.Write(make([]byte, 300<<10)) // beyond the stream window
-		wrote <- err
-	}()
+	wrote := goIO(st.Write, 300<<10) // beyond the stream window
 	waitFor(t, "the Write to hold the token", func() bool {
 		victim.rt.mu.Lock()
 		defer victim.rt.mu.Unlock()

@@ -295,11 +295,7 @@ func TestStalledReaderDoesNotBlockOthers(t *testing.T) {
 	t.Parallel()
 	client, server := tcpSessions(t, nil, nil)
 	stalled, _ := streamPair(t, client, server)
-	stalledErr := make(chan error, 1)
-	go func() {
-		_, err := stalled.Write(make([]byte, 4<<20)) // far more than the window
-		stalledErr <- err
-	}()
+	stalledErr := goIO(stalled.Write, 4<<20) // far more than the window
 	waitFor(t, "stalled stream to use its window", func() bool {
 		stalled.mu.Lock()
 		defer stalled.mu.Unlock()
@@ -2017,11 +2013,7 @@ func TestCloseWakesWriteAwaitingCredit(t *testing.T) {
 			if holds {
 				freeTokenAttacked(t, victim, st, func() { a.send(dataFrame(0, 1, []byte("y"))) })
 			}
-			werr := make(chan error, 1)
-			go func() {
-				_, err := st.Write(make([]byte, 2*attackerSettings.streamWindow))
-				werr <- err
-			}()
+			werr := goIO(st.Write, 2*int(attackerSettings.streamWindow))
 			waitFor(t, "the Write to spend the stream's credit", func() bool {
 				st.mu.Lock()
 				defer st.mu.Unlock()

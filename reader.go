@@ -27,12 +27,12 @@ import (
 // others wait for the connection meanwhile (Reads and Writes that could not
 // take the token), it first handles the frames already in the read buffer,
 // so that theirs do not wait behind its own, but reads the socket no further
-// (see readHeld), and if it woke one of them it yields. It leaves only its
-// own stream's frames in the buffer for its next call. A Read or Write still
-// waiting that has read a read buffer's worth of others' data since it took
-// the token, and woke a waiting Read or Write, gives the token up and waits
-// in turn, leaving it free for the busy stream's Read, which comes back in a
-// moment. The reader goroutine takes a free token at once when another
+// (see readHeld). Having woken a waiting Read or Write, it lets that one run
+// first (runtime.Gosched). It leaves only its own stream's frames in the
+// buffer for its next call. A Read or Write still waiting that has read a
+// read buffer's worth of others' data since it took the token, and woke a
+// waiting Read or Write, gives the token up and waits in turn, leaving it
+// free for the busy stream's Read, which comes back in a moment. The reader goroutine takes a free token at once when another
 // stream's frame is buffered or Accept, Ping or Close start waiting;
 // otherwise after readTokenGrace (readTokenWaitGrace while Reads or Writes
 // wait), a grace that lengthens while holders keep coming back in time, and
@@ -479,11 +479,11 @@ var aLongTimeAgo = time.Unix(1, 0)
 
 // readForStream reads the connection for st's Read or Write, which holds the
 // read token, until st can stop waiting, or until it gives way to a busy
-// stream (readHeld's errYielded), which it reports; then it gives the token
+// stream (readHeld's errGaveWay), which it reports; then it gives the token
 // up. A Read or Write that gave way is counted as waiting from then on.
-func (s *Session) readForStream(st *Stream) (yielded bool) {
+func (s *Session) readForStream(st *Stream) (gaveWay bool) {
 	err := s.readHeld(st)
-	if yielded = err == errYielded; yielded {
+	if gaveWay = err == errGaveWay; gaveWay {
 		// Counted before the release, so that the grace is the one
 		// for a waiting call. Not released "now" below, even with
 		// frames for others buffered: the reader goroutine would take
@@ -506,7 +506,7 @@ func (s *Session) readForStream(st *Stream) (yielded bool) {
 		s.fail(err)
 	}
 	woke := s.rt.delivered
-	s.releaseReadToken(!yielded && s.othersBuffered(st))
+	s.releaseReadToken(!gaveWay && s.othersBuffered(st))
 	if woke {
 		// It woke a Read or Write waiting for data or credit, which
 		// now waits for a processor; this goroutine may not block
@@ -514,19 +514,19 @@ func (s *Session) readForStream(st *Stream) (yielded bool) {
 		// so it lets the woken one run first.
 		runtime.Gosched()
 	}
-	return yielded
+	return gaveWay
 }
 
-// errYielded is readHeld's answer to a Read or Write that, still waiting,
+// errGaveWay is readHeld's answer to a Read or Write that, still waiting,
 // gave way to a busy stream's Read or Write it fed.
-var errYielded = errors.New("tcpchan: read token given way")
+var errGaveWay = errors.New("tcpchan: read token given way")
 
 // readHeld reads and handles frames while holding the read token. A Read or
 // Write (own != nil) returns nil once own can stop waiting: if nobody else
 // waits, at once, keeping the frames beyond in the buffer for its next
 // call; if others wait, after handling the frames already in the buffer,
 // so that their frames do not wait behind its, but without reading the
-// socket again; or errYielded when own, still waiting, gives way to a busy
+// socket again; or errGaveWay when own, still waiting, gives way to a busy
 // stream (see below). The reader goroutine returns nil after
 // giving the token up. Either returns errInterrupted when a read of the
 // connection was interrupted, or the session's cause on a connection or
@@ -606,7 +606,7 @@ func (s *Session) readHeld(own *Stream) error {
 			// times while holders keep coming back). A small message
 			// passed on (a response, this call's own still pending)
 			// is no reason: its Read may not be back for a while.
-			return errYielded
+			return errGaveWay
 		}
 	}
 }

@@ -21,12 +21,12 @@ import (
 // holderOf reports which stream's call holds s's read token, or nil.
 func holderOf(s *Session) *Stream { return s.rt.holder.Load() }
 
-// goRead starts a Read of up to n bytes on st; its error arrives on the
-// channel.
-func goRead(st *Stream, n int) <-chan error {
+// goIO starts op (a Stream's Read or Write) on a buffer of n bytes; its
+// error arrives on the channel.
+func goIO(op func([]byte) (int, error), n int) <-chan error {
 	res := make(chan error, 1)
 	go func() {
-		_, err := st.Read(make([]byte, n))
+		_, err := op(make([]byte, n))
 		res <- err
 	}()
 	return res
@@ -36,7 +36,7 @@ func goRead(st *Stream, n int) <-chan error {
 // read token; the Read's error arrives on the channel.
 func readHolding(t *testing.T, s *Session, st *Stream, n int) <-chan error {
 	t.Helper()
-	res := goRead(st, n)
+	res := goIO(st.Read, n)
 	waitFor(t, "the Read to hold the token", func() bool { return holderOf(s) == st })
 	return res
 }
@@ -64,7 +64,7 @@ func freeTokenAttacked(t *testing.T, victim *Session, st *Stream, feed func()) {
 	victim.rt.mu.Lock()
 	victim.rt.grace = time.Hour
 	victim.rt.mu.Unlock()
-	got := goRead(st, 1)
+	got := goIO(st.Read, 1)
 	waitFor(t, "a Read to wait or to hold the token", func() bool {
 		st.mu.Lock()
 		defer st.mu.Unlock()
@@ -410,11 +410,7 @@ func TestWriteTokenWaitsForCredit(t *testing.T) {
 			a, b := streamPair(t, client, server) // the peer never reads
 			freeToken(t, client, a, b)
 			holdOffTurns(t, client)
-			done := make(chan error, 1)
-			go func() {
-				_, err := a.Write(make([]byte, 1<<20))
-				done <- err
-			}()
+			done := goIO(a.Write, 1<<20)
 			waitFor(t, "the Write to take the read token", func() bool { return holderOf(client) == a })
 			switch how {
 			case "Close":
@@ -659,12 +655,7 @@ func TestQuietCallGivesWayToBusyStream(t *testing.T) {
 			} else {
 				// Past the attacker's window: it waits for credit.
 				waiting, ownFrame = stCreditWait, hdr(frameWindowUpdate, 0, 1, 64<<10)
-				res := make(chan error, 1)
-				go func() {
-					_, err := s1.Write(make([]byte, attackerSettings.streamWindow+1))
-					res <- err
-				}()
-				res1 = res
+				res1 = goIO(s1.Write, int(attackerSettings.streamWindow)+1)
 				waitFor(t, "the Write to hold the token", func() bool { return holderOf(victim) == s1 })
 			}
 			got3 := countedRead(t, s3)
@@ -1116,7 +1107,7 @@ func tokenFreeForS1(t *testing.T, victim *Session, a *attacker, waitGrace time.D
 func countedRead(t *testing.T, st *Stream) <-chan error {
 	t.Helper()
 	st.SetReadDeadline(time.Now().Add(time.Hour))
-	got := goRead(st, 64)
+	got := goIO(st.Read, 64)
 	waitFor(t, "a Read to wait, counted", func() bool {
 		st.mu.Lock()
 		defer st.mu.Unlock()

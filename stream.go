@@ -166,7 +166,7 @@ func (st *Stream) readLocked(p []byte) (int, error) {
 			for st.rgot == 0 && st.readErrLocked() == nil && !st.has(stRecvFIN) && st.sess.Err() == nil {
 				st.awaitLocked(false)
 			}
-			st.uncountLocked(stWaitCounted) // still counted if it ended right after a yield
+			st.uncountLocked(stWaitCounted) // still counted if it ended right after giving way
 			n := st.rgot
 			st.rwait, st.rgot = nil, 0
 			st.state &^= stReading
@@ -201,12 +201,12 @@ func (st *Stream) awaitLocked(write bool) {
 	if !st.has(flag) {
 		if !deadline && s.takeReadToken(st, write) {
 			st.mu.Unlock()
-			yielded := s.readForStream(st)
+			gaveWay := s.readForStream(st)
 			if write {
 				s.writeDirect(st)
 			}
 			st.mu.Lock()
-			if yielded {
+			if gaveWay {
 				st.state |= flag // readForStream counted it
 			}
 			return
@@ -569,7 +569,7 @@ func (st *Stream) Write(p []byte) (int, error) {
 			break
 		}
 		if st.sendCredit > 0 && st.sess.sendWindow.Load() > 0 {
-			st.uncountLocked(stCreditWait) // credit came right after a yield
+			st.uncountLocked(stCreditWait) // credit came right after giving way
 			st.wcond.Wait()                // for the write token's holder to frame it
 			continue
 		}
