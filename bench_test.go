@@ -492,6 +492,10 @@ func BenchmarkBulkConcurrent(b *testing.B) {
 // what a stream alone in its session grows to on a short link): the ping
 // waits behind at most one window of the bulk stream's frames, so its tail
 // latency follows the window, while past 512 KiB the bulk rate rises little.
+// On Linux it also reports how many bytes the ping's receiving socket held
+// unread as each ping was written (ahead-mean-KiB, ahead-p99-KiB): the
+// frames the ping arrives behind, which no scheduling at the sender can
+// reorder. Raw TCP's ping has a connection of its own.
 func BenchmarkPingPongUnderBulk(b *testing.B) {
 	for _, kib := range []int{0, 64, 128, 256, 512, 1024, 2048} {
 		b.Run(underBulkName(kib), func(b *testing.B) { pingUnderBulk(b, kib, 0) })
@@ -570,6 +574,8 @@ func pingUnderBulk(b *testing.B, kib int, pace time.Duration) {
 	}
 	lat := make([]time.Duration, 0, b.N)
 	buf := make([]byte, 64)
+	ahead := receiveQueueProbe(echo)
+	queued := make([]int, 0, b.N)
 	b.ReportAllocs()
 	b.ResetTimer()
 	start := time.Now()
@@ -577,6 +583,9 @@ func pingUnderBulk(b *testing.B, kib int, pace time.Duration) {
 	for range b.N {
 		if pace > 0 {
 			time.Sleep(pace)
+		}
+		if ahead != nil {
+			queued = append(queued, ahead())
 		}
 		t := time.Now()
 		if _, err := ping.Write(buf); err != nil {
@@ -599,7 +608,28 @@ func pingUnderBulk(b *testing.B, kib int, pace time.Duration) {
 	if pace > 0 {
 		b.ReportMetric(quietRate, "quiet-bulk-MB/s")
 	}
+	if len(queued) > 0 {
+		total := 0
+		for _, q := range queued {
+			total += q
+		}
+		slices.Sort(queued)
+		b.ReportMetric(float64(total)/float64(len(queued))/1024, "ahead-mean-KiB")
+		b.ReportMetric(float64(queued[len(queued)*99/100])/1024, "ahead-p99-KiB")
+	}
 	ping.Close()
+}
+
+// receiveQueueProbe returns a function that reports how many bytes the
+// socket under echo (the ping's receiving end: its TCP connection, or its
+// session's) holds unread, which a ping written then arrives behind; nil
+// where that is not read (off Linux).
+func receiveQueueProbe(echo net.Conn) func() int {
+	conn := echo
+	if st, ok := echo.(*Stream); ok {
+		conn = st.sess.conn.(net.Conn)
+	}
+	return newBacklogProbe(exposedConn{conn})
 }
 
 // BenchmarkTLSStartupRTT starts a session over TLS on loopback and at once

@@ -2,6 +2,7 @@ package tcpchan
 
 import (
 	"io"
+	"sync"
 	"syscall"
 	"unsafe"
 )
@@ -35,19 +36,28 @@ func newSendQueueProbe(conn io.ReadWriteCloser) func() int {
 }
 
 // queueProbe returns a function that asks the socket under conn, if it is
-// one, for the length of a queue with ioctl request req.
+// one, for the length of a queue with ioctl request req. The function is
+// safe for concurrent use and does not allocate: RawConn.Control's callback
+// and its results are made once, as a callback made per call would escape
+// to the heap with what it captures.
 func queueProbe(conn io.ReadWriteCloser, req uintptr) func() int {
 	rc, _ := socketOf(conn)
 	if rc == nil {
 		return nil
 	}
+	var (
+		mu     sync.Mutex // guards queued and errno, which ioctl sets
+		queued int32
+		errno  syscall.Errno
+	)
+	ioctl := func(fd uintptr) {
+		_, _, errno = syscall.Syscall(syscall.SYS_IOCTL, fd, req, uintptr(unsafe.Pointer(&queued)))
+	}
 	return func() int {
-		var queued int32
-		var errno syscall.Errno
-		err := rc.Control(func(fd uintptr) {
-			_, _, errno = syscall.Syscall(syscall.SYS_IOCTL, fd, req, uintptr(unsafe.Pointer(&queued)))
-		})
-		if err != nil || errno != 0 {
+		mu.Lock()
+		defer mu.Unlock()
+		queued, errno = 0, 0
+		if err := rc.Control(ioctl); err != nil || errno != 0 {
 			return 0
 		}
 		return int(queued)

@@ -61,6 +61,12 @@ func connPair(t testing.TB, network, address string) (net.Conn, net.Conn) {
 	return c1, r.c
 }
 
+// exposedConn exposes a connection with NetConn, as a wrapper such as
+// *tls.Conn does, for the functions that look for the socket under one.
+type exposedConn struct{ net.Conn }
+
+func (c exposedConn) NetConn() net.Conn { return c.Conn }
+
 // sessionPair returns a client and a server session over the given
 // connection ends, closed (and checked for leaks) when the test ends.
 func sessionPair(t testing.TB, c1, c2 net.Conn, ccfg, scfg *Config) (*Session, *Session) {
