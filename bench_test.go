@@ -2,11 +2,13 @@ package tcpchan
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
 	"runtime"
+	"runtime/trace"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -211,6 +213,9 @@ func echo64(c net.Conn) {
 		if _, err := io.ReadFull(c, buf); err != nil {
 			return
 		}
+		// For benchmarks/pingtrace, when the benchmark runs with -trace;
+		// otherwise a check of a flag.
+		trace.Log(context.Background(), "echo", "got")
 		if _, err := c.Write(buf); err != nil {
 			return
 		}
@@ -496,6 +501,9 @@ func BenchmarkBulkConcurrent(b *testing.B) {
 // unread as each ping was written (ahead-mean-KiB, ahead-p99-KiB): the
 // frames the ping arrives behind, which no scheduling at the sender can
 // reorder. Raw TCP's ping has a connection of its own.
+//
+// Run with -trace (one case per trace), it logs each round trip's steps,
+// which benchmarks/pingtrace turns into where the round trips went.
 func BenchmarkPingPongUnderBulk(b *testing.B) {
 	for _, kib := range []int{0, 64, 128, 256, 512, 1024, 2048} {
 		b.Run(underBulkName(kib), func(b *testing.B) { pingUnderBulk(b, kib, 0) })
@@ -576,6 +584,7 @@ func pingUnderBulk(b *testing.B, kib int, pace time.Duration) {
 	buf := make([]byte, 64)
 	ahead := receiveQueueProbe(echo)
 	queued := make([]int, 0, b.N)
+	ctx := context.Background() // for the logs benchmarks/pingtrace reads from a -trace
 	b.ReportAllocs()
 	b.ResetTimer()
 	start := time.Now()
@@ -588,12 +597,15 @@ func pingUnderBulk(b *testing.B, kib int, pace time.Duration) {
 			queued = append(queued, ahead())
 		}
 		t := time.Now()
+		trace.Log(ctx, "ping", "start")
 		if _, err := ping.Write(buf); err != nil {
 			b.Fatal(err)
 		}
+		trace.Log(ctx, "ping", "written")
 		if _, err := io.ReadFull(ping, buf); err != nil {
 			b.Fatal(err)
 		}
+		trace.Log(ctx, "ping", "end")
 		lat = append(lat, time.Since(t))
 	}
 	elapsed := time.Since(start)

@@ -9,6 +9,7 @@ require (
 	github.com/libp2p/go-yamux/v5 v5.1.0
 	github.com/tcpchan/tcpchan v0.0.0-00010101000000-000000000000
 	github.com/xtaci/smux v1.5.56
+	golang.org/x/exp v0.0.0-20261113113407-e3970619a1a4
 )
 
 require (
