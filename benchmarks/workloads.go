@@ -8,7 +8,6 @@ import (
 	"runtime"
 	"sort"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/tcpchan/tcpchan/benchmarks/linksim"
@@ -348,14 +347,6 @@ func runOpenEchoClose(e *env, p *params) (map[string]float64, error) {
 	}
 	el := time.Since(start)
 	return map[string]float64{"µs/op": us(el) / float64(p.oecOps)}, nil
-}
-
-func fdLimit() int {
-	var r syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
-		return 1024
-	}
-	return int(r.Cur)
 }
 
 func heapNow() uint64 {
