@@ -4,7 +4,7 @@ package main
 
 import "syscall"
 
-// fdLimit is how many descriptors the process may open.
+// fdLimit returns how many descriptors the process may open.
 func fdLimit() int {
 	var r syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {

@@ -5,6 +5,7 @@ go 1.26.0
 replace github.com/tcpchan/tcpchan => ../
 
 require (
+	github.com/google/go-cmp v0.7.0
 	github.com/hashicorp/yamux v0.1.2
 	github.com/libp2p/go-yamux/v5 v5.1.0
 	github.com/tcpchan/tcpchan v0.0.0-00010101000000-000000000000

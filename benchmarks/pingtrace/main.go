@@ -8,22 +8,30 @@
 // The benchmark logs "ping start", "ping written" and "ping end" on the
 // pinging goroutine and "echo got" on the echoing one (runtime/trace.Log).
 // Each round trip is cut in two: the request, from start until the echo
-// goroutine has the ping, as time that goroutine spent running (a Read
-// holding the read token runs while it reads other streams' frames),
-// runnable (ready, waiting for a processor) and waiting (nothing to do
-// yet); and the response, from then to end, as the same three for the
-// pinging goroutine. The ping's Write call (start to written) is shown
-// too; it is part of the request. Round trips are
-// sorted by length and the parts averaged over bands of them: the middle
-// fifth, the 90th to 98th percentiles and the slowest 2%.
+// goroutine has the ping, as time that goroutine spent in each state; and
+// the response, from then to end, as the same for the pinging goroutine.
+// The states are the runtime's: running (on a processor, in Go code),
+// in a system call (on a processor too, for the non-blocking socket reads
+// and writes the session makes), runnable (ready but not running: waiting
+// for a processor, or for an idle one's thread to wake) and waiting
+// (blocked: on a lock, a condition, the network poller). The ping's Write
+// call (start to written) is shown too; it is part of the request, and may
+// outlast it when the echo has the ping before the Write returns.
+//
+// Round trips are sorted by length and the parts averaged over bands of
+// them: the middle fifth, the 90th to 98th percentiles and the slowest 2%.
+// Only the goroutine that logged the most round trips counts as the
+// pinger, which leaves out the benchmark's warm-up run (b.N = 1).
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"log"
 	"os"
+	"slices"
 	"sort"
 
 	"golang.org/x/exp/trace"
@@ -49,10 +57,11 @@ type echo struct {
 }
 
 // spent is time in each state, in microseconds.
-type spent struct{ running, runnable, waiting float64 }
+type spent struct{ running, syscall, runnable, waiting float64 }
 
 func (s *spent) add(o spent) {
 	s.running += o.running
+	s.syscall += o.syscall
 	s.runnable += o.runnable
 	s.waiting += o.waiting
 }
@@ -67,10 +76,11 @@ func main() {
 		log.Fatal(err)
 	}
 	defer f.Close()
-	trips, states, err := read(f)
+	trips, echoes, states, err := read(f)
 	if err != nil {
 		log.Fatal(err)
 	}
+	trips = match(mainPinger(trips), echoes)
 	if len(trips) == 0 {
 		log.Fatal("no round trips with an echo in the trace: is it BenchmarkPingPongUnderBulk's?")
 	}
@@ -79,18 +89,29 @@ func main() {
 		request, reply spent
 	}
 	rows := make([]row, 0, len(trips))
+	unknown := 0
 	for _, t := range trips {
+		request, ok1 := account(states[t.echoer], t.start, t.got)
+		reply, ok2 := account(states[t.pinger], t.got, t.end)
+		if !ok1 || !ok2 {
+			unknown++
+			continue
+		}
 		rows = append(rows, row{
 			total:   micros(t.end - t.start),
 			write:   micros(t.written - t.start),
-			request: account(states[t.echoer], t.start, t.got),
-			reply:   account(states[t.pinger], t.got, t.end),
+			request: request,
+			reply:   reply,
 		})
 	}
-	sort.Slice(rows, func(i, j int) bool { return rows[i].total < rows[j].total })
-	fmt.Printf("%d round trips; averages per band, µs\n\n", len(rows))
-	fmt.Println("| round trips | total | request: echo running | runnable | waiting | (the ping's Write call) | response: pinger running | runnable | waiting |")
-	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+	slices.SortFunc(rows, func(a, b row) int { return cmp.Compare(a.total, b.total) })
+	fmt.Printf("%d round trips", len(rows))
+	if unknown > 0 {
+		fmt.Printf(" (%d more left out: a goroutine's state at their start is not in the trace)", unknown)
+	}
+	fmt.Print("; averages per band, µs\n\n")
+	fmt.Println("| round trips | total | request: echo running | syscall | runnable | waiting | (the ping's Write call) | response: pinger running | syscall | runnable | waiting |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, band := range []struct {
 		name     string
 		from, to float64
@@ -107,18 +128,18 @@ func main() {
 			sum.reply.add(r.reply)
 		}
 		n := float64(hi - lo)
-		fmt.Printf("| %s (%d) | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f |\n", band.name, hi-lo,
-			sum.total/n, sum.request.running/n, sum.request.runnable/n, sum.request.waiting/n, sum.write/n,
-			sum.reply.running/n, sum.reply.runnable/n, sum.reply.waiting/n)
+		fmt.Printf("| %s (%d) | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f |\n", band.name, hi-lo,
+			sum.total/n, sum.request.running/n, sum.request.syscall/n, sum.request.runnable/n, sum.request.waiting/n, sum.write/n,
+			sum.reply.running/n, sum.reply.syscall/n, sum.reply.runnable/n, sum.reply.waiting/n)
 	}
 }
 
-// read collects the round trips whose echo was logged between their start
-// and end, and every goroutine's state changes.
-func read(r io.Reader) ([]roundTrip, map[trace.GoID][]transition, error) {
+// read collects the logged round trips and echoes and every goroutine's
+// state changes, each in time order (the reader yields events in order).
+func read(r io.Reader) ([]roundTrip, []echo, map[trace.GoID][]transition, error) {
 	tr, err := trace.NewReader(r)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	states := make(map[trace.GoID][]transition)
 	var trips []roundTrip
@@ -127,10 +148,10 @@ func read(r io.Reader) ([]roundTrip, map[trace.GoID][]transition, error) {
 	for {
 		ev, err := tr.ReadEvent()
 		if errors.Is(err, io.EOF) {
-			break
+			return trips, echoes, states, nil
 		}
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		switch ev.Kind() {
 		case trace.EventStateTransition:
@@ -148,7 +169,7 @@ func read(r io.Reader) ([]roundTrip, map[trace.GoID][]transition, error) {
 			case "ping written":
 				cur.written = ev.Time()
 			case "ping end":
-				if cur.written != 0 {
+				if cur.written != 0 && cur.pinger == ev.Goroutine() {
 					cur.end = ev.Time()
 					trips = append(trips, cur)
 				}
@@ -157,26 +178,46 @@ func read(r io.Reader) ([]roundTrip, map[trace.GoID][]transition, error) {
 			}
 		}
 	}
-	// Each round trip's echo is the first one logged after its start (the
-	// echo may have the ping before the pinger's Write returns).
+}
+
+// mainPinger keeps the round trips of the goroutine that logged the most.
+func mainPinger(trips []roundTrip) []roundTrip {
+	count := make(map[trace.GoID]int)
+	var most trace.GoID
+	for _, t := range trips {
+		count[t.pinger]++
+		if count[t.pinger] > count[most] {
+			most = t.pinger
+		}
+	}
+	return slices.DeleteFunc(trips, func(t roundTrip) bool { return t.pinger != most })
+}
+
+// match gives each round trip the first echo logged at or after its start
+// (the echo may have the ping before the pinger's Write returns), dropping
+// those with no echo before their end. Both lists are in time order.
+func match(trips []roundTrip, echoes []echo) []roundTrip {
 	matched := trips[:0]
 	for _, t := range trips {
-		i := sort.Search(len(echoes), func(i int) bool { return echoes[i].at >= t.start })
+		i, _ := slices.BinarySearchFunc(echoes, t.start, func(e echo, at trace.Time) int { return cmp.Compare(e.at, at) })
 		if i < len(echoes) && echoes[i].at < t.end {
 			t.got, t.echoer = echoes[i].at, echoes[i].g
 			matched = append(matched, t)
 		}
 	}
-	return matched, states, nil
+	return matched
 }
 
 // account splits [from, to) by the state the goroutine with changes ts was
-// in.
-func account(ts []transition, from, to trace.Time) spent {
+// in. It reports false if that state at from is unknown: no change of the
+// goroutine's is in the trace before from.
+func account(ts []transition, from, to trace.Time) (spent, bool) {
 	var s spent
+	// The first change after from; the one before it (possibly at from)
+	// gives the state at from.
 	i := sort.Search(len(ts), func(i int) bool { return ts[i].at > from })
 	if i == 0 {
-		return s // its state at from is unknown
+		return s, false
 	}
 	state, at := ts[i-1].to, from
 	for ; ; i++ {
@@ -188,13 +229,15 @@ func account(ts []transition, from, to trace.Time) spent {
 		switch state {
 		case trace.GoRunning:
 			s.running += d
+		case trace.GoSyscall:
+			s.syscall += d
 		case trace.GoRunnable:
 			s.runnable += d
 		default:
 			s.waiting += d
 		}
 		if end == to {
-			return s
+			return s, true
 		}
 		state, at = ts[i].to, end
 	}
