@@ -587,8 +587,13 @@ func pingUnderBulk(b *testing.B, kib int, pace time.Duration) {
 	buf := make([]byte, 64)
 	ahead := receiveQueueProbe(echo)
 	queued := make([]int, 0, b.N)
-	ctx := context.Background() // for the logs benchmarks/pingtrace reads from a -trace
+	// step logs a round trip's step for benchmarks/pingtrace, when tracing.
 	traced := trace.IsEnabled()
+	step := func(msg string) {
+		if traced {
+			trace.Log(context.Background(), "ping", msg)
+		}
+	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	start := time.Now()
@@ -601,21 +606,15 @@ func pingUnderBulk(b *testing.B, kib int, pace time.Duration) {
 			queued = append(queued, ahead())
 		}
 		t := time.Now()
-		if traced {
-			trace.Log(ctx, "ping", "start")
-		}
+		step("start")
 		if _, err := ping.Write(buf); err != nil {
 			b.Fatal(err)
 		}
-		if traced {
-			trace.Log(ctx, "ping", "written")
-		}
+		step("written")
 		if _, err := io.ReadFull(ping, buf); err != nil {
 			b.Fatal(err)
 		}
-		if traced {
-			trace.Log(ctx, "ping", "end")
-		}
+		step("end")
 		lat = append(lat, time.Since(t))
 	}
 	elapsed := time.Since(start)

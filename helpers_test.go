@@ -61,6 +61,17 @@ func connPair(t testing.TB, network, address string) (net.Conn, net.Conn) {
 	return c1, r.c
 }
 
+// goIO starts op (a Stream's Read or Write) on a buffer of n bytes; its
+// error arrives on the channel.
+func goIO(op func([]byte) (int, error), n int) <-chan error {
+	res := make(chan error, 1)
+	go func() {
+		_, err := op(make([]byte, n))
+		res <- err
+	}()
+	return res
+}
+
 // exposedConn exposes a connection with NetConn, as a wrapper such as
 // *tls.Conn does, for the functions that look for the socket under one.
 type exposedConn struct{ net.Conn }

@@ -32,16 +32,17 @@ import (
 // buffer for its next call. A Read or Write still waiting that has read a
 // read buffer's worth of others' data since it took the token, and woke a
 // waiting Read or Write, gives the token up and waits in turn, leaving it
-// free for the busy stream's Read, which comes back in a moment. The reader goroutine takes a free token at once when another
-// stream's frame is buffered or Accept, Ping or Close start waiting;
-// otherwise after readTokenGrace (readTokenWaitGrace while Reads or Writes
-// wait), a grace that lengthens while holders keep coming back in time, and
-// in any case it takes a turn once neither it nor a read that emptied the
-// socket has looked for maxReaderAbsence (a turn handles only what has
-// arrived, without blocking, and gives the token back at once unless a Read
-// or Write waits for a holder or part of a frame is buffered). It gives the
-// token up when it is about to block after delivering data or credit to a
-// waiting Read or Write, which is likely to come back.
+// free for the busy stream's Read, which comes back in a moment. The reader
+// goroutine takes a free token at once when another stream's frame is
+// buffered or Accept, Ping or Close start waiting; otherwise after
+// readTokenGrace (readTokenWaitGrace while Reads or Writes wait), a grace
+// that lengthens while holders keep coming back in time, and in any case it
+// takes a turn once neither it nor a read that emptied the socket has looked
+// for maxReaderAbsence (a turn handles only what has arrived, without
+// blocking, and gives the token back at once unless a Read or Write waits
+// for a holder or part of a frame is buffered). It gives the token up when
+// it is about to block after delivering data or credit to a waiting Read or
+// Write, which is likely to come back.
 //
 // A holder blocks in conn.Read, so what ends its wait from outside (Close,
 // CloseWrite, a new deadline) must stop that read: it sets a past read

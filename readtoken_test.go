@@ -21,17 +21,6 @@ import (
 // holderOf reports which stream's call holds s's read token, or nil.
 func holderOf(s *Session) *Stream { return s.rt.holder.Load() }
 
-// goIO starts op (a Stream's Read or Write) on a buffer of n bytes; its
-// error arrives on the channel.
-func goIO(op func([]byte) (int, error), n int) <-chan error {
-	res := make(chan error, 1)
-	go func() {
-		_, err := op(make([]byte, n))
-		res <- err
-	}()
-	return res
-}
-
 // readHolding starts a Read of n bytes on st and waits until it holds s's
 // read token; the Read's error arrives on the channel.
 func readHolding(t *testing.T, s *Session, st *Stream, n int) <-chan error {

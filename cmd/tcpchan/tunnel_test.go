@@ -496,9 +496,10 @@ func TestTunnelTargetDown(t *testing.T) {
 		}
 		c.SetDeadline(time.Now().Add(10 * time.Second))
 		if _, err := c.Write([]byte("hello")); err != nil {
-			// The reset came before the Write, which reports it (Linux:
-			// ECONNRESET; EPIPE elsewhere or on a later write); the
-			// socket then reads as cleanly ended, so no Read can tell.
+			// The reset came before the Write, which reports it
+			// (ECONNRESET, or EPIPE once an earlier call took the
+			// reset); the socket then reads as cleanly ended, so no
+			// Read can tell.
 			c.Close()
 			if isConnReset(err) || errors.Is(err, syscall.EPIPE) {
 				continue
