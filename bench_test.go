@@ -28,7 +28,14 @@ import (
 // session over TCP.
 func benchPair(b *testing.B, kind string) (net.Conn, net.Conn) {
 	b.Helper()
-	c1, c2 := tcpConnPair(b)
+	return tunedPair(b, kind, nil)
+}
+
+// tunedPair is benchPair with tune, if not nil, applied to both ends of
+// the TCP connection before anything is sent.
+func tunedPair(b *testing.B, kind string, tune func(*testing.B, net.Conn)) (net.Conn, net.Conn) {
+	b.Helper()
+	c1, c2 := tunedConnPair(b, tune)
 	if kind == "tcp" {
 		b.Cleanup(func() { c1.Close(); c2.Close() })
 		return c1, c2
@@ -37,18 +44,32 @@ func benchPair(b *testing.B, kind string) (net.Conn, net.Conn) {
 	return streamPair(b, client, server)
 }
 
+// tunedConnPair returns the ends of a TCP connection on loopback, with
+// tune, if not nil, applied to both.
+func tunedConnPair(b *testing.B, tune func(*testing.B, net.Conn)) (net.Conn, net.Conn) {
+	b.Helper()
+	c1, c2 := tcpConnPair(b)
+	if tune != nil {
+		tune(b, c1)
+		tune(b, c2)
+	}
+	return c1, c2
+}
+
 var kinds = []string{"tcp", "tcpchan"}
 
 // twoPairs returns two pairs of connected ends: two raw TCP connections,
-// or two streams of one tcpchan session over TCP, cfg at both ends.
-func twoPairs(b *testing.B, kind string, cfg *Config) (a1, a2, b1, b2 net.Conn) {
+// or two streams of one tcpchan session over TCP, cfg at both ends; tune,
+// if not nil, is applied to both ends of each TCP connection first.
+func twoPairs(b *testing.B, kind string, cfg *Config, tune func(*testing.B, net.Conn)) (a1, a2, b1, b2 net.Conn) {
 	b.Helper()
 	if kind == "tcp" {
-		a1, a2 = benchPair(b, "tcp")
-		b1, b2 = benchPair(b, "tcp")
+		a1, a2 = tunedPair(b, "tcp", tune)
+		b1, b2 = tunedPair(b, "tcp", tune)
 		return a1, a2, b1, b2
 	}
-	client, server := tcpSessions(b, cfg, cfg)
+	c1, c2 := tunedConnPair(b, tune)
+	client, server := sessionPair(b, c1, c2, cfg, cfg)
 	a1, a2 = streamPair(b, client, server)
 	b1, b2 = streamPair(b, client, server)
 	return a1, a2, b1, b2
@@ -74,7 +95,7 @@ func BenchmarkBulk(b *testing.B) {
 func BenchmarkBulkBesideIdle(b *testing.B) {
 	for _, kind := range kinds {
 		b.Run(kind, func(b *testing.B) {
-			w, r, idle, idlePeer := twoPairs(b, kind, nil)
+			w, r, idle, idlePeer := twoPairs(b, kind, nil, nil)
 			msg := make([]byte, 64)
 			if _, err := idle.Write(msg); err != nil {
 				b.Fatal(err)
@@ -100,7 +121,7 @@ func BenchmarkBulkBesideReading(b *testing.B) {
 		for _, kind := range kinds {
 			b.Run(mode+"/"+kind, func(b *testing.B) {
 				cfg := &Config{MaxStreamWindow: DefaultConfig().InitialStreamWindow}
-				w, r, idle, idlePeer := twoPairs(b, kind, cfg)
+				w, r, idle, idlePeer := twoPairs(b, kind, cfg, nil)
 				if mode == "reading" {
 					done := make(chan struct{})
 					go func() {
@@ -125,7 +146,7 @@ func BenchmarkBulkBesideReading(b *testing.B) {
 func BenchmarkBulkBothWays(b *testing.B) {
 	for _, kind := range kinds {
 		b.Run(kind, func(b *testing.B) {
-			up, upPeer, down, downPeer := twoPairs(b, kind, nil)
+			up, upPeer, down, downPeer := twoPairs(b, kind, nil, nil)
 			const size = 32 << 10
 			b.SetBytes(2 * size)
 			b.ReportAllocs()
@@ -509,7 +530,7 @@ func BenchmarkBulkConcurrent(b *testing.B) {
 // which benchmarks/pingtrace turns into where the round trips went.
 func BenchmarkPingPongUnderBulk(b *testing.B) {
 	for _, kib := range []int{0, 64, 128, 256, 512, 1024, 2048} {
-		b.Run(underBulkName(kib), func(b *testing.B) { pingUnderBulk(b, kib, 0) })
+		b.Run(underBulkName(kib), func(b *testing.B) { pingUnderBulk(b, kib, 0, nil) })
 	}
 }
 
@@ -523,7 +544,7 @@ func BenchmarkPingPongUnderBulk(b *testing.B) {
 // short link.
 func BenchmarkPacedPingUnderBulk(b *testing.B) {
 	for _, kib := range []int{0, 256, 1024} {
-		b.Run(underBulkName(kib), func(b *testing.B) { pingUnderBulk(b, kib, time.Millisecond) })
+		b.Run(underBulkName(kib), func(b *testing.B) { pingUnderBulk(b, kib, time.Millisecond, nil) })
 	}
 }
 
@@ -541,13 +562,14 @@ func underBulkName(kib int) string {
 // rate meanwhile: on two streams of one session whose InitialStreamWindow
 // is kib KiB, or for kib 0 on two TCP connections. With a pace, the bulk
 // rate is also measured before the first echo, for 200 ms, once the ping
-// stream counts as quiet.
-func pingUnderBulk(b *testing.B, kib int, pace time.Duration) {
+// stream counts as quiet. tune, if not nil, is applied to both ends of each
+// TCP connection first.
+func pingUnderBulk(b *testing.B, kib int, pace time.Duration, tune func(*testing.B, net.Conn)) {
 	kind, cfg := "tcpchan", &Config{InitialStreamWindow: kib << 10}
 	if kib == 0 {
 		kind = "tcp"
 	}
-	ping, echo, bulkW, bulkR := twoPairs(b, kind, cfg)
+	ping, echo, bulkW, bulkR := twoPairs(b, kind, cfg, tune)
 	go echo64(echo)
 	stop := make(chan struct{})
 	var bulkNow atomic.Int64 // bytes the bulk reader has received
