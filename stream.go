@@ -22,7 +22,10 @@ var (
 //
 // A Stream holds no goroutine. Its memory is freed once both directions are
 // finished (each side has sent FIN, or either side has sent RST) and the
-// application has dropped it.
+// application has dropped it, except that a stream the peer opened and then
+// reset stays in the session, counted against MaxIncomingStreams, until the
+// application calls Close (see Config.MaxIncomingStreams): a handler that
+// gets ErrStreamReset should still close its stream.
 type Stream struct {
 	sess *Session
 	id   uint32
