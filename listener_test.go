@@ -1020,6 +1020,125 @@ func TestListenerCloseRefusesBacklog(t *testing.T) {
 	}
 }
 
+// flakyListener fails its first temps Accepts with a temporary error, and
+// once broken, every Accept (after taking a connection, which it closes)
+// with errInnerBroken.
+type flakyListener struct {
+	net.Listener
+	mu     sync.Mutex
+	temps  int
+	broken bool
+}
+
+var errInnerBroken = errors.New("inner listener broken")
+
+type temporaryError struct{}
+
+func (temporaryError) Error() string   { return "temporary accept failure" }
+func (temporaryError) Temporary() bool { return true }
+func (temporaryError) Timeout() bool   { return false }
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	if l.temps > 0 {
+		l.temps--
+		l.mu.Unlock()
+		return nil, temporaryError{}
+	}
+	l.mu.Unlock()
+	c, err := l.Listener.Accept()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err == nil && l.broken {
+		c.Close()
+		return nil, errInnerBroken
+	}
+	return c, err
+}
+
+// TestListenerInnerFailure: the inner listener's temporary errors are
+// retried; a permanent one reaches Accept, and from then on every Accept,
+// also while streams of a session already open wait to be accepted (the
+// Accept picked them at random before, so a server loop could go on after
+// its socket broke). Close refuses the waiting streams.
+func TestListenerInnerFailure(t *testing.T) {
+	t.Parallel()
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := &flakyListener{Listener: inner, temps: 3}
+	ln := NewListener(fl, nil)
+	defer ln.Close()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := Client(conn, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAndWait(t, client)
+	first, err := client.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	accepted, err := ln.AcceptStream() // after three temporary errors
+	if err != nil {
+		t.Fatalf("Accept after temporary errors: %v", err)
+	}
+	defer accepted.Close()
+
+	fl.mu.Lock()
+	fl.broken = true
+	fl.mu.Unlock()
+	other, err := net.Dial("tcp", ln.Addr().String()) // makes the inner Accept fail
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	select {
+	case <-ln.failed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the inner listener's failure never reached the Listener")
+	}
+	var waiting []*Stream
+	for range 10 {
+		st, err := client.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Write([]byte("y")); err != nil {
+			t.Fatal(err)
+		}
+		waiting = append(waiting, st)
+	}
+	waitFor(t, "the streams at the server", func() bool {
+		ln.mu.Lock()
+		defer ln.mu.Unlock()
+		n := 0
+		for s := range ln.sessions {
+			n += s.NumStreams()
+		}
+		return n == 1+len(waiting)
+	})
+	for i := range 20 {
+		if st, err := ln.Accept(); !errors.Is(err, errInnerBroken) {
+			t.Fatalf("Accept %d after the inner listener failed: a stream %t, error %v; want %v", i, st != nil, err, errInnerBroken)
+		}
+	}
+	ln.Close()
+	for i, st := range waiting {
+		st.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := st.Read(make([]byte, 1)); !errors.Is(err, ErrStreamRefused) {
+			t.Errorf("stream %d waiting when the Listener closed: Read = %v, want ErrStreamRefused", i, err)
+		}
+	}
+}
+
 func TestListenerShutdownContext(t *testing.T) {
 	t.Parallel()
 	ln := NewListener(listenCounting(t, "127.0.0.1:0"), nil)
