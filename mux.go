@@ -826,10 +826,11 @@ func (s *Session) beginClosing() {
 // counts until the application has closed it, as in NumStreams), flushes
 // what is queued, and then closes as Close does, half-closing the
 // connection and waiting for the peer to close its end. If ctx ends
-// before the streams have finished and the queue is flushed, Shutdown
-// returns ctx.Err() and leaves the session open; call Close to end it. If ctx ends later, while Shutdown
-// waits for the peer to close its end, the session is closed all the same
-// and Shutdown returns ctx.Err(). If the session ends otherwise while
+// before the streams have finished and the queue is flushed, or had ended
+// before the call, Shutdown returns ctx.Err() and leaves the session open;
+// call Close to end it. If ctx ends later, while Shutdown waits for the
+// peer to close its end, the session is closed all the same and Shutdown
+// returns ctx.Err(). If the session ends otherwise while
 // streams are open (the peer closed the connection, an error), Shutdown
 // returns the session's error; after Close, nil.
 func (s *Session) Shutdown(ctx context.Context) error {
@@ -903,6 +904,12 @@ func (s *Session) refuseIncoming() {
 // flush waits until the writer has written everything queued, ctx ends
 // (returning its error) or the session ends.
 func (s *Session) flush(ctx context.Context) error {
+	// An ended ctx flushes nothing, every time: the select below would
+	// pick at random between it and a writer ready to flush, and Shutdown
+	// would then sometimes close the session it promises to leave open.
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	flushed := make(chan struct{})
 	select {
 	case s.flushReq <- flushed:
