@@ -408,6 +408,52 @@ func checkNoLeaks(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t, opt) }) // registered first, so it runs last
 }
 
+// TestOwnControlFramesNotCounted: MaxQueuedControlFrames bounds the
+// answers queued for a peer that does not read them; this side's own
+// control frames do not count. With three own pings queued behind a
+// blocked writer, against a limit of 2, the answer to the peer's ping was
+// refused and closed a session whose peer reads everything, with an error
+// blaming the peer (found by review helper 86, with window updates and
+// start-up pings filling the queue during a transfer).
+func TestOwnControlFramesNotCounted(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		// net.Pipe: the victim's writes wait for the attacker's reads.
+		victim, a := newAttack(t, &Config{MaxQueuedControlFrames: 2, KeepAliveInterval: -1}, false)
+		ctx, cancel := context.WithCancel(context.Background())
+		var pings sync.WaitGroup
+		defer func() { cancel(); pings.Wait() }()
+		ping := func() { pings.Go(func() { victim.PingContext(ctx) }) } // never answered: ends with ctx
+		// The writer takes the first ping (if it is not writing
+		// already) and waits for the attacker to read; the next three
+		// stay queued.
+		ping()
+		synctest.Wait()
+		for range 3 {
+			ping()
+		}
+		synctest.Wait()
+		victim.wmu.Lock()
+		queued := len(victim.sched.ctrl)
+		victim.wmu.Unlock()
+		if queued < 3 {
+			t.Fatalf("%d control frames queued, want the victim's 3 pings", queued)
+		}
+		if err := a.send(hdr(framePing, 0, 0, syncPing)); err != nil {
+			t.Fatal(err)
+		}
+		acked := a.drain()
+		select {
+		case <-acked:
+		case <-victim.Done():
+			t.Fatalf("session ended instead of answering the peer's ping: %v", victim.Err())
+		}
+		if err := victim.Err(); err != nil {
+			t.Errorf("session ended: %v", err)
+		}
+	})
+}
+
 // TestFloods sends each flood at a victim session until its defence trips
 // (or, for floods it must survive, for many frames) and checks the outcome,
 // the live heap the attack left, that the victim's goroutines exit, and
@@ -438,7 +484,7 @@ func TestFloods(t *testing.T) {
 	}{
 		{name: "ping flood, answers not read",
 			frame: func(i int) []byte { return hdr(framePing, 0, 0, uint32(i)) },
-			want:  "more than 10000 control frames queued", bound: 512 << 10, min: 10000},
+			want:  "more than 10000 answers queued", bound: 512 << 10, min: 10000},
 		{name: "ping flood, answers read",
 			frame: func(i int) []byte { return hdr(framePing, 0, 0, uint32(i)) },
 			n:     200_000, reads: true, bound: 512 << 10},
@@ -494,7 +540,7 @@ func TestFloods(t *testing.T) {
 		{name: "SYN flood past AcceptBacklog, refusals not read",
 			cfg:   Config{AcceptBacklog: 16},
 			frame: func(i int) []byte { return dataFrame(flagSYN, syn(i), []byte("GET /")) },
-			want:  "more than 10000 control frames queued", bound: 1 << 20, min: 16 + 10000},
+			want:  "more than 10000 answers queued", bound: 1 << 20, min: 16 + 10000},
 		{name: "unsolicited PING ACK flood",
 			frame: func(i int) []byte { return hdr(framePing, flagACK, 0, uint32(1000+i)) },
 			want:  "answering no ping", bound: 256 << 10, min: 1000},

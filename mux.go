@@ -101,14 +101,15 @@ type Config struct {
 	// or Server ignore it. Default 0: no limit.
 	MaxSessions int
 
-	// MaxQueuedControlFrames bounds the control frames queued while the
-	// peer is not reading: an answer to the peer (a ping answer, a
-	// refusal, an RST) that finds this many control frames of any kind
-	// queued closes the session with ErrProtocol. This side's own frames
-	// are queued without the check: its pings, and its window updates, of
-	// which one per stream and one for the session are queued at a time
-	// (more credit joins the one queued). Default 10000; negative values
-	// are rejected.
+	// MaxQueuedControlFrames bounds the answers to the peer (ping
+	// answers, refusals, RSTs) queued while the peer is not reading: one
+	// that finds this many answers queued closes the session with
+	// ErrProtocol. This side's own control frames neither count nor are
+	// checked, so that a small value does not end a session whose peer
+	// reads everything: its pings, and its window updates, of which one
+	// per stream and one for the session are queued at a time (more
+	// credit joins the one queued). Default 10000; negative values are
+	// rejected.
 	MaxQueuedControlFrames int
 
 	// MaxGlitches bounds the peer's glitches: frames that cost this side
@@ -1164,11 +1165,12 @@ func (s *Session) queueControl(h frameHeader) {
 // past MaxQueuedControlFrames it returns an error that closes the session.
 func (s *Session) queueReply(h frameHeader) error {
 	s.wmu.Lock()
-	if len(s.sched.ctrl) >= s.cfg.MaxQueuedControlFrames {
+	if s.sched.answers >= s.cfg.MaxQueuedControlFrames {
 		s.wmu.Unlock()
-		return protocolErrorf("more than %d control frames queued: the peer sends pings or opens streams faster than it reads the answers", s.cfg.MaxQueuedControlFrames)
+		return protocolErrorf("more than %d answers queued: the peer sends pings or opens streams faster than it reads the answers", s.cfg.MaxQueuedControlFrames)
 	}
 	s.sched.ctrl = append(s.sched.ctrl, h)
+	s.sched.answers++
 	s.wmu.Unlock()
 	s.wakeWriter()
 	return nil

@@ -18,6 +18,9 @@ type writeScheduler struct {
 	// sealed: the GOAWAY telling the peer of its protocol error went into
 	// a batch; no control frame follows it.
 	sealed bool
+	// answers counts the frames in ctrl that answer the peer (see
+	// queueReply): only they are bounded by MaxQueuedControlFrames.
+	answers int
 
 	head, tail *Stream // streams ready to send
 
@@ -283,6 +286,7 @@ func (s *Session) appendControlLocked(b []byte) []byte {
 		}
 	}
 	s.sched.ctrl = s.sched.ctrl[:0]
+	s.sched.answers = 0
 	return b
 }
 
