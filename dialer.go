@@ -244,7 +244,7 @@ func (d *Dialer) openPooled(key string, fresh *Session) (st *Stream, unknown *Se
 		case fresh.allowsNoStreams():
 			// Another connection would most likely announce the same:
 			// one per dial, as for a session that refuses the stream.
-			return nil, nil, nil, fmt.Errorf("%w: the server allows no streams (its MaxIncomingStreams is 0)", ErrStreamRefused)
+			return nil, nil, nil, fmt.Errorf("%w: the server allows no streams (it announced a stream limit of 0)", ErrStreamRefused)
 		case fresh.goAwayReceived():
 			return nil, nil, nil, fmt.Errorf("%w: the server sent GOAWAY on a new connection", ErrGoAway)
 		case fresh.Err() != nil:

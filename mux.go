@@ -236,7 +236,7 @@ func (c *Config) resolve() (Config, error) {
 	case r.SessionWindow < max(minSessionWindow, r.InitialStreamWindow) || r.SessionWindow > maxWindow:
 		return r, bad("SessionWindow", r.SessionWindow, "1 MiB and InitialStreamWindow to 2^31-1")
 	case r.MaxIncomingStreams < 0 || r.MaxIncomingStreams > 1<<30:
-		return r, bad("MaxIncomingStreams", r.MaxIncomingStreams, "0 to 2^30")
+		return r, bad("MaxIncomingStreams", r.MaxIncomingStreams, "1 to 2^30 (0: the default)")
 	case r.AcceptBacklog < 0 || r.AcceptBacklog > maxAcceptBacklog:
 		return r, bad("AcceptBacklog", r.AcceptBacklog, "1 to 2^20 (0: the default)")
 	case r.MaxSessions < 0:
