@@ -26,6 +26,23 @@ func closeAndWait(t testing.TB, s *Session) {
 	}
 }
 
+// dialClient dials address over TCP and starts a client session with the
+// default Config on the connection, closed when the test ends.
+func dialClient(t testing.TB, address string) *Session {
+	t.Helper()
+	conn, err := net.Dial("tcp", address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Client(conn, nil)
+	if err != nil {
+		conn.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { closeAndWait(t, s) })
+	return s
+}
+
 // tcpConnPair returns the two ends of a real TCP loopback connection.
 func tcpConnPair(t testing.TB) (net.Conn, net.Conn) {
 	t.Helper()

@@ -143,12 +143,12 @@ func (l *Listener) Addr() net.Addr { return l.inner.Addr() }
 // Accept waits for the next stream a client opens on any session and
 // returns it as a net.Conn (a *Stream). After Close it returns an error
 // matching net.ErrClosed, also to calls already waiting. If the inner
-// listener fails with a permanent error, Accept returns that error, from
-// then on every time, even with streams of the sessions already open
-// waiting (as a net.Listener's Accept fails once its socket has, so that
-// a server loop such as http.Serve stops and can report it; Close refuses
-// those streams); temporary errors (such as too many open files) are
-// retried with a backoff, as http.Server does.
+// listener fails with a permanent error, Accept returns that error, and
+// keeps returning it even while streams of sessions already open wait, as
+// a net.Listener does once its socket has failed: a server loop such as
+// http.Serve stops and reports it, and Close refuses the waiting streams.
+// Temporary errors (such as too many open files) are retried with a
+// backoff, as http.Server does.
 func (l *Listener) Accept() (net.Conn, error) {
 	st, err := l.AcceptStream()
 	if err != nil {

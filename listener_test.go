@@ -1070,15 +1070,7 @@ func TestListenerInnerFailure(t *testing.T) {
 	fl := &flakyListener{Listener: inner, temps: 3}
 	ln := NewListener(fl, nil)
 	defer ln.Close()
-	conn, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := Client(conn, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closeAndWait(t, client)
+	client := dialClient(t, ln.Addr().String())
 	first, err := client.OpenStream()
 	if err != nil {
 		t.Fatal(err)

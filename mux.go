@@ -831,9 +831,9 @@ func (s *Session) beginClosing() {
 // before the call, Shutdown returns ctx.Err() and leaves the session open;
 // call Close to end it. If ctx ends later, while Shutdown waits for the
 // peer to close its end, the session is closed all the same and Shutdown
-// returns ctx.Err(). If the session ends otherwise while
-// streams are open (the peer closed the connection, an error), Shutdown
-// returns the session's error; after Close, nil.
+// returns ctx.Err(). If the session ends otherwise while streams are open
+// (the peer closed the connection, an error), Shutdown returns the
+// session's error; after Close, nil.
 func (s *Session) Shutdown(ctx context.Context) error {
 	s.goAway()
 

@@ -1475,14 +1475,7 @@ func TestWriteBlockedAcrossCloseCreditAfterFIN(t *testing.T) {
 		time.Sleep(300 * time.Millisecond)
 		got <- data
 	}()
-	conn, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := Client(conn, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := dialClient(t, ln.Addr().String())
 	st, err := client.OpenStream()
 	if err != nil {
 		t.Fatal(err)
